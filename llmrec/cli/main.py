@@ -1,0 +1,158 @@
+"""The ``llmrec`` command. Subcommands import their dependencies lazily, so ``--help`` is instant.
+
+    llmrec data prepare --dataset ml-100k --out data/ml-100k
+    llmrec data stats data/ml-100k
+    llmrec evaluate --data data/ml-100k --model sasrec --protocol full \
+        --metrics-out runs/sasrec.json --rankings-out runs/sasrec.jsonl
+    llmrec quickstart
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from llmrec import __version__
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="prepare and inspect datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    prep = data_sub.add_parser(
+        "prepare",
+        help="read interaction logs (or a built-in dataset) into a prepared dataset folder",
+        description="Read interactions, items and users; validate them; build time-ordered "
+        "behaviour sequences; write a prepared dataset folder (Parquet + manifest).",
+    )
+    src = prep.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a built-in dataset: ml-100k")
+    src.add_argument("--inter", help="interactions file (.inter/.csv/.tsv/.parquet/.jsonl) or "
+                     "a datasets save_to_disk folder")  # fmt: skip
+    prep.add_argument("--items", help="items file (ids and text fields)")
+    prep.add_argument("--users", help="users file (ids and profile fields)")
+    prep.add_argument("--name", help="dataset name (default: the file or dataset name)")
+    prep.add_argument("--format", choices=["atomic", "csv", "tsv", "parquet", "jsonl", "hf"],
+                      help="file format (default: from the file suffix)")  # fmt: skip
+    prep.add_argument("--encoding", default="utf-8", help="text encoding (default utf-8)")
+    prep.add_argument("--col", action="append", default=[], metavar="FIELD=COLUMN",
+                      help="map a field to your column, e.g. --col item_id=movie "
+                      "--col timestamp=ts (repeatable)")  # fmt: skip
+    prep.add_argument("--mapping", help="YAML file with the column mapping")
+    prep.add_argument("--min-rating", type=float, help="keep interactions rated >= this")
+    prep.add_argument("--k-core", type=int, help="keep users and items with >= K interactions")
+    prep.add_argument("--dedup", choices=["none", "first", "last"], default="none",
+                      help="repeated (user, item) interactions: keep all, the first or the last")
+    prep.add_argument("--max-len", type=int, help="keep each user's most recent N interactions")
+    prep.add_argument("--drop-unknown-items", action="store_true",
+                      help="drop (and count) interactions whose item is not in the items file")
+    prep.add_argument("--drop-users-without-interactions", action="store_true",
+                      help="drop (and count) users of the users file with no interactions")
+    prep.add_argument("--out", help="output folder (default: data/NAME)")
+    prep.set_defaults(func=_cmd_prepare)
+
+    stats = data_sub.add_parser("stats", help="print statistics of a prepared dataset")
+    stats.add_argument("data", help="prepared dataset folder, or a built-in dataset name")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+    stats.set_defaults(func=_cmd_stats)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a recommender under the full-ranking or sampled protocol",
+        description="Fit (or load) a recommender on the training split and evaluate it. "
+        "Full ranking excludes each user's history items from the ranking.",
+    )
+    ev.add_argument("--data", default="ml-100k",
+                    help="prepared dataset folder or built-in name (default ml-100k)")
+    ev.add_argument("--model", required=True, help="recommender name: pop, markov, sasrec")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="model config value, e.g. --set epochs=50 (repeatable)")
+    ev.add_argument("--load", metavar="DIR", help="load a saved model instead of fitting")
+    ev.add_argument("--save", metavar="DIR", help="save the fitted model here")
+    ev.add_argument("--split", choices=["loo", "time"], default="loo",
+                    help="leave-one-out (default) or global time split")
+    ev.add_argument("--part", choices=["test", "valid"], default="test")
+    ev.add_argument("--protocol", choices=["full", "sampled"], default="full")
+    ev.add_argument("--seed", type=int, default=0, help="seed of sampled candidates")
+    ev.add_argument("--depth", type=int, default=100, help="items per user in the rankings file")
+    ev.add_argument("--metrics-out", metavar="PATH", help="write metrics JSON here")
+    ev.add_argument("--rankings-out", metavar="PATH",
+                    help="write rankings JSON lines here (user_id, ranked, target)")
+    ev.set_defaults(func=_cmd_evaluate)
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    qs = sub.add_parser(
+        "quickstart",
+        help="the main job on the embedded defaults: prepare ML-100K, evaluate the baselines",
+    )
+    qs.add_argument("--out", default="runs/quickstart", help="folder for metrics and rankings")
+    qs.add_argument("--models", default="pop,markov,sasrec", help="comma-separated models")
+    qs.set_defaults(func=_cmd_quickstart)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmrec",
+        description="LLM-based sequential recommendation: data, retrieval, PEFT-tuned LLM "
+        "ranking with reasons, evaluation and serving.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmrec {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(sub)
+    _add_evaluate(sub)
+    _add_quickstart(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from llmrec.data.errors import DataError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from llmrec.cli import commands
+
+    return commands.prepare(args)
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from llmrec.cli import commands
+
+    return commands.stats(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from llmrec.cli import commands
+
+    return commands.evaluate(args)
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from llmrec.cli import commands
+
+    return commands.quickstart(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

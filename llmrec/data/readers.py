@@ -1,0 +1,291 @@
+"""Readers: files in several formats -> raw string tables, with errors that name file, line and column.
+
+Formats: RecBole atomic files (``.inter`` / ``.item`` / ``.user``, tab-separated with typed
+``name:type`` headers), CSV, TSV, Parquet, JSON lines, and Hugging Face ``datasets`` (a
+``Dataset`` object or a folder written by ``save_to_disk``).
+
+Every reader returns a :class:`RawTable`: a DataFrame whose cells are strings (or ``None`` for a
+missing value), plus where it came from, so that later validation can point at the exact line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmrec.data.errors import DataError
+
+#: File suffixes and the format each one means.
+SUFFIX_FORMATS = {
+    ".inter": "atomic",
+    ".item": "atomic",
+    ".user": "atomic",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+FORMATS = ("atomic", "csv", "tsv", "parquet", "jsonl", "hf")
+
+
+@dataclass
+class RawTable:
+    """A table of strings read from ``source``.
+
+    ``first_line`` is the file line of the first data row (2 for files with a header line), or
+    ``None`` when rows are records rather than lines (Parquet, datasets), in which case row numbers
+    in errors are 0-based record indices.
+    """
+
+    frame: pd.DataFrame
+    source: str
+    first_line: int | None = 2
+    #: RecBole atomic ``token_seq`` columns (space-separated lists).
+    seq_columns: tuple[str, ...] = ()
+
+    def row_ref(self, position: int) -> tuple[int, str]:
+        """The row number and its label ("line" or "record") for the ``position``-th row."""
+        if self.first_line is None:
+            return position, "record"
+        return self.first_line + position, "line"
+
+    def error(self, message: str, position: int | None = None, **kw: Any) -> DataError:
+        if position is None:
+            return DataError(message, source=self.source, **kw)
+        row, label = self.row_ref(position)
+        return DataError(message, source=self.source, row=row, row_label=label, **kw)
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "hf"
+    fmt = SUFFIX_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"cannot tell the format from the file name suffix {p.suffix!r}",
+            source=str(p),
+            hint=f"use one of {sorted(SUFFIX_FORMATS)} or pass the format explicitly "
+            f"(one of {', '.join(FORMATS)})",
+        )
+    return fmt
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    *,
+    encoding: str = "utf-8",
+    split: str = "train",
+) -> RawTable:
+    """Read one table file in any supported format."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("file not found", source=str(p), hint="check the path")
+    fmt = fmt or detect_format(p)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}", source=str(p), hint=f"use one of {FORMATS}")
+    if fmt == "hf":
+        return read_hf(str(p), split=split)
+    if fmt == "parquet":
+        return _read_parquet(p)
+    text = _decode(p, encoding)
+    if not text.strip():
+        raise DataError("file is empty", source=str(p), hint="expected a header line and rows")
+    if fmt == "jsonl":
+        return _read_jsonl(text, str(p))
+    if fmt == "atomic":
+        return _read_atomic(text, str(p))
+    return _read_delimited(text, str(p), sep="," if fmt == "csv" else "\t")
+
+
+def read_hf(dataset: Any, split: str = "train") -> RawTable:
+    """Read a ``datasets.Dataset``, a ``DatasetDict`` (one ``split``) or a ``save_to_disk`` folder."""
+    import datasets
+
+    source = "<datasets.Dataset>"
+    if isinstance(dataset, (str, os.PathLike)):
+        source = str(dataset)
+        try:
+            dataset = datasets.load_from_disk(str(dataset))
+        except FileNotFoundError as exc:
+            raise DataError(
+                "not a folder written by datasets' save_to_disk", source=source, hint=str(exc)
+            ) from exc
+    if isinstance(dataset, datasets.DatasetDict):
+        if split not in dataset:
+            raise DataError(
+                f"split {split!r} not found",
+                source=source,
+                hint=f"available splits: {sorted(dataset)}",
+            )
+        dataset = dataset[split]
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(f"expected a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
+    frame = dataset.to_pandas()
+    if frame.empty:
+        raise DataError("dataset has no rows", source=source)
+    return RawTable(_as_strings(frame), source, first_line=None)
+
+
+# --------------------------------------------------------------------------- formats
+def _decode(path: Path, encoding: str) -> str:
+    data = path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"cannot decode byte {data[exc.start:exc.start + 1]!r} at byte offset {exc.start} "
+            f"as {encoding}",
+            source=str(path),
+            row=line,
+            hint="the file is in another encoding: pass it (e.g. --encoding latin-1)",
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _read_delimited(text: str, source: str, sep: str) -> RawTable:
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=True,
+        )
+    except pd.errors.ParserError as exc:
+        raise DataError(f"malformed delimited file: {exc}", source=source) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = frame.replace({"": None})
+    if frame.empty:
+        raise DataError("file has a header but no rows", source=source)
+    return RawTable(frame, source, first_line=2)
+
+
+def _read_atomic(text: str, source: str) -> RawTable:
+    """RecBole atomic file: tab-separated, header ``name:type`` (token, token_seq, float, ...)."""
+    header = text.split("\n", 1)[0].rstrip("\r").split("\t")
+    names: list[str] = []
+    seq_cols: list[str] = []
+    for i, field in enumerate(header):
+        name, sep, ftype = field.partition(":")
+        if not sep or not name:
+            raise DataError(
+                "bad RecBole atomic header field",
+                source=source,
+                row=1,
+                column=f"#{i + 1}",
+                expected="name:type such as user_id:token",
+                got=field,
+            )
+        if ftype not in ("token", "token_seq", "float", "float_seq"):
+            raise DataError(
+                f"unknown RecBole field type {ftype!r}",
+                source=source,
+                row=1,
+                column=name,
+                expected="token, token_seq, float or float_seq",
+                got=ftype,
+            )
+        names.append(name)
+        if ftype.endswith("_seq"):
+            seq_cols.append(name)
+    body = text.split("\n", 1)[1] if "\n" in text else ""
+    if not body.strip():
+        raise DataError("file has a header but no rows", source=source)
+    try:
+        frame = pd.read_csv(
+            io.StringIO(body),
+            sep="\t",
+            header=None,
+            names=names,
+            dtype=str,
+            keep_default_na=False,
+            quoting=3,  # QUOTE_NONE: titles may contain quotes
+        )
+    except pd.errors.ParserError as exc:
+        raise DataError(f"malformed atomic file: {exc}", source=source) from None
+    frame = frame.replace({"": None})
+    return RawTable(frame, source, first_line=2, seq_columns=tuple(seq_cols))
+
+
+def _read_jsonl(text: str, source: str) -> RawTable:
+    records: list[dict[str, Any]] = []
+    lines: list[int] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"invalid JSON: {exc.msg}", source=source, row=n, hint="one JSON object per line"
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError(
+                "each line must be a JSON object",
+                source=source,
+                row=n,
+                expected="an object",
+                got=type(obj).__name__,
+            )
+        records.append(obj)
+        lines.append(n)
+    frame = _as_strings(pd.DataFrame.from_records(records))
+    table = RawTable(frame, source, first_line=1)
+    # JSON lines may have blank lines: keep a map to true line numbers when they do.
+    if lines != list(range(1, len(lines) + 1)):
+        table = _LineMappedTable(frame, source, first_line=1, lines=lines)
+    return table
+
+
+@dataclass
+class _LineMappedTable(RawTable):
+    lines: list[int] | None = None
+
+    def row_ref(self, position: int) -> tuple[int, str]:
+        assert self.lines is not None
+        return self.lines[position], "line"
+
+
+def _read_parquet(path: Path) -> RawTable:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"cannot read Parquet file: {exc}", source=str(path)) from None
+    if frame.empty:
+        raise DataError("file has no rows", source=str(path))
+    return RawTable(_as_strings(frame), str(path), first_line=None)
+
+
+def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells to ``str`` (lists to lists of ``str``); missing values to ``None``."""
+
+    def cell(v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, float) and v != v:
+            return None
+        if isinstance(v, (list, tuple)) or hasattr(v, "tolist") and not isinstance(v, str):
+            v = v.tolist() if hasattr(v, "tolist") else v
+            if isinstance(v, list):
+                return [str(x) for x in v]
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v)
+
+    out = frame.copy()
+    for c in out.columns:
+        out[c] = out[c].map(cell).astype(object)
+    out.columns = [str(c) for c in out.columns]
+    return out

@@ -1,0 +1,102 @@
+"""Typed records passed between stages: items, users, interactions and behaviour sequences.
+
+Bulk data lives in columnar tables (see :mod:`llmrec.data.dataset`); these records are what one
+row looks like when a stage hands it on. None of them needs torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Item:
+    """One catalogue item and its text views."""
+
+    item_id: str
+    title: str
+    year: int | None = None
+    categories: tuple[str, ...] = ()
+    description: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class User:
+    """One user and the profile fields the data has for them (age, gender, ...)."""
+
+    user_id: str
+    profile: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One logged behaviour: a user did something with an item at a time."""
+
+    user_id: str
+    item_id: str
+    timestamp: float
+    rating: float | None = None
+    behavior: str | None = None
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UserSequence:
+    """A user's behaviour in time order (oldest first), with the views the data has.
+
+    ``ratings`` and ``behaviors`` are ``None`` when the data has no such column; otherwise they are
+    aligned with ``item_ids``.
+    """
+
+    user_id: str
+    item_ids: tuple[str, ...]
+    timestamps: tuple[float, ...]
+    ratings: tuple[float, ...] | None = None
+    behaviors: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        for name in ("timestamps", "ratings", "behaviors"):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ValueError(
+                    f"UserSequence {self.user_id!r}: {name} has {len(values)} entries but "
+                    f"item_ids has {n}; every view must be aligned with item_ids"
+                )
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def head(self, n: int) -> UserSequence:
+        """The first ``n`` behaviours (``n`` may be negative, as in slicing)."""
+        return UserSequence(
+            user_id=self.user_id,
+            item_ids=self.item_ids[:n],
+            timestamps=self.timestamps[:n],
+            ratings=None if self.ratings is None else self.ratings[:n],
+            behaviors=None if self.behaviors is None else self.behaviors[:n],
+        )
+
+    def tail(self, max_len: int) -> UserSequence:
+        """The most recent ``max_len`` behaviours."""
+        if max_len <= 0:
+            raise ValueError(f"max_len must be positive, got {max_len}")
+        start = max(0, len(self) - max_len)
+        return UserSequence(
+            user_id=self.user_id,
+            item_ids=self.item_ids[start:],
+            timestamps=self.timestamps[start:],
+            ratings=None if self.ratings is None else self.ratings[start:],
+            behaviors=None if self.behaviors is None else self.behaviors[start:],
+        )
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """One evaluation question: given ``history``, which item comes next? (``target``)."""
+
+    user_id: str
+    history: UserSequence
+    target: str

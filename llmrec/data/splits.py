@@ -1,0 +1,120 @@
+"""Splits: leave-one-out per user, and a global time split.
+
+A :class:`Split` holds the training sequences a model fits on, and the validation and test
+questions (:class:`~llmrec.data.records.EvalCase`: a history and the item that came next).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from llmrec.data.dataset import RecDataset
+from llmrec.data.records import EvalCase, UserSequence
+
+logger = logging.getLogger(__name__)
+
+
+class SplitKind(str, Enum):
+    LEAVE_ONE_OUT = "loo"
+    TIME = "time"
+
+
+@dataclass
+class Split:
+    kind: SplitKind
+    train: list[UserSequence]
+    valid: list[EvalCase]
+    test: list[EvalCase]
+    report: list[str] = field(default_factory=list)
+
+    def cases(self, part: str) -> list[EvalCase]:
+        if part not in ("valid", "test"):
+            raise ValueError(f"split part must be 'valid' or 'test', got {part!r}")
+        return self.valid if part == "valid" else self.test
+
+    def train_for(self, part: str) -> list[UserSequence]:
+        """Sequences to fit on before evaluating ``part``.
+
+        Models always fit on ``train`` (validation targets are for model selection); at test time
+        the validation item is part of each test history, as in RecBole and LlamaRec.
+        """
+        self.cases(part)
+        return self.train
+
+
+def leave_one_out(dataset: RecDataset, min_length: int = 3) -> Split:
+    """Per user: last item -> test target, the one before -> validation target, rest -> train.
+
+    Users with fewer than ``min_length`` (>= 3) interactions are kept for training only, and
+    counted in the report.
+    """
+    if min_length < 3:
+        raise ValueError(f"min_length must be >= 3 for leave-one-out, got {min_length}")
+    train: list[UserSequence] = []
+    valid: list[EvalCase] = []
+    test: list[EvalCase] = []
+    short = 0
+    for seq in dataset.sequences():
+        if len(seq) < min_length:
+            short += 1
+            train.append(seq)
+            continue
+        train.append(seq.head(-2))
+        valid.append(EvalCase(seq.user_id, seq.head(-2), seq.item_ids[-2]))
+        test.append(EvalCase(seq.user_id, seq.head(-1), seq.item_ids[-1]))
+    report = [
+        f"leave-one-out: {len(test)} users evaluated; {short} users with fewer than "
+        f"{min_length} interactions used for training only"
+    ]
+    logger.info(report[0])
+    return Split(SplitKind.LEAVE_ONE_OUT, train, valid, test, report)
+
+
+def time_split(
+    dataset: RecDataset,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> Split:
+    """Global time split: cut the timeline at two quantiles of all timestamps.
+
+    Train is everything before the first cut. Validation asks, for each user active between the
+    cuts, for their first item after the first cut given everything before it; test asks the same
+    after the second cut given everything before it (validation-period behaviour included).
+    """
+    if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
+        raise ValueError(
+            f"valid_fraction ({valid_fraction}) and test_fraction ({test_fraction}) must be in "
+            "(0, 1) and sum to less than 1"
+        )
+    ts = dataset.interactions["timestamp"].to_numpy(dtype=float)
+    t_valid = float(np.quantile(ts, 1 - valid_fraction - test_fraction))
+    t_test = float(np.quantile(ts, 1 - test_fraction))
+    train: list[UserSequence] = []
+    valid: list[EvalCase] = []
+    test: list[EvalCase] = []
+    for seq in dataset.sequences():
+        times = np.asarray(seq.timestamps)
+        n_before_valid = int(np.searchsorted(times, t_valid, side="left"))
+        n_before_test = int(np.searchsorted(times, t_test, side="left"))
+        if n_before_valid:
+            train.append(seq.head(n_before_valid))
+        if n_before_valid < len(seq) and n_before_valid < n_before_test:
+            valid.append(EvalCase(seq.user_id, seq.head(n_before_valid), seq.item_ids[n_before_valid]))
+        if n_before_test < len(seq):
+            test.append(EvalCase(seq.user_id, seq.head(n_before_test), seq.item_ids[n_before_test]))
+    report = [
+        f"time split at t={t_valid:.0f} / t={t_test:.0f}: {len(train)} training sequences, "
+        f"{len(valid)} validation and {len(test)} test users "
+        f"({sum(1 for c in test if len(c.history) == 0)} test users with no earlier history)"
+    ]
+    logger.info(report[0])
+    return Split(SplitKind.TIME, train, valid, test, report)
+
+
+def make_split(dataset: RecDataset, kind: str | SplitKind = SplitKind.LEAVE_ONE_OUT) -> Split:
+    kind = SplitKind(kind)
+    return leave_one_out(dataset) if kind is SplitKind.LEAVE_ONE_OUT else time_split(dataset)

@@ -1,0 +1,90 @@
+"""The interface every recommender implements: baselines, retrievers and the LLM pipeline.
+
+One evaluation harness (:mod:`llmrec.evaluation`) scores them all through these two methods:
+
+- :meth:`Recommender.score` - a score for every catalogue item (full-ranking protocol);
+- :meth:`Recommender.score_candidates` - scores for given candidate items only (sampled
+  protocol, and the LLM ranking stage).
+
+Higher scores rank first. Items a model cannot score get ``-inf``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from llmrec.data.catalog import Catalog
+from llmrec.data.records import EvalCase, UserSequence
+
+
+class Recommender(ABC):
+    """Base class. Subclasses set ``name`` and implement ``fit``, ``score``, ``save``, ``load``."""
+
+    name: ClassVar[str] = "recommender"
+
+    def __init__(self) -> None:
+        self.catalog: Catalog | None = None
+
+    @abstractmethod
+    def fit(
+        self,
+        train: Sequence[UserSequence],
+        catalog: Catalog,
+        valid: Sequence[EvalCase] | None = None,
+    ) -> Recommender:
+        """Learn from training sequences. ``valid`` may be used for early stopping only."""
+
+    @abstractmethod
+    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
+        """Scores of shape ``(len(histories), len(catalog))``, float32, higher is better."""
+
+    def score_candidates(
+        self, histories: Sequence[UserSequence], candidates: np.ndarray
+    ) -> np.ndarray:
+        """Scores of shape ``candidates.shape`` for catalogue indices ``candidates`` (n, C)."""
+        full = self.score(histories)  # (n, N)
+        return np.take_along_axis(full, np.asarray(candidates, dtype=np.int64), axis=1)
+
+    # ------------------------------------------------------------ persistence
+    @abstractmethod
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted model to a folder (atomically)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str | os.PathLike[str], catalog: Catalog) -> Recommender:
+        """Read a model saved by :meth:`save`; refuse one fitted on another catalogue."""
+
+    def _require_fitted(self) -> Catalog:
+        if self.catalog is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+        return self.catalog
+
+
+def write_model_meta(folder: Path, name: str, catalog: Catalog, config: dict[str, Any]) -> None:
+    """Write ``model.json`` naming the model type, its config and the catalogue it was fitted on."""
+    meta = {"model": name, "catalog_fingerprint": catalog.fingerprint(), "config": config}
+    (folder / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_model_meta(folder: Path, name: str, catalog: Catalog) -> dict[str, Any]:
+    """Read ``model.json`` and check it names ``name`` and was fitted on ``catalog``."""
+    meta_path = Path(folder) / "model.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder} holds no saved llmrec model (no model.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("model") != name:
+        raise ValueError(f"{folder} holds a {meta.get('model')!r} model, not {name!r}")
+    if meta.get("catalog_fingerprint") != catalog.fingerprint():
+        raise ValueError(
+            f"{folder} was fitted on another catalogue (fingerprint {meta.get('catalog_fingerprint')}"
+            f", this one is {catalog.fingerprint()}); fit it again on this dataset"
+        )
+    return meta
