@@ -141,7 +141,9 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.save:
         model.save(args.save)
         print(f"model saved to {args.save}")
-    eval_config = EvalConfig(protocol=args.protocol, seed=args.seed, depth=args.depth)
+    eval_config = EvalConfig(
+        protocol=args.protocol, seed=args.seed, depth=args.depth, n_negatives=args.negatives
+    )
     result = run_evaluation(model, dataset, split.cases(args.part), eval_config, part=args.part)
     result.notes[:0] = split.report
     result.write(args.metrics_out, args.rankings_out)

@@ -78,6 +78,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--part", choices=["test", "valid"], default="test")
     ev.add_argument("--protocol", choices=["full", "sampled"], default="full")
     ev.add_argument("--seed", type=int, default=0, help="seed of sampled candidates")
+    ev.add_argument("--negatives", type=int, default=19,
+                    help="negatives per user in the sampled protocol (default 19)")
     ev.add_argument("--depth", type=int, default=100, help="items per user in the rankings file")
     ev.add_argument("--metrics-out", metavar="PATH", help="write metrics JSON here")
     ev.add_argument("--rankings-out", metavar="PATH",

@@ -124,7 +124,17 @@ def _to_seconds(table: RawTable, column: str) -> pd.Series:
     numeric = pd.to_numeric(raw, errors="coerce")
     bad = numeric.isna()
     if bad.any():
-        # Not numbers: accept ISO-8601 date/times for every row, or report the first bad row.
+        # Either every row is a number, or every row an ISO-8601 date/time: report the first row
+        # that breaks the format the column uses.
+        if not bad.all():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            raise table.error(
+                "timestamp is not a number (the other rows are)",
+                pos,
+                column=column,
+                expected="seconds since the epoch",
+                got=raw.iloc[pos],
+            )
         parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
         still_bad = parsed.isna()
         if still_bad.any():
