@@ -48,7 +48,9 @@ class Catalog:
         try:
             return self._index[item_id]
         except KeyError:
-            raise KeyError(f"item id {item_id!r} is not in the catalogue ({len(self)} items)") from None
+            raise KeyError(
+                f"item id {item_id!r} is not in the catalogue ({len(self)} items)"
+            ) from None
 
     def indices(self, item_ids: Iterable[str]) -> np.ndarray:
         return np.fromiter((self.index(i) for i in item_ids), dtype=np.int64)

@@ -1,4 +1,4 @@
-"""A prepared recommendation dataset: catalogue, users, interactions, and the report of how it was made.
+"""A prepared recommendation dataset: catalogue, users, interactions, and how it was made.
 
 On disk it is a folder of Parquet tables plus ``manifest.json``; it is written atomically (to a
 temporary sibling folder, then renamed), so an interrupted ``prepare`` never leaves half a dataset.
@@ -60,7 +60,9 @@ class RecDataset:
                     item_ids=tuple(rows["item_id"].tolist()),
                     timestamps=tuple(rows["timestamp"].astype(float).tolist()),
                     ratings=tuple(rows["rating"].astype(float).tolist()) if has_rating else None,
-                    behaviors=tuple(rows["behavior"].astype(str).tolist()) if has_behavior else None,
+                    behaviors=(
+                        tuple(rows["behavior"].astype(str).tolist()) if has_behavior else None
+                    ),
                 )
             )
         return out
@@ -107,7 +109,8 @@ class RecDataset:
                 str(k): int(v) for k, v in inter["rating"].value_counts().sort_index().items()
             }
         if "behavior" in inter.columns and len(inter):
-            stats["behaviors"] = {str(k): int(v) for k, v in inter["behavior"].value_counts().items()}
+            counts = inter["behavior"].value_counts()
+            stats["behaviors"] = {str(k): int(v) for k, v in counts.items()}
         return stats
 
     def fingerprint(self) -> str:

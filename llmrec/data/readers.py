@@ -1,4 +1,4 @@
-"""Readers: files in several formats -> raw string tables, with errors that name file, line and column.
+"""Readers: files in several formats -> raw string tables; errors name file, line and column.
 
 Formats: RecBole atomic files (``.inter`` / ``.item`` / ``.user``, tab-separated with typed
 ``name:type`` headers), CSV, TSV, Parquet, JSON lines, and Hugging Face ``datasets`` (a
@@ -10,16 +10,20 @@ missing value), plus where it came from, so that later validation can point at t
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from llmrec.data.errors import DataError
+
+if TYPE_CHECKING:
+    import datasets
 
 #: File suffixes and the format each one means.
 SUFFIX_FORMATS = {
@@ -52,6 +56,11 @@ class RawTable:
     #: RecBole atomic ``token_seq`` columns (space-separated lists).
     seq_columns: tuple[str, ...] = ()
 
+    @property
+    def header_line(self) -> int | None:
+        """The file line holding the column names (1), or ``None`` where there is none."""
+        return 1 if self.first_line is not None and self.first_line > 1 else None
+
     def row_ref(self, position: int) -> tuple[int, str]:
         """The row number and its label ("line" or "record") for the ``position``-th row."""
         if self.first_line is None:
@@ -81,13 +90,15 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 
 def read_table(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | datasets.Dataset | datasets.DatasetDict,
     fmt: str | None = None,
     *,
     encoding: str = "utf-8",
     split: str = "train",
 ) -> RawTable:
-    """Read one table file in any supported format."""
+    """Read one table file in any supported format (or a ``datasets.Dataset`` / ``DatasetDict``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return read_hf(path, split=split)
     p = Path(path)
     if not p.exists():
         raise DataError("file not found", source=str(p), hint="check the path")
@@ -109,7 +120,7 @@ def read_table(
 
 
 def read_hf(dataset: Any, split: str = "train") -> RawTable:
-    """Read a ``datasets.Dataset``, a ``DatasetDict`` (one ``split``) or a ``save_to_disk`` folder."""
+    """Read a ``datasets.Dataset``, ``DatasetDict`` (one ``split``) or ``save_to_disk`` folder."""
     import datasets
 
     source = "<datasets.Dataset>"
@@ -166,10 +177,10 @@ def _read_delimited(text: str, source: str, sep: str) -> RawTable:
     except pd.errors.ParserError as exc:
         raise DataError(f"malformed delimited file: {exc}", source=source) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame = frame.replace({"": None})
+    frame = _as_strings(frame.replace({"": None}))
     if frame.empty:
         raise DataError("file has a header but no rows", source=source)
-    return RawTable(frame, source, first_line=2)
+    return _with_line_map(RawTable(frame, source, first_line=2), text, sep, csv.QUOTE_MINIMAL)
 
 
 def _read_atomic(text: str, source: str) -> RawTable:
@@ -211,12 +222,13 @@ def _read_atomic(text: str, source: str) -> RawTable:
             names=names,
             dtype=str,
             keep_default_na=False,
-            quoting=3,  # QUOTE_NONE: titles may contain quotes
+            quoting=csv.QUOTE_NONE,  # titles may contain quotes
         )
     except pd.errors.ParserError as exc:
         raise DataError(f"malformed atomic file: {exc}", source=source) from None
-    frame = frame.replace({"": None})
-    return RawTable(frame, source, first_line=2, seq_columns=tuple(seq_cols))
+    frame = _as_strings(frame.replace({"": None}))
+    table = RawTable(frame, source, first_line=2, seq_columns=tuple(seq_cols))
+    return _with_line_map(table, text, "\t", csv.QUOTE_NONE)
 
 
 def _read_jsonl(text: str, source: str) -> RawTable:
@@ -251,11 +263,40 @@ def _read_jsonl(text: str, source: str) -> RawTable:
 
 @dataclass
 class _LineMappedTable(RawTable):
+    """A table whose rows are not one per line: ``lines[i]`` is the file line of row ``i``."""
+
     lines: list[int] | None = None
 
     def row_ref(self, position: int) -> tuple[int, str]:
         assert self.lines is not None
         return self.lines[position], "line"
+
+
+def _with_line_map(table: RawTable, text: str, sep: str, quoting: int) -> RawTable:
+    """``table`` (read from ``text``, one header line) with the true line of each row.
+
+    The parser skips blank lines and a quoted cell may span lines, so when the file has more lines
+    than header + rows, each row's first line is found again with the ``csv`` module.
+    """
+    n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if n_lines == len(table.frame) + 1:
+        return table
+    starts: list[int] = []
+    end = 0
+    try:
+        reader = csv.reader(io.StringIO(text), delimiter=sep, quoting=quoting)
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if row and not (len(row) == 1 and not row[0].strip()):  # pandas skips blank lines
+                starts.append(start)
+    except csv.Error:
+        return table
+    starts = starts[1:]  # the header
+    if len(starts) != len(table.frame):
+        return table
+    return _LineMappedTable(
+        table.frame, table.source, table.first_line, table.seq_columns, lines=starts
+    )
 
 
 def _read_parquet(path: Path) -> RawTable:
@@ -272,20 +313,23 @@ def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Cells to ``str`` (lists to lists of ``str``); missing values to ``None``."""
 
     def cell(v: Any) -> Any:
-        if v is None:
+        if hasattr(v, "tolist") and not isinstance(v, str):
+            v = v.tolist()  # numpy scalars and arrays to Python objects
+        if isinstance(v, (list, tuple)):
+            return [str(x) for x in v]
+        if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
             return None
-        if isinstance(v, float) and v != v:
-            return None
-        if isinstance(v, (list, tuple)) or hasattr(v, "tolist") and not isinstance(v, str):
-            v = v.tolist() if hasattr(v, "tolist") else v
-            if isinstance(v, list):
-                return [str(x) for x in v]
         if isinstance(v, float) and v.is_integer():
             return str(int(v))
         return str(v)
 
-    out = frame.copy()
-    for c in out.columns:
-        out[c] = out[c].map(cell).astype(object)
-    out.columns = [str(c) for c in out.columns]
+    # Built as object columns directly: ``Series.map`` would infer pandas' string dtype, which
+    # turns ``None`` into NaN.
+    out = pd.DataFrame(
+        {
+            str(c): pd.Series([cell(v) for v in frame[c]], index=frame.index, dtype=object)
+            for c in frame.columns
+        },
+        index=frame.index,
+    )
     return out

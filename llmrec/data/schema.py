@@ -102,6 +102,8 @@ def _require(table: RawTable, column: str, role: str) -> None:
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise table.error(
         f"missing {role} column {column!r}",
+        row=table.header_line,
+        column=column,
         hint=f"{hint}the file has columns {cols}; map yours with the column mapping "
         f"(e.g. --col {role}=YOUR_COLUMN)",
     )
@@ -125,17 +127,17 @@ def _to_seconds(table: RawTable, column: str) -> pd.Series:
     bad = numeric.isna()
     if bad.any():
         # Either every row is a number, or every row an ISO-8601 date/time: report the first row
-        # that breaks the format the column uses.
-        if not bad.all():
+        # that breaks the format most rows use.
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+        if int((~bad).sum()) > int(parsed.notna().sum()):
             pos = int(np.flatnonzero(bad.to_numpy())[0])
             raise table.error(
-                "timestamp is not a number (the other rows are)",
+                "timestamp is not a number (most rows are)",
                 pos,
                 column=column,
                 expected="seconds since the epoch",
                 got=raw.iloc[pos],
             )
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
         still_bad = parsed.isna()
         if still_bad.any():
             pos = int(np.flatnonzero(still_bad.to_numpy())[0])
@@ -152,7 +154,8 @@ def _to_seconds(table: RawTable, column: str) -> pd.Series:
 
 # --------------------------------------------------------------------------- tables
 def normalize_interactions(table: RawTable, mapping: ColumnMapping) -> pd.DataFrame:
-    """Validated interactions: user_id, item_id (str), timestamp (float), [rating], [behavior], context."""
+    """Validated interactions: user_id, item_id (str), timestamp (float), [rating], [behavior],
+    context columns; rows in table order."""
     for role in ("user_id", "item_id", "timestamp"):
         _require(table, getattr(mapping, role), role)
     cols = list(table.frame.columns)
@@ -203,6 +206,7 @@ def normalize_items(table: RawTable, mapping: ColumnMapping, report: list[str]) 
     if title_col is None:
         raise table.error(
             "no title column",
+            row=table.header_line,
             hint=f"the file has columns {cols}; map one with --col title=YOUR_COLUMN",
         )
     _require(table, title_col, "title")
@@ -218,7 +222,9 @@ def normalize_items(table: RawTable, mapping: ColumnMapping, report: list[str]) 
     out["title"] = titles.fillna("").astype(str).str.strip()
     n_untitled = int((out["title"] == "").sum())
     if n_untitled:
-        report.append(f"items: {n_untitled} items have no title (kept; text views see an empty title)")
+        report.append(
+            f"items: {n_untitled} items have no title (kept; text views see an empty title)"
+        )
     out["year"] = _parse_years(frame[year_col], report) if year_col else pd.array(
         [None] * len(frame), dtype="Int64"
     )
@@ -237,7 +243,10 @@ def normalize_items(table: RawTable, mapping: ColumnMapping, report: list[str]) 
 
 
 def normalize_users(table: RawTable, mapping: ColumnMapping, report: list[str]) -> pd.DataFrame:
-    """Validated users: user_id plus every other column as a profile field."""
+    """Validated users: user_id plus every other column as a profile field.
+
+    The index is each row's position in ``table``, so that later checks can name its line.
+    """
     _require(table, mapping.user_id, "user_id")
     _first_missing(table, mapping.user_id)
     out = table.frame.rename(columns={mapping.user_id: "user_id"}).copy()
@@ -250,14 +259,16 @@ def _dedupe(
 ) -> pd.DataFrame:
     dup_mask = frame[key].duplicated(keep=False)
     if not dup_mask.any():
-        return frame.reset_index(drop=True)
+        return frame
     comparable = frame.map(lambda v: tuple(v) if isinstance(v, list) else v)
     for key_value, rows in comparable[dup_mask].groupby(key, sort=False):
         distinct = rows.drop_duplicates()
         if len(distinct) > 1:
             first, second = distinct.index[:2]
             diff = [
-                c for c in frame.columns if comparable.at[first, c] != comparable.at[second, c]
+                c
+                for c in frame.columns
+                if not _same(comparable.at[first, c], comparable.at[second, c])
             ]
             raise table.error(
                 f"{what[:-1]} id {key_value!r} appears twice with different values in {diff}",
@@ -268,9 +279,21 @@ def _dedupe(
                 hint="make each id unique or remove the conflicting row",
             )
     before = len(frame)
-    frame = frame[~comparable[key].duplicated(keep="first")].reset_index(drop=True)
+    frame = frame[~comparable[key].duplicated(keep="first")]
     report.append(f"{what}: removed {before - len(frame)} exact duplicate rows")
     return frame
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Cell equality where missing values (None, NaN, pd.NA) equal each other."""
+    a_missing, b_missing = _is_missing(a), _is_missing(b)
+    if a_missing or b_missing:
+        return a_missing and b_missing
+    return bool(a == b)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def _parse_years(values: pd.Series, report: list[str]) -> pd.Series:
@@ -282,7 +305,7 @@ def _parse_years(values: pd.Series, report: list[str]) -> pd.Series:
             years.append(int(m.group(1)))
         else:
             years.append(None)
-            unparsed += v is not None
+            unparsed += not _is_missing(v)
     if unparsed:
         report.append(f"items: {unparsed} year values are not a year (kept as missing)")
     return pd.array(years, dtype="Int64")
@@ -307,9 +330,16 @@ def build_dataset(
     users: pd.DataFrame | None,
     options: LoadOptions | None = None,
     *,
-    interactions_source: str = "interactions",
+    interactions_source: str | RawTable = "interactions",
+    users_source: str | RawTable | None = None,
 ) -> RecDataset:
-    """Cross-check the tables and sort interactions into sequences (user, time, file order)."""
+    """Cross-check the tables and sort interactions into sequences (user, time, file order).
+
+    A source given as the :class:`RawTable` the frame was normalized from lets errors name the
+    file line: ``interactions`` rows are then in table order, and the ``users`` index holds each
+    row's position in its table (as :func:`normalize_interactions` and :func:`normalize_users`
+    return them).
+    """
     options = options or LoadOptions()
     report = options.report
     if items is None:
@@ -324,17 +354,16 @@ def build_dataset(
             }
         )
         report.append(f"items: no items table given; {len(ids)} items titled by their ids")
-    catalog = Catalog(items)
+    catalog = Catalog(_pandas_dtypes(items))
     known = interactions["item_id"].isin(pd.Index(catalog.ids))
     if not known.all():
         n_bad = int((~known).sum())
         pos = int(np.flatnonzero(~known.to_numpy())[0])
         if not options.drop_unknown_items:
-            raise DataError(
+            raise _source_error(
+                interactions_source,
                 f"{n_bad} interactions refer to items missing from the items table",
-                source=interactions_source,
-                row=pos,
-                row_label="record",
+                pos,
                 column="item_id",
                 expected="an id from the items table",
                 got=interactions["item_id"].iloc[pos],
@@ -350,8 +379,10 @@ def build_dataset(
             n_idle = int((~active).sum())
             if not options.drop_users_without_interactions:
                 first = users["user_id"][~active].iloc[0]
-                raise DataError(
+                raise _source_error(
+                    users_source,
                     f"{n_idle} users in the users table have no interactions, e.g. {first!r}",
+                    int(users.index[~active.to_numpy()][0]),
                     column="user_id",
                     hint="pass --drop-users-without-interactions to drop them (they are counted)",
                 )
@@ -362,16 +393,37 @@ def build_dataset(
             report.append(
                 f"users: {int(missing_profile.sum())} users with interactions have no profile row"
             )
-    interactions = sort_interactions(interactions)
     return RecDataset(
-        name=name, catalog=catalog, users=users.reset_index(drop=True),
-        interactions=interactions, report=report,
+        name=name,
+        catalog=catalog,
+        users=_pandas_dtypes(users.reset_index(drop=True)),
+        interactions=_pandas_dtypes(sort_interactions(interactions)),
+        report=report,
     )
+
+
+def _pandas_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns retyped as pandas types their values (strings with missing values become
+    ``str`` on pandas 3): what a Parquet round trip gives, so that a dataset just built and the
+    same dataset loaded from disk have identical tables."""
+    frame = frame.copy()
+    for c in frame.columns:
+        if frame[c].dtype == object:
+            frame[c] = pd.Series(frame[c].tolist(), index=frame.index)
+    return frame
+
+
+def _source_error(source: str | RawTable | None, message: str, pos: int, **kw: Any) -> DataError:
+    if isinstance(source, RawTable):
+        return source.error(message, pos, **kw)
+    return DataError(message, source=source, row=pos, row_label="record", **kw)
 
 
 def sort_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
     """Users in order of first appearance; each user's rows by timestamp, ties in file order."""
     inter = interactions.reset_index(drop=True)
     user_order = pd.Series(pd.factorize(inter["user_id"])[0], index=inter.index)
-    order = np.lexsort((np.arange(len(inter)), inter["timestamp"].to_numpy(), user_order.to_numpy()))
+    order = np.lexsort(
+        (np.arange(len(inter)), inter["timestamp"].to_numpy(), user_order.to_numpy())
+    )
     return inter.iloc[order].reset_index(drop=True)

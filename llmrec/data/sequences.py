@@ -93,14 +93,14 @@ def _k_core(inter: pd.DataFrame, k: int, note) -> pd.DataFrame:  # noqa: ANN001
     before_rows = len(inter)
     before_users = inter["user_id"].nunique()
     before_items = inter["item_id"].nunique()
-    rounds = 0
+    rounds = 0  # rounds that removed something
     while True:
-        rounds += 1
         user_counts = inter.groupby("user_id")["item_id"].transform("size")
         item_counts = inter.groupby("item_id")["user_id"].transform("size")
         keep = (user_counts >= k) & (item_counts >= k)
         if keep.all():
             break
+        rounds += 1
         inter = inter[keep]
     note(
         f"{k}-core ({rounds} rounds): removed {before_rows - len(inter)} interactions, "

@@ -85,14 +85,15 @@ def time_split(
     cuts, for their first item after the first cut given everything before it; test asks the same
     after the second cut given everything before it (validation-period behaviour included).
     """
-    if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
+    fractions_ok = 0 < valid_fraction < 1 and 0 < test_fraction < 1
+    if not (fractions_ok and valid_fraction + test_fraction < 1):
         raise ValueError(
             f"valid_fraction ({valid_fraction}) and test_fraction ({test_fraction}) must be in "
             "(0, 1) and sum to less than 1"
         )
-    ts = dataset.interactions["timestamp"].to_numpy(dtype=float)
-    t_valid = float(np.quantile(ts, 1 - valid_fraction - test_fraction))
-    t_test = float(np.quantile(ts, 1 - test_fraction))
+    ts = np.sort(dataset.interactions["timestamp"].to_numpy(dtype=float))
+    t_valid = _cut(ts, 1 - valid_fraction - test_fraction)
+    t_test = _cut(ts, 1 - test_fraction)
     train: list[UserSequence] = []
     valid: list[EvalCase] = []
     test: list[EvalCase] = []
@@ -103,9 +104,11 @@ def time_split(
         if n_before_valid:
             train.append(seq.head(n_before_valid))
         if n_before_valid < len(seq) and n_before_valid < n_before_test:
-            valid.append(EvalCase(seq.user_id, seq.head(n_before_valid), seq.item_ids[n_before_valid]))
+            target = seq.item_ids[n_before_valid]
+            valid.append(EvalCase(seq.user_id, seq.head(n_before_valid), target))
         if n_before_test < len(seq):
-            test.append(EvalCase(seq.user_id, seq.head(n_before_test), seq.item_ids[n_before_test]))
+            target = seq.item_ids[n_before_test]
+            test.append(EvalCase(seq.user_id, seq.head(n_before_test), target))
     report = [
         f"time split at t={t_valid:.0f} / t={t_test:.0f}: {len(train)} training sequences, "
         f"{len(valid)} validation and {len(test)} test users "
@@ -113,6 +116,19 @@ def time_split(
     ]
     logger.info(report[0])
     return Split(SplitKind.TIME, train, valid, test, report)
+
+
+def _cut(sorted_ts: np.ndarray, q: float) -> float:
+    """The ``q`` quantile (linear interpolation) of sorted timestamps.
+
+    Float noise in ``q`` (``1 - 0.2 - 0.2`` is ``0.6000000000000001``) can put the cut a hair after
+    a timestamp it should equal, moving the interactions at the cut to the earlier period; a cut
+    that falls on a timestamp up to such noise is that timestamp.
+    """
+    pos = q * (len(sorted_ts) - 1)
+    if abs(pos - round(pos)) < 1e-9:
+        return float(sorted_ts[round(pos)])
+    return float(np.quantile(sorted_ts, q))
 
 
 def make_split(dataset: RecDataset, kind: str | SplitKind = SplitKind.LEAVE_ONE_OUT) -> Split:

@@ -23,6 +23,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from llmrec.data import LoadOptions, RecDataset
+from llmrec.data.schema import build_dataset
+
 INTERACTIONS = [
     # user, item, rating, timestamp, behavior, device
     ("u1", "i1", 5, 100, "click", "web"),
@@ -178,3 +181,27 @@ def write_format(folder: Path, fmt: str) -> tuple[object, object, object]:
 @pytest.fixture
 def write_dataset(tmp_path: Path) -> Callable[[str], tuple[object, object, object]]:
     return lambda fmt: write_format(tmp_path / fmt, fmt)
+
+
+def make_dataset(
+    rows: list[tuple], users: list[str] | None = None, name: str = "hand-made"
+) -> RecDataset:
+    """A dataset from ``(user, item, timestamp[, rating[, behavior]])`` rows in file order.
+
+    Items are titled by their ids; ``users`` (optional) is the users table.
+    """
+    columns = ["user_id", "item_id", "timestamp", "rating", "behavior"][: len(rows[0])]
+    inter = pd.DataFrame(rows, columns=columns)
+    inter["timestamp"] = inter["timestamp"].astype(float)
+    if "rating" in inter.columns:
+        inter["rating"] = inter["rating"].astype(float)
+    user_frame = None if users is None else pd.DataFrame({"user_id": users})
+    options = LoadOptions(drop_users_without_interactions=False)
+    ds = build_dataset(name, inter, None, user_frame, options)
+    ds.report.clear()  # only what later steps add
+    return ds
+
+
+def columns(frame: pd.DataFrame) -> dict[str, list]:
+    """A table's columns as lists, missing values (NaN or None) as ``None``."""
+    return {c: [None if pd.isna(v) else v for v in frame[c]] for c in frame.columns}

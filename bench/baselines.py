@@ -1,0 +1,148 @@
+"""Baselines on MovieLens-100K under both protocols; writes docs/baselines.md.
+
+    python bench/baselines.py                      # pop, markov, sasrec; ~5 minutes on 2 cores
+    python bench/baselines.py --models pop,markov  # quick
+
+Leave-one-out split, models fitted on the training part (SASRec early-stops on validation
+NDCG@10), evaluated on the test part: full ranking with history items excluded, and 1 + 19
+sampled candidates over seeds 0, 1, 2. Every rankings file is checked against its metrics with
+bench/recompute_metrics.py (which does not import llmrec). RecBole's figures from the same split
+and protocol (measured on this hardware, shared/baselines.md) are printed beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from llmrec import baselines
+from llmrec.data import leave_one_out, load_builtin
+from llmrec.evaluation import EvalConfig, EvalResult, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+# RecBole 1.2.1 on this hardware, history excluded (shared/baselines.md, 2026-11-22).
+RECBOLE = {
+    "Pop": {"HR@1": .0159, "HR@5": .0589, "HR@10": .0834, "HR@20": .1246, "NDCG@5": .0367,
+            "NDCG@10": .0444, "NDCG@20": .0548, "MRR@10": .0326},
+    "GRU4Rec": {"HR@1": .0361, "HR@5": .1166, "HR@10": .1972, "HR@20": .3086, "NDCG@5": .0752,
+                "NDCG@10": .1016, "NDCG@20": .1295, "MRR@10": .0729},
+    "SASRec": {"HR@1": .0286, "HR@5": .1060, "HR@10": .1941, "HR@20": .2927, "NDCG@5": .0663,
+               "NDCG@10": .0946, "NDCG@20": .1195, "MRR@10": .0651},
+    "BERT4Rec": {"HR@1": .0286, "HR@5": .1135, "HR@10": .1792, "HR@20": .2736, "NDCG@5": .0705,
+                 "NDCG@10": .0913, "NDCG@20": .1149, "MRR@10": .0648},
+}  # fmt: skip
+FULL_COLS = ["HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10"]
+SAMPLED_COLS = ["HR@1", "HR@5", "NDCG@5", "NDCG@10", "NDCG@20"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="pop,markov,sasrec")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the sampled protocol")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench-baselines"))
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "baselines.md"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    data = load_builtin("ml-100k")
+    split = leave_one_out(data)
+    full: list[EvalResult] = []
+    sampled: dict[str, list[EvalResult]] = {}
+    fit_seconds: dict[str, float] = {}
+    for name in args.models.split(","):
+        start = time.perf_counter()
+        model = baselines.create(name).fit(split.train, data.catalog, split.valid)
+        fit_seconds[name] = time.perf_counter() - start
+        print(f"{name}: fitted in {fit_seconds[name]:.1f} s", flush=True)
+        result = evaluate(model, data, split.test, EvalConfig(protocol="full"))
+        _save_and_check(result, out / f"{name}-full")
+        full.append(result)
+        for seed in seeds:
+            r = evaluate(model, data, split.test, EvalConfig(protocol="sampled", seed=seed))
+            _save_and_check(r, out / f"{name}-sampled-{seed}")
+            sampled.setdefault(name, []).append(r)
+
+    doc = _render(full, sampled, fit_seconds, seeds, args)
+    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.doc).write_text(doc)
+    print(doc)
+    return 0
+
+
+def _save_and_check(result: EvalResult, stem: Path) -> None:
+    metrics, rankings = f"{stem}.metrics.json", f"{stem}.rankings.jsonl"
+    result.write(metrics, rankings)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "recompute_metrics.py"), rankings, "--check", metrics],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"independent recomputation disagrees for {stem}:\n{done.stderr}")
+
+
+def _row(label: str, metrics: dict[str, float], cols: list[str]) -> str:
+    return f"| {label} | " + " | ".join(f"{metrics[c]:.4f}" for c in cols) + " |"
+
+
+def _render(full, sampled, fit_seconds, seeds, args) -> str:  # noqa: ANN001
+    head = lambda cols: "| model | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1)  # noqa: E731
+    lines = [
+        "# Baselines on MovieLens-100K",
+        "",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"Python {platform.python_version()}.",
+        "",
+        f"Command: `python bench/baselines.py --models {args.models} --seeds {args.seeds}`",
+        "",
+        "Data: ML-100K (943 users, 1,682 items, 100,000 ratings, every rating an implicit "
+        "interaction). Split: leave-one-out by timestamp (ties in file order); models fit on the "
+        "training part, SASRec early-stops on validation NDCG@10; test histories include the "
+        "validation item. Every rankings file was re-scored by `bench/recompute_metrics.py` "
+        "(independent of llmrec) with identical results.",
+        "",
+        "## Full ranking, history items excluded (test, 943 users)",
+        "",
+        head(FULL_COLS),
+        *[_row(f"llmrec {r.model}", r.metrics, FULL_COLS) for r in full],
+        *[_row(f"RecBole {name}*", m, FULL_COLS) for name, m in RECBOLE.items()],
+        "",
+        "\\* RecBole 1.2.1 on the same split and protocol, same hardware, training capped at 25 "
+        "minutes (from `shared/baselines.md`, 2026-11-22).",
+        "",
+        f"## Sampled: target + 19 uniform negatives, shuffled (test, mean over seeds {seeds})",
+        "",
+        head(SAMPLED_COLS),
+    ]
+    for name, results in sampled.items():
+        mean = {c: sum(r.metrics[c] for r in results) / len(results) for c in SAMPLED_COLS}
+        lines.append(_row(f"llmrec {name}", mean, SAMPLED_COLS))
+    lines += [
+        "",
+        "NDCG@20 here is NDCG over all 20 candidates. Per-seed HR@1: "
+        + "; ".join(
+            f"{n} " + ", ".join(f"{r.metrics['HR@1']:.4f}" for r in rs) for n, rs in sampled.items()
+        ),
+        "",
+        "## Cost",
+        "",
+        "| model | fit (s) | full-ranking inference, 943 users (s) |",
+        "|---|---|---|",
+        *[f"| {r.model} | {fit_seconds[r.model]:.1f} | {r.seconds:.2f} |" for r in full],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
