@@ -84,7 +84,8 @@ def read_model_meta(folder: Path, name: str, catalog: Catalog) -> dict[str, Any]
         raise ValueError(f"{folder} holds a {meta.get('model')!r} model, not {name!r}")
     if meta.get("catalog_fingerprint") != catalog.fingerprint():
         raise ValueError(
-            f"{folder} was fitted on another catalogue (fingerprint {meta.get('catalog_fingerprint')}"
-            f", this one is {catalog.fingerprint()}); fit it again on this dataset"
+            f"{folder} was fitted on another catalogue (fingerprint "
+            f"{meta.get('catalog_fingerprint')}, this one is {catalog.fingerprint()}); "
+            "fit it again on this dataset"
         )
     return meta

@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 def prepare(args: argparse.Namespace) -> int:
     if args.dataset:
         if args.items or args.users or args.col or args.mapping:
-            raise ValueError("--items/--users/--col/--mapping apply to --inter files, not --dataset")
+            raise ValueError(
+                "--items/--users/--col/--mapping apply to --inter files, not --dataset"
+            )
         dataset = load_builtin(args.dataset)
     else:
         dataset = load_files(

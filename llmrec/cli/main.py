@@ -43,13 +43,23 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--mapping", help="YAML file with the column mapping")
     prep.add_argument("--min-rating", type=float, help="keep interactions rated >= this")
     prep.add_argument("--k-core", type=int, help="keep users and items with >= K interactions")
-    prep.add_argument("--dedup", choices=["none", "first", "last"], default="none",
-                      help="repeated (user, item) interactions: keep all, the first or the last")
+    prep.add_argument(
+        "--dedup",
+        choices=["none", "first", "last"],
+        default="none",
+        help="repeated (user, item) interactions: keep all, the first or the last",
+    )
     prep.add_argument("--max-len", type=int, help="keep each user's most recent N interactions")
-    prep.add_argument("--drop-unknown-items", action="store_true",
-                      help="drop (and count) interactions whose item is not in the items file")
-    prep.add_argument("--drop-users-without-interactions", action="store_true",
-                      help="drop (and count) users of the users file with no interactions")
+    prep.add_argument(
+        "--drop-unknown-items",
+        action="store_true",
+        help="drop (and count) interactions whose item is not in the items file",
+    )
+    prep.add_argument(
+        "--drop-users-without-interactions",
+        action="store_true",
+        help="drop (and count) users of the users file with no interactions",
+    )
     prep.add_argument("--out", help="output folder (default: data/NAME)")
     prep.set_defaults(func=_cmd_prepare)
 
@@ -66,24 +76,43 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Fit (or load) a recommender on the training split and evaluate it. "
         "Full ranking excludes each user's history items from the ranking.",
     )
-    ev.add_argument("--data", default="ml-100k",
-                    help="prepared dataset folder or built-in name (default ml-100k)")
+    ev.add_argument(
+        "--data",
+        default="ml-100k",
+        help="prepared dataset folder or built-in name (default ml-100k)",
+    )
     ev.add_argument("--model", required=True, help="recommender name: pop, markov, sasrec")
-    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="model config value, e.g. --set epochs=50 (repeatable)")
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config value, e.g. --set epochs=50 (repeatable)",
+    )
     ev.add_argument("--load", metavar="DIR", help="load a saved model instead of fitting")
     ev.add_argument("--save", metavar="DIR", help="save the fitted model here")
-    ev.add_argument("--split", choices=["loo", "time"], default="loo",
-                    help="leave-one-out (default) or global time split")
+    ev.add_argument(
+        "--split",
+        choices=["loo", "time"],
+        default="loo",
+        help="leave-one-out (default) or global time split",
+    )
     ev.add_argument("--part", choices=["test", "valid"], default="test")
     ev.add_argument("--protocol", choices=["full", "sampled"], default="full")
     ev.add_argument("--seed", type=int, default=0, help="seed of sampled candidates")
-    ev.add_argument("--negatives", type=int, default=19,
-                    help="negatives per user in the sampled protocol (default 19)")
+    ev.add_argument(
+        "--negatives",
+        type=int,
+        default=19,
+        help="negatives per user in the sampled protocol (default 19)",
+    )
     ev.add_argument("--depth", type=int, default=100, help="items per user in the rankings file")
     ev.add_argument("--metrics-out", metavar="PATH", help="write metrics JSON here")
-    ev.add_argument("--rankings-out", metavar="PATH",
-                    help="write rankings JSON lines here (user_id, ranked, target)")
+    ev.add_argument(
+        "--rankings-out",
+        metavar="PATH",
+        help="write rankings JSON lines here (user_id, ranked, target)",
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
 

@@ -44,6 +44,7 @@ _GENRES = (
     "Thriller", "War", "Western",
 )  # fmt: skip
 _TITLE_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
+_VIDEO = re.compile(r"\s*\(V\)\s*$")  # "(V)": a video release, in one title of each copy
 
 
 def cache_root() -> Path:
@@ -120,7 +121,7 @@ def parse_grouplens_zip(payload: bytes, source: str = "ml-100k.zip") -> RecDatas
     items = pd.DataFrame(
         {
             "item_id": [r[0] for r in item_rows],
-            "title": [_TITLE_YEAR.sub("", r[1]).strip() for r in item_rows],
+            "title": [_clean_title(r[1])[0] for r in item_rows],
             "year": [_item_year(r[1], r[2]) for r in item_rows],
             "categories": [
                 [g for g, flag in zip(_GENRES, r[5:24], strict=False) if flag == "1"]
@@ -139,10 +140,17 @@ def parse_grouplens_zip(payload: bytes, source: str = "ml-100k.zip") -> RecDatas
     )
 
 
-def _item_year(title: str, release_date: str) -> str | None:
+def _clean_title(title: str) -> tuple[str, str | None]:
+    """Title without a trailing "(V)" and "(1995)"; the year it carried, if any."""
+    title = _VIDEO.sub("", title)
     m = _TITLE_YEAR.search(title)
-    if m:
-        return m.group(1)
+    return (_TITLE_YEAR.sub("", title).strip(), m.group(1) if m else None)
+
+
+def _item_year(title: str, release_date: str) -> str | None:
+    year = _clean_title(title)[1]
+    if year:
+        return year
     return release_date[-4:] if release_date else None
 
 
@@ -167,18 +175,39 @@ def _from_recbole() -> RecDataset:
             for ext in ("inter", "item", "user"):
                 name = f"recbole/dataset_example/ml-100k/ml-100k.{ext}"
                 (out / f"ml-100k.{ext}").write_bytes(zf.read(name))
+        items = read_table(out / "ml-100k.item")
+        _clean_recbole_items(items)
         return _assemble(
             read_table(out / "ml-100k.inter"),
-            read_table(out / "ml-100k.item"),
+            items,
             read_table(out / "ml-100k.user"),
         )
+
+
+def _clean_recbole_items(items: RawTable) -> None:
+    """Make the RecBole copy's item text match the GroupLens original.
+
+    RecBole's copy misspells item 267 ("unkonwn", title and year) and keeps "(1995)" in the title
+    of item 1412 with "V" as its year.
+    """
+    frame = items.frame
+    for row in frame.index:
+        title = frame.at[row, "movie_title"]
+        if title == "unkonwn":
+            frame.at[row, "movie_title"] = "unknown"
+        elif isinstance(title, str):
+            clean, year = _clean_title(title)
+            frame.at[row, "movie_title"] = clean
+            if year and not str(frame.at[row, "release_year"] or "").isdigit():
+                frame.at[row, "release_year"] = year
+        if frame.at[row, "release_year"] == "unkonwn":
+            frame.at[row, "release_year"] = None
 
 
 def _assemble(inter: RawTable, items: RawTable, users: RawTable) -> RecDataset:
     mapping = ColumnMapping(rating="rating")
     options = LoadOptions()
     item_frame = normalize_items(items, mapping, options.report)
-    item_frame["title"] = item_frame["title"].replace({"unkonwn": "unknown"})
     return build_dataset(
         NAME,
         normalize_interactions(inter, mapping),

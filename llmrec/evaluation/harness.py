@@ -118,7 +118,7 @@ def evaluate(
                 for c in batch
             ]
             targets_in_history += sum(
-                int(t) in set(e.tolist()) for t, e in zip(targets, exclude)
+                int(t) in set(e.tolist()) for t, e in zip(targets, exclude, strict=True)
             )
             ranked, batch_ranks = rank_full(scores, exclude, targets, config.depth)
         else:
@@ -129,7 +129,7 @@ def evaluate(
             _check_shape(model, scores, candidates.shape)
             ranked, batch_ranks = rank_candidates(scores, candidates, targets)
         ranks.extend(batch_ranks)
-        for case, row in zip(batch, ranked):
+        for case, row in zip(batch, ranked, strict=True):
             rankings.append(
                 {
                     "user_id": case.user_id,
@@ -174,7 +174,7 @@ def evaluate(
 def _interacted(dataset: RecDataset) -> dict[str, set[int]]:
     index = dataset.catalog.indices(dataset.interactions["item_id"])
     out: dict[str, set[int]] = {}
-    for user, i in zip(dataset.interactions["user_id"].tolist(), index.tolist()):
+    for user, i in zip(dataset.interactions["user_id"].tolist(), index.tolist(), strict=True):
         out.setdefault(user, set()).add(i)
     return out
 

@@ -100,7 +100,7 @@ def rank_full(
 def rank_candidates(
     scores: np.ndarray, candidates: np.ndarray, targets: np.ndarray
 ) -> tuple[np.ndarray, list[int | None]]:
-    """Candidates by score (ties in candidate order; -1 = unranked) and the target's 0-based rank."""
+    """Candidates by score (ties in candidate order; -1 = unranked), and the target's rank."""
     scores = np.where(np.isfinite(scores), scores, -np.inf)
     order = np.argsort(-scores, axis=1, kind="stable")
     ranked = np.take_along_axis(candidates, order, axis=1)

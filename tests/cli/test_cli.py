@@ -70,7 +70,8 @@ def test_bad_input_exits_2_with_a_located_message(csv_files, tmp_path, capsys) -
     bad = tmp_path / "bad.csv"
     bad.write_text("uid,movie,ts\nu1,m1,100\nu1,m2,soon\n")
     code = main(["data", "prepare", "--inter", str(bad), "--col", "user_id=uid",
-                 "--col", "item_id=movie", "--col", "timestamp=ts", "--out", str(tmp_path / "x")])  # fmt: skip
+                 "--col", "item_id=movie", "--col", "timestamp=ts",
+                 "--out", str(tmp_path / "x")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2
     assert "bad.csv, line 3, column 'ts'" in err and "'soon'" in err

@@ -1,4 +1,4 @@
-"""A tiny hand-made dataset and a recommender with fixed scores, so metrics can be computed by hand."""
+"""A tiny hand-made dataset and a fixed-score recommender: metrics can be computed by hand."""
 
 from __future__ import annotations
 
@@ -61,4 +61,6 @@ class FixedScores(Recommender):
 @pytest.fixture
 def tiny() -> RecDataset:
     # user a: 0 1 2 3 4 (target 4, valid 3); user b: 5 6 7 (target 7); user c: 9 8 7 6 (target 6)
-    return make_dataset({"a": ["0", "1", "2", "3", "4"], "b": ["5", "6", "7"], "c": ["9", "8", "7", "6"]})
+    return make_dataset(
+        {"a": ["0", "1", "2", "3", "4"], "b": ["5", "6", "7"], "c": ["9", "8", "7", "6"]}
+    )

@@ -31,9 +31,7 @@ def test_full_protocol_metrics_by_hand(tiny, tmp_path) -> None:  # noqa: ANN001
     assert result.metrics["HR@1"] == pytest.approx(1 / 3)
     assert result.metrics["HR@5"] == pytest.approx(1 / 3)
     assert result.metrics["HR@10"] == pytest.approx(1.0)
-    assert result.metrics["NDCG@10"] == pytest.approx(
-        (1 + 1 / math.log2(7) + 1 / math.log2(8)) / 3
-    )
+    assert result.metrics["NDCG@10"] == pytest.approx((1 + 1 / math.log2(7) + 1 / math.log2(8)) / 3)
     assert [r["ranked"][:2] for r in result.rankings] == [["4", "5"], ["0", "1"], ["0", "1"]]
     assert all("3" not in r["ranked"] for r in result.rankings if r["user_id"] == "a")
     assert any("history are excluded" in n for n in result.notes)
@@ -42,9 +40,7 @@ def test_full_protocol_metrics_by_hand(tiny, tmp_path) -> None:  # noqa: ANN001
 def test_without_history_exclusion_ranks_are_lower(tiny) -> None:  # noqa: ANN001
     model = FixedScores(-np.arange(30, dtype=float)).fit([], tiny.catalog)
     split = leave_one_out(tiny)
-    result = evaluate(
-        model, tiny, split.test, EvalConfig(exclude_history=False), progress=False
-    )
+    result = evaluate(model, tiny, split.test, EvalConfig(exclude_history=False), progress=False)
     # a: target 4 at rank 4; b: 7 at 7; c: 6 at 6
     assert result.metrics["HR@5"] == pytest.approx(1 / 3)
     assert result.metrics["MRR@10"] == pytest.approx((1 / 5 + 1 / 8 + 1 / 7) / 3)

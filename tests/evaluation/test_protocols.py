@@ -36,7 +36,7 @@ def test_sampled_candidates_avoid_interacted_items_and_are_reproducible(tiny) ->
     interacted = {"a": {0, 1, 2, 3, 4}, "b": {5, 6, 7}}
     cands = sample_candidates(cases, tiny.catalog, interacted, n_negatives=19, seed=3)
     assert cands.shape == (2, 20)
-    for row, case, seen, target in zip(cands, cases, interacted.values(), (4, 7)):
+    for row, seen, target in zip(cands, interacted.values(), (4, 7), strict=True):
         assert len(set(row.tolist())) == 20
         assert (row == target).sum() == 1
         assert not (set(row.tolist()) - {target}) & seen
