@@ -52,6 +52,7 @@ class RecDataset:
         inter = self.interactions
         has_rating = "rating" in inter.columns
         has_behavior = "behavior" in inter.columns
+        context_cols = self.context_columns
         out: list[UserSequence] = []
         for user_id, rows in inter.groupby("user_id", sort=False):
             out.append(
@@ -63,6 +64,10 @@ class RecDataset:
                     behaviors=(
                         tuple(rows["behavior"].astype(str).tolist()) if has_behavior else None
                     ),
+                    context={
+                        c: tuple(None if pd.isna(v) else str(v) for v in rows[c].tolist())
+                        for c in context_cols
+                    },
                 )
             )
         return out
@@ -149,6 +154,8 @@ class RecDataset:
             rows["ratings"] = [list(s.ratings or ()) for s in seqs]
         if seqs and seqs[0].behaviors is not None:
             rows["behaviors"] = [list(s.behaviors or ()) for s in seqs]
+        for c in self.context_columns:
+            rows[c] = [list(s.context[c]) for s in seqs]
         return datasets.Dataset.from_dict(rows)
 
     # ------------------------------------------------------------- on disk

@@ -47,7 +47,8 @@ class UserSequence:
     """A user's behaviour in time order (oldest first), with the views the data has.
 
     ``ratings`` and ``behaviors`` are ``None`` when the data has no such column; otherwise they are
-    aligned with ``item_ids``.
+    aligned with ``item_ids``, as is each value list in ``context`` (context column name ->
+    values, ``None`` where missing: device, session, ...).
     """
 
     user_id: str
@@ -55,11 +56,13 @@ class UserSequence:
     timestamps: tuple[float, ...]
     ratings: tuple[float, ...] | None = None
     behaviors: tuple[str, ...] | None = None
+    context: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
-        for name in ("timestamps", "ratings", "behaviors"):
-            values = getattr(self, name)
+        views = {name: getattr(self, name) for name in ("timestamps", "ratings", "behaviors")}
+        views.update({f"context[{k!r}]": v for k, v in self.context.items()})
+        for name, values in views.items():
             if values is not None and len(values) != n:
                 raise ValueError(
                     f"UserSequence {self.user_id!r}: {name} has {len(values)} entries but "
@@ -71,25 +74,22 @@ class UserSequence:
 
     def head(self, n: int) -> UserSequence:
         """The first ``n`` behaviours (``n`` may be negative, as in slicing)."""
-        return UserSequence(
-            user_id=self.user_id,
-            item_ids=self.item_ids[:n],
-            timestamps=self.timestamps[:n],
-            ratings=None if self.ratings is None else self.ratings[:n],
-            behaviors=None if self.behaviors is None else self.behaviors[:n],
-        )
+        return self._slice(slice(None, n))
 
     def tail(self, max_len: int) -> UserSequence:
         """The most recent ``max_len`` behaviours."""
         if max_len <= 0:
             raise ValueError(f"max_len must be positive, got {max_len}")
-        start = max(0, len(self) - max_len)
+        return self._slice(slice(max(0, len(self) - max_len), None))
+
+    def _slice(self, part: slice) -> UserSequence:
         return UserSequence(
             user_id=self.user_id,
-            item_ids=self.item_ids[start:],
-            timestamps=self.timestamps[start:],
-            ratings=None if self.ratings is None else self.ratings[start:],
-            behaviors=None if self.behaviors is None else self.behaviors[start:],
+            item_ids=self.item_ids[part],
+            timestamps=self.timestamps[part],
+            ratings=None if self.ratings is None else self.ratings[part],
+            behaviors=None if self.behaviors is None else self.behaviors[part],
+            context={k: v[part] for k, v in self.context.items()},
         )
 
 

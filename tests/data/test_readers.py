@@ -210,6 +210,7 @@ def test_sequences_to_hf_rows(loaded: dict[str, RecDataset]) -> None:
             "timestamps": [50.0, 100.0, 200.0],
             "ratings": [4.0, 5.0, 3.0],
             "behaviors": ["click", "click", "buy"],
+            "device": ["web", "web", "mobile"],
         },
         {
             "user_id": "u2",
@@ -217,6 +218,7 @@ def test_sequences_to_hf_rows(loaded: dict[str, RecDataset]) -> None:
             "timestamps": [150.0, 150.0],
             "ratings": [4.0, 2.0],
             "behaviors": ["click", "click"],
+            "device": ["web", "mobile"],
         },
         {
             "user_id": "u3",
@@ -224,6 +226,7 @@ def test_sequences_to_hf_rows(loaded: dict[str, RecDataset]) -> None:
             "timestamps": [300.0],
             "ratings": [1.0],
             "behaviors": ["buy"],
+            "device": [None],
         },
     ]
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from llmrec.data import Dedup, RecDataset, SequenceOptions, UserSequence, apply_options
+from llmrec.data import (
+    Dedup,
+    RecDataset,
+    SequenceOptions,
+    UserSequence,
+    apply_options,
+    load_files,
+)
 from llmrec.data.schema import sort_interactions
 
-from .conftest import make_dataset
+from .conftest import make_dataset, write_format
 
 
 def items_of(ds: RecDataset) -> dict[str, list[str]]:
@@ -59,6 +66,15 @@ def test_sequence_views_are_aligned() -> None:
         ),
         UserSequence("u2", ("x",), (2.0,), (4.0,), ("click",)),
     ]
+
+
+def test_context_columns_are_a_sliceable_view(tmp_path) -> None:  # noqa: ANN001
+    u1 = load_files(*write_format(tmp_path, "csv")).sequences()[0]
+    assert u1.context == {"device": ("web", "web", "mobile")}
+    assert u1.head(-1).context == {"device": ("web", "web")}
+    assert u1.tail(1).context == {"device": ("mobile",)}
+    with pytest.raises(ValueError, match=r"context\['device'\] has 1 entries"):
+        UserSequence("u", ("a", "b"), (1.0, 2.0), context={"device": ("web",)})
 
 
 def test_sequences_without_ratings_or_behaviors_have_none() -> None:
