@@ -1,0 +1,266 @@
+"""Fusion of retrieval views into one candidate list.
+
+Two methods, both weighted per view:
+
+- ``rrf`` (reciprocal-rank fusion): ``sum_v w_v / (rrf_k + rank_v(i) + 1)`` over the views that
+  rank item ``i`` within their top ``depth``;
+- ``weighted`` (score fusion): ``sum_v w_v * z_v(i)``, where ``z_v`` standardises view ``v``'s
+  scores per user (mean 0, standard deviation 1 over the catalogue), so views on different
+  scales can be added.
+
+Weights can be tuned on the validation split (coordinate ascent over a grid, maximising
+validation HR@K). Each returned :class:`Candidate` keeps the score and rank of every view that
+proposed it, for prompts, reasons and features later on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from llmrec.data.catalog import Catalog
+from llmrec.data.records import EvalCase, UserSequence
+from llmrec.evaluation.metrics import metrics_from_ranks
+from llmrec.evaluation.protocols import rank_full
+from llmrec.io import atomic_dir
+from llmrec.recommender import Recommender, read_model_meta, write_model_meta
+from llmrec.retrieval.candidates import Candidate, ViewEvidence
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+class FusionMethod(str, Enum):
+    RRF = "rrf"
+    WEIGHTED = "weighted"
+
+
+@dataclass
+class FusionConfig:
+    """How views are fused. ``weights`` default to 1 for every view."""
+
+    method: FusionMethod = FusionMethod.WEIGHTED
+    weights: dict[str, float] = field(default_factory=dict)
+    rrf_k: float = 60.0
+    #: Each view's top list: RRF counts ranks within it; evidence is recorded for it.
+    depth: int = 200
+    #: Remove the user's history items before ranking (each view and the fusion).
+    exclude_history: bool = True
+    #: Tune weights on the validation cases given to ``fit`` (maximising ``tune_metric``).
+    tune: bool = True
+    tune_metric: str = "HR@20"
+    tune_rounds: int = 2
+
+    def __post_init__(self) -> None:
+        self.method = FusionMethod(self.method)
+        if self.rrf_k < 0:
+            raise ValueError(f"rrf_k must be >= 0, got {self.rrf_k}")
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        bad = {k: v for k, v in self.weights.items() if not (v >= 0)}
+        if bad:
+            raise ValueError(f"fusion weights must be >= 0, got {bad}")
+        if "@" not in self.tune_metric:
+            raise ValueError(f"tune_metric must look like 'HR@20', got {self.tune_metric!r}")
+
+
+class FusedRetriever(Recommender):
+    """Multi-view retriever: each view is a :class:`Recommender`; their scores are fused."""
+
+    name: ClassVar[str] = "fused"
+
+    def __init__(self, views: Mapping[str, Recommender], config: FusionConfig | None = None):
+        super().__init__()
+        if not views:
+            raise ValueError("a fused retriever needs at least one view")
+        self.views = dict(views)
+        self.config = config or FusionConfig()
+        unknown = set(self.config.weights) - set(self.views)
+        if unknown:
+            raise ValueError(
+                f"weights given for unknown views {sorted(unknown)}; views: {list(views)}"
+            )
+        self.weights = {v: float(self.config.weights.get(v, 1.0)) for v in self.views}
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        train: Sequence[UserSequence],
+        catalog: Catalog,
+        valid: Sequence[EvalCase] | None = None,
+        *,
+        fit_views: bool = True,
+    ) -> FusedRetriever:
+        """Fit every view (unless ``fit_views`` is False), then tune weights on ``valid``."""
+        if fit_views:
+            for name, view in self.views.items():
+                logger.info("fitting view %s", name)
+                view.fit(train, catalog, valid)
+        self.catalog = catalog
+        if self.config.tune and valid:
+            self.tune_weights(valid)
+        return self
+
+    def tune_weights(self, valid: Sequence[EvalCase], grid: Sequence[float] = DEFAULT_GRID) -> dict:
+        """Coordinate ascent over ``grid`` per view, maximising validation ``tune_metric``."""
+        catalog = self._require_fitted()
+        histories = [c.history for c in valid]
+        per_view = self._normalised(self.view_scores(histories), histories)
+        targets = catalog.indices(c.target for c in valid)
+        exclude = [catalog.indices(h.item_ids) for h in histories]
+        k = int(self.config.tune_metric.split("@")[1])
+
+        def quality(weights: dict[str, float]) -> float:
+            if not any(weights.values()):
+                return -1.0
+            fused = np.zeros_like(next(iter(per_view.values())))
+            for view, weight in weights.items():
+                if weight:
+                    fused += weight * per_view[view]
+            _, ranks = rank_full(fused, exclude, targets, depth=k)
+            return metrics_from_ranks(ranks, ks=(k,))[self.config.tune_metric]
+
+        best = dict(self.weights)
+        best_q = quality(best)
+        for _ in range(self.config.tune_rounds):
+            improved = False
+            for view in self.views:
+                for value in grid:
+                    trial = {**best, view: float(value)}
+                    q = quality(trial)
+                    if q > best_q + 1e-12:
+                        best, best_q, improved = trial, q, True
+            if not improved:
+                break
+        self.weights = best
+        logger.info(
+            "tuned fusion weights %s: validation %s %.4f", best, self.config.tune_metric, best_q
+        )
+        return {"weights": best, self.config.tune_metric: best_q}
+
+    # ---------------------------------------------------------------- score
+    def view_scores(self, histories: Sequence[UserSequence]) -> dict[str, np.ndarray]:
+        """Every view's raw scores, (n, N) float64 each, history items set to -inf if excluded."""
+        catalog = self._require_fitted()
+        out = {}
+        for name, view in self.views.items():
+            scores = np.array(view.score(histories), dtype=np.float64)  # (n, N)
+            if self.config.exclude_history:
+                for row, h in enumerate(histories):
+                    scores[row, catalog.indices(h.item_ids)] = -np.inf
+            out[name] = scores
+        return out
+
+    def _normalised(
+        self, raw: dict[str, np.ndarray], histories: Sequence[UserSequence]
+    ) -> dict[str, np.ndarray]:
+        """Per-view contributions before weighting: RRF terms or per-user z-scores."""
+        out = {}
+        for name, scores in raw.items():
+            finite = np.isfinite(scores)
+            if self.config.method is FusionMethod.RRF:
+                depth = min(self.config.depth, scores.shape[1])
+                order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]  # (n, depth)
+                contrib = np.zeros_like(scores)
+                ranks = np.broadcast_to(np.arange(depth), order.shape)
+                values = 1.0 / (self.config.rrf_k + ranks + 1)  # (n, depth)
+                rows = np.arange(len(scores))[:, None]
+                ok = np.take_along_axis(finite, order, axis=1)
+                contrib[rows, order] = np.where(ok, values, 0.0)
+            else:
+                masked = np.where(finite, scores, np.nan)
+                mean = np.nanmean(masked, axis=1, keepdims=True)
+                std = np.nanstd(masked, axis=1, keepdims=True)
+                std = np.where(std > 0, std, 1.0)
+                contrib = np.where(finite, (scores - mean) / std, 0.0)
+            out[name] = contrib
+        return out
+
+    def _fuse(self, raw: dict[str, np.ndarray], histories: Sequence[UserSequence]) -> np.ndarray:
+        """Weighted sum of the views' contributions (n, N); items no view can rank get -inf."""
+        per_view = self._normalised(raw, histories)
+        fused = np.zeros_like(next(iter(raw.values())))
+        for view, weight in self.weights.items():
+            if weight:
+                fused += weight * per_view[view]
+        excluded = np.logical_and.reduce([~np.isfinite(s) for s in raw.values()])
+        return np.where(excluded, -np.inf, fused)
+
+    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
+        """Fused scores (n, N) float32; excluded history items get -inf."""
+        return self._fuse(self.view_scores(histories), histories).astype(np.float32)
+
+    def retrieve(self, histories: Sequence[UserSequence], k: int = 50) -> list[list[Candidate]]:
+        """Top-``k`` candidates per history, each with the evidence of the views that ranked it."""
+        catalog = self._require_fitted()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        raw = self.view_scores(histories)
+        fused = self._fuse(raw, histories)
+        depth = min(self.config.depth, len(catalog))
+        view_rank: dict[str, np.ndarray] = {}
+        for name, scores in raw.items():
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+            ranks = np.full(scores.shape, -1, dtype=np.int64)
+            np.put_along_axis(ranks, order, np.arange(order.shape[1])[None, :], axis=1)
+            ranks[~np.isfinite(scores)] = -1
+            view_rank[name] = ranks
+        out: list[list[Candidate]] = []
+        top = np.argsort(-fused, axis=1, kind="stable")[:, :k]
+        for row in range(len(histories)):
+            cands = []
+            for i in top[row]:
+                if not np.isfinite(fused[row, i]):
+                    break
+                evidence = {
+                    name: ViewEvidence(float(raw[name][row, i]), int(view_rank[name][row, i]))
+                    for name in raw
+                    if view_rank[name][row, i] >= 0
+                }
+                cands.append(Candidate(catalog.ids[i], float(fused[row, i]), evidence))
+            out.append(cands)
+        return out
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        catalog = self._require_fitted()
+        with atomic_dir(path) as tmp:
+            config = dataclasses.asdict(self.config)
+            config["method"] = self.config.method.value
+            config["tuned_weights"] = self.weights
+            config["views"] = {name: view.name for name, view in self.views.items()}
+            write_model_meta(tmp, self.name, catalog, config)
+            for name, view in self.views.items():
+                view.save(tmp / "views" / name)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], catalog: Catalog) -> FusedRetriever:
+        from llmrec.retrieval.registry import view_class
+
+        folder = Path(path)
+        meta = read_model_meta(folder, cls.name, catalog)
+        config: dict[str, Any] = dict(meta["config"])
+        kinds = config.pop("views")
+        tuned = config.pop("tuned_weights")
+        views = {
+            name: view_class(kind).load(folder / "views" / name, catalog)
+            for name, kind in kinds.items()
+        }
+        model = cls(views, FusionConfig(**config))
+        model.weights = {k: float(v) for k, v in tuned.items()}
+        model.catalog = catalog
+        return model
+
+    def describe(self) -> str:
+        return json.dumps({"method": self.config.method.value, "weights": self.weights})

@@ -1,0 +1,195 @@
+"""Simple retrieval views: recency-aware popularity and item co-occurrence.
+
+Both are :class:`~llmrec.recommender.Recommender` s, so the harness evaluates them alone and the
+fusion combines them with the text and collaborative views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from llmrec.baselines._common import check_number, config_from_dict, encode, merge_config
+from llmrec.data.catalog import Catalog
+from llmrec.data.records import EvalCase, UserSequence
+from llmrec.io import atomic_dir
+from llmrec.recommender import Recommender, read_model_meta, write_model_meta
+from llmrec.sparse import ItemMatrix
+
+logger = logging.getLogger(__name__)
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class RecentPopConfig:
+    """``half_life_days``: an interaction that many days before the newest one counts half."""
+
+    half_life_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_number(
+            "half_life_days", self.half_life_days, kind=float, minimum=0, exclusive_min=True
+        )
+
+
+class RecentPopularity(Recommender):
+    """Popularity where each interaction's weight halves every ``half_life_days`` of age.
+
+    Age is measured from the newest training interaction, so the view says "popular lately".
+    """
+
+    name: ClassVar[str] = "recent-pop"
+    config_class: ClassVar[type] = RecentPopConfig
+
+    def __init__(self, config: RecentPopConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        self.config: RecentPopConfig = merge_config(RecentPopConfig, config, overrides, self.name)
+        self.weights: np.ndarray | None = None  # (N,) float64, max 1
+
+    def fit(
+        self,
+        train: Sequence[UserSequence],
+        catalog: Catalog,
+        valid: Sequence[EvalCase] | None = None,
+    ) -> RecentPopularity:
+        items = np.concatenate([np.zeros(0, np.int64), *encode(train, catalog)])  # (P,)
+        times = np.concatenate([np.zeros(0), *[np.asarray(s.timestamps) for s in train]])  # (P,)
+        weights = np.zeros(len(catalog))
+        if len(items):
+            age_days = (times.max() - times) / DAY  # (P,)
+            decay = np.exp(-math.log(2) * age_days / self.config.half_life_days)  # (P,)
+            weights = np.bincount(items, weights=decay, minlength=len(catalog))
+        top = weights.max() if len(weights) else 0.0
+        self.weights = weights / top if top > 0 else weights
+        self.catalog = catalog
+        return self
+
+    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
+        self._require_fitted()
+        assert self.weights is not None
+        return np.broadcast_to(
+            self.weights.astype(np.float32), (len(histories), len(self.weights))
+        ).copy()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        catalog = self._require_fitted()
+        with atomic_dir(path) as tmp:
+            write_model_meta(tmp, self.name, catalog, dataclasses.asdict(self.config))
+            np.save(tmp / "weights.npy", self.weights)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], catalog: Catalog) -> RecentPopularity:
+        meta = read_model_meta(Path(path), cls.name, catalog)
+        model = cls(config_from_dict(RecentPopConfig, meta.get("config", {}), cls.name))
+        model.weights = np.load(Path(path) / "weights.npy", allow_pickle=False)
+        model.catalog = catalog
+        return model
+
+
+@dataclass(frozen=True)
+class CooccurrenceConfig:
+    """Settings of :class:`Cooccurrence`.
+
+    ``window``: two items co-occur when at most this many positions apart in one sequence, with
+    weight ``1 / distance``. ``history_items``: how many recent history items vote, the i-th most
+    recent with weight ``recency_decay ** i``. ``alpha``: popularity damping of the normalisation
+    ``c_ij / (n_i ** alpha * n_j ** (1 - alpha))`` (0.5 = cosine).
+    """
+
+    window: int = 5
+    history_items: int = 20
+    recency_decay: float = 0.8
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_number("window", self.window, minimum=1)
+        check_number("history_items", self.history_items, minimum=1)
+        check_number("recency_decay", self.recency_decay, kind=float, minimum=0, maximum=1)
+        check_number("alpha", self.alpha, kind=float, minimum=0, maximum=1)
+
+
+class Cooccurrence(Recommender):
+    """Items that appear near the user's recent items in other users' sequences."""
+
+    name: ClassVar[str] = "cooc"
+    config_class: ClassVar[type] = CooccurrenceConfig
+
+    def __init__(self, config: CooccurrenceConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        self.config: CooccurrenceConfig = merge_config(
+            CooccurrenceConfig, config, overrides, self.name
+        )
+        self.matrix: ItemMatrix | None = None
+
+    def fit(
+        self,
+        train: Sequence[UserSequence],
+        catalog: Catalog,
+        valid: Sequence[EvalCase] | None = None,
+    ) -> Cooccurrence:
+        n = len(catalog)
+        rows, cols, weights = [], [], []
+        for seq in encode(train, catalog):
+            for d in range(1, min(self.config.window, len(seq) - 1) + 1):
+                a, b = seq[:-d], seq[d:]  # (L - d,) pairs d positions apart
+                rows += [a, b]
+                cols += [b, a]
+                weights += [np.full(2 * len(a), 1.0 / d)]
+        if rows:
+            matrix = ItemMatrix.from_pairs(
+                np.concatenate(rows), np.concatenate(cols), n, np.concatenate(weights)
+            )
+        else:
+            matrix = ItemMatrix.from_pairs(np.zeros(0), np.zeros(0), n)
+        totals = matrix.row_sums()  # (N,)
+        safe = np.where(totals > 0, totals, 1.0)
+        alpha = self.config.alpha
+        self.matrix = matrix.scale(safe**-alpha, safe ** -(1 - alpha))
+        self.catalog = catalog
+        logger.info("cooc: %d item pairs within %d positions", len(matrix.data), self.config.window)
+        return self
+
+    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
+        catalog = self._require_fitted()
+        assert self.matrix is not None
+        scores = np.zeros((len(histories), len(catalog)), dtype=np.float64)  # (n, N)
+        out_rows, rows, weights = [], [], []
+        for u, history in enumerate(histories):
+            recent = catalog.indices(history.item_ids[-self.config.history_items :])[::-1]
+            out_rows.append(np.full(len(recent), u))
+            rows.append(recent)
+            weights.append(self.config.recency_decay ** np.arange(len(recent)))
+        if out_rows:
+            self.matrix.add_rows(
+                scores, np.concatenate(out_rows), np.concatenate(rows), np.concatenate(weights)
+            )
+        return scores.astype(np.float32)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        catalog = self._require_fitted()
+        assert self.matrix is not None
+        with atomic_dir(path) as tmp:
+            write_model_meta(tmp, self.name, catalog, dataclasses.asdict(self.config))
+            np.savez(tmp / "cooccurrence.npz", **self.matrix.to_arrays())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], catalog: Catalog) -> Cooccurrence:
+        meta = read_model_meta(Path(path), cls.name, catalog)
+        model = cls(config_from_dict(CooccurrenceConfig, meta.get("config", {}), cls.name))
+        with np.load(Path(path) / "cooccurrence.npz", allow_pickle=False) as arrays:
+            model.matrix = ItemMatrix.from_arrays(arrays)
+        if model.matrix.n != len(catalog):
+            raise ValueError(f"{path}: matrix does not match a catalogue of {len(catalog)} items")
+        model.catalog = catalog
+        return model

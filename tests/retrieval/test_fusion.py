@@ -1,0 +1,103 @@
+"""Fusion of views: RRF and z-score fusion by hand, evidence, weight tuning, persistence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from llmrec.data import EvalCase, UserSequence
+from llmrec.recommender import Recommender
+from llmrec.retrieval.fusion import FusedRetriever, FusionConfig
+from llmrec.retrieval.simple import Cooccurrence, RecentPopularity
+
+from .test_simple_views import catalog, seq
+
+
+class Fixed(Recommender):
+    name = "fixed"
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores = np.array(scores, dtype=np.float32)
+
+    def fit(self, train, catalog, valid=None):  # noqa: ANN001
+        self.catalog = catalog
+        return self
+
+    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
+        return np.tile(self.scores, (len(histories), 1))
+
+    def save(self, path):  # noqa: ANN001
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path, catalog):  # noqa: ANN001
+        raise NotImplementedError
+
+
+def test_rrf_by_hand() -> None:
+    a = Fixed([5, 4, 3, 2, 1])  # ranks 0..4
+    b = Fixed([1, 2, 3, 4, 5])  # ranks 4..0
+    f = FusedRetriever({"a": a, "b": b}, FusionConfig(method="rrf", rrf_k=0, depth=2,
+                                                      weights={"a": 1, "b": 2}))  # fmt: skip
+    f.fit([], catalog())
+    s = f.score([seq("x", [])])[0]
+    # a's top 2: items 0 (1/1), 1 (1/2); b's top 2: items 4 (2/1), 3 (2/2)
+    assert s.tolist() == pytest.approx([1.0, 0.5, 0.0, 1.0, 2.0])
+
+
+def test_weighted_fusion_is_a_sum_of_z_scores_and_excludes_history() -> None:
+    a = Fixed([0, 1, 2, 3, 4])
+    f = FusedRetriever({"a": a}, FusionConfig(method="weighted", weights={"a": 2})).fit(
+        [], catalog()
+    )
+    s = f.score([seq("x", [4])])[0]
+    # history item 4 excluded; z-scores of 0,1,2,3: mean 1.5, std sqrt(1.25)
+    z = (np.arange(4) - 1.5) / np.sqrt(1.25)
+    assert s[:4].tolist() == pytest.approx((2 * z).tolist(), rel=1e-5)
+    assert s[4] == -np.inf
+
+
+def test_retrieve_keeps_each_views_evidence() -> None:
+    f = FusedRetriever({"a": Fixed([5, 4, 3, 2, 1]), "b": Fixed([1, 2, 3, 4, 5])},
+                       FusionConfig(method="rrf", depth=2))  # fmt: skip
+    f.fit([], catalog())
+    cands = f.retrieve([seq("x", [2])], k=4)[0]
+    assert [c.item_id for c in cands] == ["0", "4", "1", "3"]
+    assert set(cands[0].views) == {"a"} and cands[0].views["a"].rank == 0
+    assert cands[0].views["a"].score == 5.0
+    assert all(c.item_id != "2" for c in cands)  # the history item is never a candidate
+
+
+def test_tuning_picks_the_informative_view() -> None:
+    # "good" puts each user's target first; "bad" puts it last.
+    cases = [EvalCase("x", seq("x", [0]), "3"), EvalCase("y", seq("y", [1]), "3")]
+    good, bad = Fixed([0, 0, 0, 9, 0]), Fixed([9, 9, 9, 0, 9])
+    f = FusedRetriever({"good": good, "bad": bad},
+                       FusionConfig(tune_metric="HR@1", weights={"good": 0.25, "bad": 4}))  # fmt: skip
+    f.fit([], catalog(), cases)
+    assert f.weights["bad"] == 0.0 and f.weights["good"] > 0
+    assert f.score([seq("z", [0])])[0].argmax() == 3
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:  # noqa: ANN001
+    train = [seq("a", [0, 1, 2, 3]), seq("b", [2, 3, 4]), seq("c", [1, 2, 4])]
+    valid = [EvalCase("a", seq("a", [0, 1]), "2")]
+    f = FusedRetriever({"cooc": Cooccurrence(window=2), "recent": RecentPopularity()})
+    f.fit(train, catalog(), valid)
+    f.save(tmp_path / "fused")
+    again = FusedRetriever.load(tmp_path / "fused", catalog())
+    assert again.weights == f.weights
+    h = [seq("q", [1])]
+    assert np.array_equal(f.score(h), again.score(h))
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ValueError, match="unknown views"):
+        FusedRetriever({"a": Fixed([1])}, FusionConfig(weights={"b": 1.0}))
+    with pytest.raises(ValueError, match="at least one view"):
+        FusedRetriever({})
+    with pytest.raises(ValueError):
+        FusionConfig(method="max")
