@@ -52,6 +52,7 @@ from llmrec.recommender import Recommender, read_model_meta, write_model_meta
 logger = logging.getLogger(__name__)
 ATTN_DROPOUT = 0.0
 BUCKET_NOISE = 0.25
+CHUNK = True
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,26 @@ def _left_pad(sequences: Sequence[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
+def _training_windows(encoded: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """Token windows (catalogue index + 1) of at most ``max_len + 1`` items to train on.
+
+    A window of ``w`` items gives ``w - 1`` (input, next item) pairs. Sequences longer than
+    ``max_len + 1`` are cut from the end into windows that overlap by one item, so every
+    transition of every sequence is a training target exactly once.
+    """
+    windows = []
+    for seq in encoded:
+        if not CHUNK:
+            if len(seq) >= 2:
+                windows.append(seq[-(max_len + 1) :] + 1)
+            continue
+        end = len(seq)
+        while end >= 2:
+            windows.append(seq[max(0, end - max_len - 1) : end] + 1)
+            end -= max_len
+    return windows
+
+
 def _length_batches(
     samples: Sequence[np.ndarray], batch_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -264,8 +285,7 @@ class SASRecRecommender(Recommender):
         cfg = self.config
         n_items = len(catalog)
         encoded = encode(train, catalog)
-        # Token ids (index + 1); the last max_len + 1 items give max_len (input, target) pairs.
-        samples = [s[-(cfg.max_len + 1) :] + 1 for s in encoded if len(s) >= 2]
+        samples = _training_windows(encoded, cfg.max_len)
         if not samples:
             raise ValueError("no training sequence has two or more items; SASRec cannot learn")
         valid_cases = list(valid) if valid else []

@@ -75,8 +75,8 @@ def test_tuning_picks_the_informative_view() -> None:
     # "good" puts each user's target first; "bad" puts it last.
     cases = [EvalCase("x", seq("x", [0]), "3"), EvalCase("y", seq("y", [1]), "3")]
     good, bad = Fixed([0, 0, 0, 9, 0]), Fixed([9, 9, 9, 0, 9])
-    f = FusedRetriever({"good": good, "bad": bad},
-                       FusionConfig(tune_metric="HR@1", weights={"good": 0.25, "bad": 4}))  # fmt: skip
+    config = FusionConfig(tune_metric="HR@1", weights={"good": 0.25, "bad": 4})
+    f = FusedRetriever({"good": good, "bad": bad}, config)
     f.fit([], catalog(), cases)
     assert f.weights["bad"] == 0.0 and f.weights["good"] > 0
     assert f.score([seq("z", [0])])[0].argmax() == 3
