@@ -7,6 +7,7 @@ questions (:class:`~llmrec.data.records.EvalCase`: a history and the item that c
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -134,3 +135,48 @@ def _cut(sorted_ts: np.ndarray, q: float) -> float:
 def make_split(dataset: RecDataset, kind: str | SplitKind = SplitKind.LEAVE_ONE_OUT) -> Split:
     kind = SplitKind(kind)
     return leave_one_out(dataset) if kind is SplitKind.LEAVE_ONE_OUT else time_split(dataset)
+
+
+def hold_out_items(
+    split: Split, item_ids: Sequence[str], fraction: float = 0.1, seed: int = 0
+) -> tuple[Split, frozenset[str]]:
+    """A cold-start variant of ``split``: a seeded ``fraction`` of ``item_ids`` never in training.
+
+    Their interactions are removed from the training sequences only; validation and test cases
+    are unchanged, so test targets that are held-out items measure cold-start retrieval.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    ids = list(item_ids)
+    n_cold = max(1, int(round(fraction * len(ids))))
+    cold = frozenset(ids[i] for i in rng.choice(len(ids), size=n_cold, replace=False))
+    train: list[UserSequence] = []
+    removed = 0
+    for seq in split.train:
+        keep = [i for i, item in enumerate(seq.item_ids) if item not in cold]
+        removed += len(seq) - len(keep)
+        if keep:
+            train.append(_select(seq, keep))
+    n_cold_targets = sum(c.target in cold for c in split.test)
+    report = [
+        *split.report,
+        f"cold start: {n_cold} of {len(ids)} items held out of training (seed {seed}); "
+        f"{removed} training interactions removed; {n_cold_targets} test targets are cold",
+    ]
+    logger.info(report[-1])
+    return Split(split.kind, train, split.valid, split.test, report), cold
+
+
+def _select(seq: UserSequence, positions: list[int]) -> UserSequence:
+    def pick(values):  # noqa: ANN001, ANN202
+        return None if values is None else tuple(values[i] for i in positions)
+
+    return UserSequence(
+        user_id=seq.user_id,
+        item_ids=pick(seq.item_ids),
+        timestamps=pick(seq.timestamps),
+        ratings=pick(seq.ratings),
+        behaviors=pick(seq.behaviors),
+        context={k: pick(v) for k, v in seq.context.items()},
+    )

@@ -138,3 +138,18 @@ def test_make_split() -> None:
     assert make_split(ds, "loo").test == leave_one_out(ds).test
     with pytest.raises(ValueError):
         make_split(ds, "random")
+
+
+def test_hold_out_items_removes_cold_items_from_training_only() -> None:
+    from llmrec.data.splits import hold_out_items
+
+    ds = make_dataset([("u", i, t) for t, i in enumerate(["a", "b", "c", "d", "e", "f"])])
+    split = leave_one_out(ds)
+    cold_split, cold = hold_out_items(split, ["a", "b", "c", "d"], fraction=0.5, seed=0)
+    assert len(cold) == 2 and cold <= {"a", "b", "c", "d"}
+    kept = [i for i in ("a", "b", "c", "d") if i not in cold]
+    assert list(cold_split.train[0].item_ids) == kept
+    assert cold_split.test == split.test and cold_split.valid == split.valid
+    assert "2 of 4 items held out" in cold_split.report[-1]
+    again, cold_again = hold_out_items(split, ["a", "b", "c", "d"], fraction=0.5, seed=0)
+    assert cold_again == cold
