@@ -24,8 +24,10 @@ from llmrec.data import (
     load_files,
     make_split,
 )
+from llmrec.data.splits import Split
 from llmrec.evaluation import EvalConfig, EvalResult, format_table
 from llmrec.evaluation import evaluate as run_evaluation
+from llmrec.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +130,9 @@ def open_dataset(spec: str) -> RecDataset:
 
 # --------------------------------------------------------------------------- evaluate
 def evaluate(args: argparse.Namespace) -> int:
-    from llmrec import baselines
-
     dataset = open_dataset(args.data)
     split = make_split(dataset, args.split)
-    config = _model_config(args.model, args.set)
-    if args.load:
-        model = baselines.load(args.model, args.load, dataset.catalog)
-    else:
-        model = baselines.create(args.model, **config)
-        start = time.perf_counter()
-        model.fit(split.train_for(args.part), dataset.catalog, split.valid)
-        logger.info("fitted %s in %.1f s", args.model, time.perf_counter() - start)
+    model = fit_or_load(args.model, args.set, args.load, dataset, split, views=args.views)
     if args.save:
         model.save(args.save)
         print(f"model saved to {args.save}")
@@ -156,28 +149,73 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_config(name: str, pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings -> typed keyword arguments, checked against the config dataclass."""
-    from llmrec import baselines
+def fit_or_load(
+    name: str,
+    pairs: list[str],
+    load: str | None,
+    dataset: RecDataset,
+    split: Split,
+    views: str | None = None,
+) -> Recommender:
+    """Load a saved model, or create one from ``--set`` pairs and fit it on the training split."""
+    from llmrec.retrieval import registry
 
-    if not pairs:
-        return {}
-    cls = baselines.config_class(name)
-    hints = typing.get_type_hints(cls)
-    valid = {f.name for f in dataclasses.fields(cls)}
-    out: dict[str, Any] = {}
+    if load:
+        return registry.view_class(name).load(load, dataset.catalog)
+    view_names = _split_names(views) if views else list(registry.DEFAULT_VIEWS)
+    settings, view_settings = parse_settings(name, pairs, view_names)
+    model = registry.create(name, settings, views=view_names, view_settings=view_settings)
+    start = time.perf_counter()
+    model.fit(split.train, dataset.catalog, split.valid)
+    logger.info("fitted %s in %.1f s", name, time.perf_counter() - start)
+    return model
+
+
+def _split_names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def parse_settings(
+    name: str, pairs: list[str], views: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``KEY=VALUE`` (and, for ``fused``, ``VIEW.KEY=VALUE``) strings -> typed settings.
+
+    Keys are checked against the config dataclass of the model (or view); values are parsed as
+    YAML scalars (``3``, ``0.5``, ``true``, ``text``).
+    """
+    from llmrec.retrieval import registry
+
+    own: dict[str, Any] = {}
+    per_view: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or key not in valid:
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        target, _, field_name = key.rpartition(".")
+        if target and (name != "fused" or target not in (views or [])):
             raise ValueError(
-                f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(valid)} for {name}"
+                f"--set {pair!r}: VIEW.KEY settings apply to --model fused with VIEW in "
+                f"--views {views}"
+            )
+        kind = target or name
+        fields = _fused_fields() if kind == "fused" else registry.config_fields(kind)
+        if field_name not in fields:
+            raise ValueError(
+                f"--set {pair!r}: {field_name!r} is not a setting of {kind}; valid settings are "
+                f"{sorted(fields)}"
             )
         value = yaml.safe_load(raw)
-        hint = hints.get(key)
-        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        if fields[field_name] is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        out[key] = value
-    return out
+        (per_view.setdefault(target, {}) if target else own)[field_name] = value
+    return own, per_view
+
+
+def _fused_fields() -> dict[str, Any]:
+    from llmrec.retrieval.fusion import FusionConfig
+
+    hints = typing.get_type_hints(FusionConfig)
+    return {f.name: hints.get(f.name) for f in dataclasses.fields(FusionConfig)}
 
 
 def _print_result(result: EvalResult) -> None:
@@ -189,7 +227,7 @@ def _print_result(result: EvalResult) -> None:
 # --------------------------------------------------------------------------- quickstart
 def quickstart(args: argparse.Namespace) -> int:
     """Prepare ML-100K and print the baselines' table under both protocols."""
-    from llmrec import baselines
+    from llmrec.retrieval import registry
 
     out = Path(args.out)
     print("== preparing MovieLens-100K (cached after the first run)")
@@ -201,7 +239,7 @@ def quickstart(args: argparse.Namespace) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         print(f"\n== {name}: fitting on the training split")
         start = time.perf_counter()
-        model = baselines.create(name).fit(split.train, dataset.catalog, split.valid)
+        model = registry.create(name).fit(split.train, dataset.catalog, split.valid)
         print(f"   fitted in {time.perf_counter() - start:.1f} s")
         model.save(out / "models" / name)
         for protocol in ("full", "sampled"):

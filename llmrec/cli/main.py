@@ -81,14 +81,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default="ml-100k",
         help="prepared dataset folder or built-in name (default ml-100k)",
     )
-    ev.add_argument("--model", required=True, help="recommender name: pop, markov, sasrec")
-    ev.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model config value, e.g. --set epochs=50 (repeatable)",
-    )
+    ev.add_argument("--model", required=True,
+                    help="pop, markov, sasrec, text, cooc, recent-pop or fused")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="model setting, e.g. --set epochs=50; for fused also VIEW.KEY=VALUE, "
+                    "e.g. --set sasrec.epochs=50 (repeatable)")
+    ev.add_argument("--views", help="views of --model fused (default "
+                    "text,sasrec,cooc,recent-pop,pop)")
     ev.add_argument("--load", metavar="DIR", help="load a saved model instead of fitting")
     ev.add_argument("--save", metavar="DIR", help="save the fitted model here")
     ev.add_argument(
@@ -126,6 +125,12 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     qs.set_defaults(func=_cmd_quickstart)
 
 
+def _add_retrieve(sub: argparse._SubParsersAction) -> None:
+    from llmrec.cli import retrieve  # argparse only; the commands import their dependencies
+
+    retrieve.add_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmrec",
@@ -137,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_commands(sub)
     _add_evaluate(sub)
+    _add_retrieve(sub)
     _add_quickstart(sub)
     return parser
 

@@ -60,6 +60,10 @@ class FusionConfig:
     tune: bool = True
     tune_metric: str = "HR@20"
     tune_rounds: int = 2
+    #: Weight of the views that answer a free-text query (the text view) for the users that sent
+    #: one, in place of their tuned weight: weights are tuned on histories alone, and a user who
+    #: types what they want should be heard even where the text view's tuned weight is small.
+    query_boost: float = 4.0
 
     def __post_init__(self) -> None:
         self.method = FusionMethod(self.method)
@@ -70,6 +74,8 @@ class FusionConfig:
         bad = {k: v for k, v in self.weights.items() if not (v >= 0)}
         if bad:
             raise ValueError(f"fusion weights must be >= 0, got {bad}")
+        if self.query_boost < 0:
+            raise ValueError(f"query_boost must be >= 0, got {self.query_boost}")
         if "@" not in self.tune_metric:
             raise ValueError(f"tune_metric must look like 'HR@20', got {self.tune_metric!r}")
 
@@ -149,12 +155,22 @@ class FusedRetriever(Recommender):
         return {"weights": best, self.config.tune_metric: best_q}
 
     # ---------------------------------------------------------------- score
-    def view_scores(self, histories: Sequence[UserSequence]) -> dict[str, np.ndarray]:
-        """Every view's raw scores, (n, N) float64 each, history items set to -inf if excluded."""
+    def view_scores(
+        self, histories: Sequence[UserSequence], queries: Sequence[str | None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Every view's raw scores, (n, N) float64 each, history items set to -inf if excluded.
+
+        ``queries`` (one free-text query or ``None`` per history) go to the views that take
+        queries (the text view); the others score by history alone.
+        """
         catalog = self._require_fitted()
         out = {}
         for name, view in self.views.items():
-            scores = np.array(view.score(histories), dtype=np.float64)  # (n, N)
+            if queries is not None and hasattr(view, "score_with_query"):
+                scores = view.score_with_query(histories, queries)
+            else:
+                scores = view.score(histories)
+            scores = np.array(scores, dtype=np.float64)  # (n, N)
             if self.config.exclude_history:
                 for row, h in enumerate(histories):
                     scores[row, catalog.indices(h.item_ids)] = -np.inf
@@ -186,12 +202,20 @@ class FusedRetriever(Recommender):
             out[name] = contrib
         return out
 
-    def _fuse(self, raw: dict[str, np.ndarray], histories: Sequence[UserSequence]) -> np.ndarray:
+    def _fuse(
+        self,
+        raw: dict[str, np.ndarray],
+        histories: Sequence[UserSequence],
+        queries: Sequence[str | None] | None = None,
+    ) -> np.ndarray:
         """Weighted sum of the views' contributions (n, N); items no view can rank get -inf."""
         per_view = self._normalised(raw, histories)
         fused = np.zeros_like(next(iter(raw.values())))
+        asked = np.array([bool(q) for q in queries or [None] * len(histories)])[:, None]  # (n, 1)
         for view, weight in self.weights.items():
-            if weight:
+            if queries is not None and hasattr(self.views[view], "score_with_query"):
+                fused += np.where(asked, self.config.query_boost, weight) * per_view[view]
+            elif weight:
                 fused += weight * per_view[view]
         excluded = np.logical_and.reduce([~np.isfinite(s) for s in raw.values()])
         return np.where(excluded, -np.inf, fused)
@@ -200,13 +224,27 @@ class FusedRetriever(Recommender):
         """Fused scores (n, N) float32; excluded history items get -inf."""
         return self._fuse(self.view_scores(histories), histories).astype(np.float32)
 
-    def retrieve(self, histories: Sequence[UserSequence], k: int = 50) -> list[list[Candidate]]:
-        """Top-``k`` candidates per history, each with the evidence of the views that ranked it."""
+    def retrieve(
+        self,
+        histories: Sequence[UserSequence],
+        k: int = 50,
+        queries: Sequence[str | None] | None = None,
+    ) -> list[list[Candidate]]:
+        """Top-``k`` candidates per history, each with the evidence of the views that ranked it.
+
+        A user with an empty history (and no query) gets what the history-free views (popularity)
+        propose; such users are logged.
+        """
         catalog = self._require_fitted()
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        raw = self.view_scores(histories)
-        fused = self._fuse(raw, histories)
+        empty = sum(
+            1 for i, h in enumerate(histories) if len(h) == 0 and not (queries and queries[i])
+        )
+        if empty:
+            logger.info("%d users have no history and no query: popularity views decide", empty)
+        raw = self.view_scores(histories, queries)
+        fused = self._fuse(raw, histories, queries)
         depth = min(self.config.depth, len(catalog))
         view_rank: dict[str, np.ndarray] = {}
         for name, scores in raw.items():
@@ -215,6 +253,11 @@ class FusedRetriever(Recommender):
             np.put_along_axis(ranks, order, np.arange(order.shape[1])[None, :], axis=1)
             ranks[~np.isfinite(scores)] = -1
             view_rank[name] = ranks
+        # a view whose scores are all equal for a user (e.g. text, empty history) said nothing
+        informative = {
+            name: np.nanstd(np.where(np.isfinite(s), s, np.nan), axis=1) > 0
+            for name, s in raw.items()
+        }
         out: list[list[Candidate]] = []
         top = np.argsort(-fused, axis=1, kind="stable")[:, :k]
         for row in range(len(histories)):
@@ -225,7 +268,7 @@ class FusedRetriever(Recommender):
                 evidence = {
                     name: ViewEvidence(float(raw[name][row, i]), int(view_rank[name][row, i]))
                     for name in raw
-                    if view_rank[name][row, i] >= 0
+                    if view_rank[name][row, i] >= 0 and informative[name][row]
                 }
                 cands.append(Candidate(catalog.ids[i], float(fused[row, i]), evidence))
             out.append(cands)

@@ -101,3 +101,21 @@ def test_bad_config() -> None:
         FusedRetriever({})
     with pytest.raises(ValueError):
         FusionConfig(method="max")
+
+
+class QueryView(Fixed):
+    """Answers a query by putting item 4 first; by history, item 0 first."""
+
+    def score_with_query(self, histories, queries):  # noqa: ANN001
+        rows = [[0, 0, 0, 0, 9] if q else [9, 0, 0, 0, 0] for q in queries]
+        return np.array(rows, dtype=np.float32)
+
+
+def test_a_query_overrides_a_small_tuned_weight() -> None:
+    f = FusedRetriever({"q": QueryView([9, 0, 0, 0, 0]), "pop": Fixed([0, 5, 4, 3, 2])},
+                       FusionConfig(weights={"q": 0.0, "pop": 1.0}, query_boost=4.0))  # fmt: skip
+    f.fit([], catalog())
+    h = [seq("x", []), seq("y", [])]
+    by_query = f.retrieve(h, k=1, queries=["something", None])
+    assert by_query[0][0].item_id == "4"  # the query view decides for the user who asked
+    assert by_query[1][0].item_id == "1"  # weight 0 without a query: popularity decides

@@ -1,0 +1,220 @@
+"""``llmrec retrieve fit | build | query``: the multi-view retrieval stage from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmrec.data import UserSequence
+
+MANIFEST = "retriever.json"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    ret = sub.add_parser("retrieve", help="multi-view candidate retrieval (fit, build, query)")
+    ret_sub = ret.add_subparsers(dest="retrieve_command", required=True, metavar="COMMAND")
+
+    fit = ret_sub.add_parser(
+        "fit",
+        help="fine-tune the text view's sentence-transformer on the interactions",
+        description="Contrastive fine-tuning on (history text -> next item text) pairs from the "
+        "training split, validated by retrieval metrics; checkpoints make it resumable.",
+    )
+    fit.add_argument("--data", default="ml-100k", help="prepared dataset folder or built-in name")
+    fit.add_argument("--out", default="runs/text-encoder", help="output folder")
+    fit.add_argument("--base", help="encoder to start from (default: packaged all-MiniLM-L6-v2)")
+    fit.add_argument("--epochs", type=float, default=1.0)
+    fit.add_argument("--max-steps", type=int, default=-1, help="stop after N steps (overrides epochs)")
+    fit.add_argument("--batch-size", type=int, default=64)
+    fit.add_argument("--lr", type=float, default=5e-5)
+    fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="any other fine-tuning setting (TextFinetuneConfig field)")  # fmt: skip
+    fit.set_defaults(func=cmd_fit)
+
+    build = ret_sub.add_parser(
+        "build",
+        help="fit the views, tune the fusion on validation, build the faiss index, save",
+    )
+    build.add_argument("--data", default="ml-100k", help="prepared dataset folder or built-in name")
+    build.add_argument("--out", default="runs/retriever", help="output folder")
+    build.add_argument("--views", default="text,sasrec,cooc,recent-pop,pop",
+                       help="comma-separated views")  # fmt: skip
+    build.add_argument("--text-model", help="encoder of the text view (e.g. the output of fit)")
+    build.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted")
+    build.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"], default="auto",
+                       help="faiss index of the text view (auto: exact below 100k items)")  # fmt: skip
+    build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="fusion setting (KEY=VALUE) or view setting (VIEW.KEY=VALUE)")  # fmt: skip
+    build.set_defaults(func=cmd_build)
+
+    query = ret_sub.add_parser("query", help="top-k candidates with the views behind each")
+    query.add_argument("--retriever", default="runs/retriever", help="folder written by build")
+    query.add_argument("--data", help="dataset (default: the one the retriever was built on)")
+    who = query.add_mutually_exclusive_group()
+    who.add_argument("--user", help="a user id of the dataset: their whole history is used")
+    who.add_argument("--history", help="comma-separated item ids, oldest first")
+    query.add_argument("--query", help='free text, e.g. "something funny from the 90s"')
+    query.add_argument("-k", type=int, default=10, help="how many candidates (default 10)")
+    query.add_argument("--json", action="store_true", help="print JSON lines")
+    query.set_defaults(func=cmd_query)
+
+
+# --------------------------------------------------------------------------- fit
+def cmd_fit(args: argparse.Namespace) -> int:
+    from llmrec.cli.commands import open_dataset
+    from llmrec.data import make_split
+    from llmrec.retrieval.text_finetune import TextFinetuneConfig, finetune_text_encoder
+
+    dataset = open_dataset(args.data)
+    split = make_split(dataset, "loo")
+    extra = _finetune_settings(args.set)
+    config = TextFinetuneConfig(
+        output_dir=args.out,
+        base_model=args.base,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        **extra,
+    )
+    start = time.perf_counter()
+    final = finetune_text_encoder(split.train, dataset.catalog, config, split.valid, resume=args.resume)
+    print(f"fine-tuned encoder written to {final} ({time.perf_counter() - start:.0f} s)")
+    print(f"use it: llmrec retrieve build --data {args.data} --text-model {final}")
+    return 0
+
+
+def _finetune_settings(pairs: list[str]) -> dict[str, Any]:
+    import dataclasses
+    import typing
+
+    import yaml
+
+    from llmrec.retrieval.text_finetune import TextFinetuneConfig
+
+    hints = typing.get_type_hints(TextFinetuneConfig)
+    valid = {f.name for f in dataclasses.fields(TextFinetuneConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in valid:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(valid)}")
+        value = yaml.safe_load(raw)
+        if hints.get(key) is float and isinstance(value, int):
+            value = float(value)
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- build
+def cmd_build(args: argparse.Namespace) -> int:
+    from llmrec.cli.commands import _split_names, open_dataset, parse_settings
+    from llmrec.data import make_split
+    from llmrec.io import atomic_write_text
+    from llmrec.retrieval import registry
+
+    dataset = open_dataset(args.data)
+    split = make_split(dataset, "loo")
+    views = _split_names(args.views)
+    settings, view_settings = parse_settings("fused", args.set, views)
+    settings["method"] = args.fusion
+    if args.text_model:
+        if "text" not in views:
+            raise ValueError("--text-model given but 'text' is not among --views")
+        view_settings.setdefault("text", {})["model"] = args.text_model
+    retriever = registry.create("fused", settings, views=views, view_settings=view_settings)
+    start = time.perf_counter()
+    retriever.fit(split.train, dataset.catalog, split.valid)
+    print(f"fitted {len(views)} views and tuned the fusion in {time.perf_counter() - start:.0f} s")
+    print(f"fusion: {retriever.describe()}")
+    out = Path(args.out)
+    retriever.save(out / "fused")
+    if "text" in views:
+        index_path = _build_index(retriever.views["text"], dataset.catalog, args.index, out)
+        print(f"text index ({args.index}) written to {index_path}")
+    manifest = {"data": str(args.data), "dataset": dataset.name, "views": views,
+                "fusion": json.loads(retriever.describe())}  # fmt: skip
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    print(f"retriever written to {out}")
+    return 0
+
+
+def _build_index(text_view: Any, catalog: Any, kind: str, out: Path) -> Path:
+    from llmrec.retrieval.index import EmbeddingIndex
+
+    index = EmbeddingIndex.build(
+        text_view.item_embeddings,
+        catalog.ids,
+        kind,
+        fingerprint=text_view.encoder_fingerprint,
+        catalog=catalog,
+    )
+    return index.save(out / "index")
+
+
+# --------------------------------------------------------------------------- query
+def cmd_query(args: argparse.Namespace) -> int:
+    from llmrec.cli.commands import open_dataset
+    from llmrec.retrieval.fusion import FusedRetriever
+
+    folder = Path(args.retriever)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a retriever folder (no {MANIFEST}); build one with "
+            "`llmrec retrieve build --out FOLDER`"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    dataset = open_dataset(args.data or manifest["data"])
+    catalog = dataset.catalog
+    if args.k < 1 or args.k > 1000:
+        raise ValueError(f"-k must be between 1 and 1000, got {args.k}")
+    history = _history(args, dataset)
+    retriever = FusedRetriever.load(folder / "fused", catalog)
+    query = args.query.strip() if args.query is not None else None
+    if args.query is not None and not query:
+        raise ValueError("--query is empty; leave it out to retrieve by history alone")
+    if len(history) == 0 and query is None:
+        print("note: no history and no query: candidates come from the popularity views")
+    candidates = retriever.retrieve([history], k=args.k, queries=[query])[0]
+    for rank, cand in enumerate(candidates, start=1):
+        item = catalog.item(cand.item_id)
+        if args.json:
+            row = {"rank": rank, "item_id": cand.item_id, "title": item.title, "year": item.year,
+                   "score": round(cand.score, 6),
+                   "views": {v: {"rank": e.rank, "score": round(e.score, 6)}
+                             for v, e in cand.views.items()}}  # fmt: skip
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            year = f" ({item.year})" if item.year else ""
+            views = ", ".join(f"{v}#{e.rank + 1}" for v, e in cand.views.items()) or "-"
+            print(f"{rank:3d}. [{cand.item_id}] {item.title}{year}  score {cand.score:.3f}  "
+                  f"views: {views}")  # fmt: skip
+    return 0
+
+
+def _history(args: argparse.Namespace, dataset: Any) -> UserSequence:
+    from llmrec.cli.commands import _split_names
+    from llmrec.data import UserSequence
+    if args.user is not None:
+        for seq in dataset.sequences():
+            if seq.user_id == args.user:
+                return seq
+        raise ValueError(f"user {args.user!r} is not in dataset {dataset.name!r}")
+    if args.history:
+        ids = _split_names(args.history)
+        unknown = [i for i in ids if i not in dataset.catalog]
+        if unknown:
+            raise ValueError(
+                f"--history has item ids not in the catalogue: {unknown[:10]}"
+                + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            )
+        return UserSequence("query", tuple(ids), tuple(float(t) for t in range(len(ids))))
+    return UserSequence("query", (), ())
