@@ -39,9 +39,7 @@ def model_class(name: str) -> type[Recommender]:
     try:
         module_name, class_name = _REGISTRY[name]
     except KeyError:
-        raise ValueError(
-            f"unknown baseline {name!r}; valid names are {available()}"
-        ) from None
+        raise ValueError(f"unknown baseline {name!r}; valid names are {available()}") from None
     cls: type[Recommender] = getattr(importlib.import_module(module_name), class_name)
     return cls
 

@@ -51,11 +51,8 @@ def check_number(
     exclusive_max: bool = False,
 ) -> None:
     """Raise ``ValueError`` naming ``field`` unless ``value`` is a number of ``kind`` in range."""
-    ok_type = (
-        isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-        if kind is int
-        else isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    )
+    accepted = (int, np.integer) if kind is int else (int, float, np.integer, np.floating)
+    ok_type = isinstance(value, accepted) and not isinstance(value, bool)
     if not ok_type:
         raise ValueError(
             f"{field} must be {'an integer' if kind is int else 'a number'}, got {value!r}; "

@@ -23,7 +23,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from llmrec.baselines._common import check_number, config_from_dict, merge_config, encode, item_counts
+from llmrec.baselines._common import (
+    check_number,
+    config_from_dict,
+    encode,
+    item_counts,
+    merge_config,
+)
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
@@ -84,9 +90,9 @@ class MarkovRecommender(Recommender):
         rows = unique // n_items  # (nnz,)
         self.indices = (unique % n_items).astype(np.int64)  # (nnz,)
         row_totals = np.bincount(rows, weights=pair_counts, minlength=n_items)  # (N,)
-        self.indptr = np.concatenate(
-            [[0], np.cumsum(np.bincount(rows, minlength=n_items))]
-        ).astype(np.int64)  # (N + 1,)
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_items))]).astype(
+            np.int64
+        )  # (N + 1,)
         self.data = pair_counts / row_totals[rows]  # (nnz,)
         self.catalog = catalog
         logger.info(

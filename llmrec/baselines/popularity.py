@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from llmrec.baselines._common import config_from_dict, merge_config, encode, item_counts
+from llmrec.baselines._common import config_from_dict, encode, item_counts, merge_config
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
