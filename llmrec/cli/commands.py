@@ -180,42 +180,51 @@ def parse_settings(
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``KEY=VALUE`` (and, for ``fused``, ``VIEW.KEY=VALUE``) strings -> typed settings.
 
-    Keys are checked against the config dataclass of the model (or view); values are parsed as
-    YAML scalars (``3``, ``0.5``, ``true``, ``text``).
+    Keys are checked against the config dataclass of the model (or view).
     """
     from llmrec.retrieval import registry
+    from llmrec.retrieval.fusion import FusionConfig
 
-    own: dict[str, Any] = {}
-    per_view: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[str]] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-        target, _, field_name = key.rpartition(".")
+        key = pair.partition("=")[0]
+        target = key.rpartition(".")[0]
         if target and (name != "fused" or target not in (views or [])):
             raise ValueError(
                 f"--set {pair!r}: VIEW.KEY settings apply to --model fused with VIEW in "
                 f"--views {views}"
             )
-        kind = target or name
-        fields = _fused_fields() if kind == "fused" else registry.config_fields(kind)
-        if field_name not in fields:
-            raise ValueError(
-                f"--set {pair!r}: {field_name!r} is not a setting of {kind}; valid settings are "
-                f"{sorted(fields)}"
-            )
-        value = yaml.safe_load(raw)
-        if fields[field_name] is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        (per_view.setdefault(target, {}) if target else own)[field_name] = value
+        groups.setdefault(target, []).append(pair[len(target) + 1 :] if target else pair)
+    own_fields = (
+        registry.dataclass_fields(FusionConfig) if name == "fused" else registry.config_fields(name)
+    )
+    own = settings_from_pairs(groups.pop("", []), own_fields, name)
+    per_view = {
+        view: settings_from_pairs(view_pairs, registry.config_fields(view), view)
+        for view, view_pairs in groups.items()
+    }
     return own, per_view
 
 
-def _fused_fields() -> dict[str, Any]:
-    from llmrec.retrieval.fusion import FusionConfig
+def settings_from_pairs(pairs: list[str], fields: dict[str, Any], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> {key: value}; keys must be in ``fields`` (name -> type hint).
 
-    hints = typing.get_type_hints(FusionConfig)
-    return {f.name: hints.get(f.name) for f in dataclasses.fields(FusionConfig)}
+    Values are parsed as YAML scalars (``3``, ``0.5``, ``true``, ``text``); an int given for a
+    float field becomes a float.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(
+                f"--set {pair!r}: expected KEY=VALUE with KEY a setting of {what}: "
+                f"{sorted(fields)}"
+            )
+        value = yaml.safe_load(raw)
+        if fields[key] is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        out[key] = value
+    return out
 
 
 def _print_result(result: EvalResult) -> None:

@@ -92,25 +92,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _finetune_settings(pairs: list[str]) -> dict[str, Any]:
-    import dataclasses
-    import typing
-
-    import yaml
-
+    from llmrec.cli.commands import settings_from_pairs
+    from llmrec.retrieval.registry import dataclass_fields
     from llmrec.retrieval.text_finetune import TextFinetuneConfig
 
-    hints = typing.get_type_hints(TextFinetuneConfig)
-    valid = {f.name for f in dataclasses.fields(TextFinetuneConfig)}
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in valid:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(valid)}")
-        value = yaml.safe_load(raw)
-        if hints.get(key) is float and isinstance(value, int):
-            value = float(value)
-        out[key] = value
-    return out
+    return settings_from_pairs(pairs, dataclass_fields(TextFinetuneConfig), "text fine-tuning")
 
 
 # --------------------------------------------------------------------------- build

@@ -40,11 +40,14 @@ def view_class(kind: str) -> type[Recommender]:
 
 def config_fields(kind: str) -> dict[str, Any]:
     """Field name -> type hint of the view's config dataclass (empty for ``fused``)."""
+    cls = getattr(view_class(kind), "config_class", None)
+    return {} if cls is None else dataclass_fields(cls)
+
+
+def dataclass_fields(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type hint of a config dataclass."""
     import typing
 
-    cls = getattr(view_class(kind), "config_class", None)
-    if cls is None:
-        return {}
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name) for f in dataclasses.fields(cls)}
 
