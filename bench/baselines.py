@@ -30,15 +30,47 @@ from llmrec.evaluation import EvalConfig, EvalResult, evaluate
 ROOT = Path(__file__).resolve().parents[1]
 # RecBole 1.2.1 on this hardware, history excluded (shared/baselines.md, 2026-11-22).
 RECBOLE = {
-    "Pop": {"HR@1": .0159, "HR@5": .0589, "HR@10": .0834, "HR@20": .1246, "NDCG@5": .0367,
-            "NDCG@10": .0444, "NDCG@20": .0548, "MRR@10": .0326},
-    "GRU4Rec": {"HR@1": .0361, "HR@5": .1166, "HR@10": .1972, "HR@20": .3086, "NDCG@5": .0752,
-                "NDCG@10": .1016, "NDCG@20": .1295, "MRR@10": .0729},
-    "SASRec": {"HR@1": .0286, "HR@5": .1060, "HR@10": .1941, "HR@20": .2927, "NDCG@5": .0663,
-               "NDCG@10": .0946, "NDCG@20": .1195, "MRR@10": .0651},
-    "BERT4Rec": {"HR@1": .0286, "HR@5": .1135, "HR@10": .1792, "HR@20": .2736, "NDCG@5": .0705,
-                 "NDCG@10": .0913, "NDCG@20": .1149, "MRR@10": .0648},
-}  # fmt: skip
+    "Pop": {
+        "HR@1": 0.0159,
+        "HR@5": 0.0589,
+        "HR@10": 0.0834,
+        "HR@20": 0.1246,
+        "NDCG@5": 0.0367,
+        "NDCG@10": 0.0444,
+        "NDCG@20": 0.0548,
+        "MRR@10": 0.0326,
+    },
+    "GRU4Rec": {
+        "HR@1": 0.0361,
+        "HR@5": 0.1166,
+        "HR@10": 0.1972,
+        "HR@20": 0.3086,
+        "NDCG@5": 0.0752,
+        "NDCG@10": 0.1016,
+        "NDCG@20": 0.1295,
+        "MRR@10": 0.0729,
+    },
+    "SASRec": {
+        "HR@1": 0.0286,
+        "HR@5": 0.1060,
+        "HR@10": 0.1941,
+        "HR@20": 0.2927,
+        "NDCG@5": 0.0663,
+        "NDCG@10": 0.0946,
+        "NDCG@20": 0.1195,
+        "MRR@10": 0.0651,
+    },
+    "BERT4Rec": {
+        "HR@1": 0.0286,
+        "HR@5": 0.1135,
+        "HR@10": 0.1792,
+        "HR@20": 0.2736,
+        "NDCG@5": 0.0705,
+        "NDCG@10": 0.0913,
+        "NDCG@20": 0.1149,
+        "MRR@10": 0.0648,
+    },
+}
 FULL_COLS = ["HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10"]
 SAMPLED_COLS = ["HR@1", "HR@5", "NDCG@5", "NDCG@10", "NDCG@20"]
 
@@ -83,9 +115,16 @@ def _save_and_check(result: EvalResult, stem: Path) -> None:
     metrics, rankings = f"{stem}.metrics.json", f"{stem}.rankings.jsonl"
     result.write(metrics, rankings)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "recompute_metrics.py"), rankings, "--check", metrics],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "bench" / "recompute_metrics.py"),
+            rankings,
+            "--check",
+            metrics,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise SystemExit(f"independent recomputation disagrees for {stem}:\n{done.stderr}")
 

@@ -1,4 +1,4 @@
-"""Retrieval stage on MovieLens-100K: each view, the fusion, cold start, latency; writes docs/retrieval.md.
+"""Retrieval on MovieLens-100K: views, fusion, cold start, latency; writes docs/retrieval.md.
 
     python bench/retrieval.py                         # ~30 minutes on 2 cores
     python bench/retrieval.py --text-model runs/text-encoder/final   # reuse a fine-tuned encoder
@@ -100,7 +100,8 @@ def main() -> int:
         "| retriever | " + " | ".join(c.replace("HR", "Recall") for c in COLS) + " | fit (s) |",
         "|" + "---|" * (len(COLS) + 2),
         *[
-            f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in COLS)
+            f"| {name} | "
+            + " | ".join(f"{m[c]:.4f}" for c in COLS)
             + f" | {fit_s.get(name, 0):.0f} |"
             for name, m in results.items()
         ],

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -217,8 +215,7 @@ def settings_from_pairs(pairs: list[str], fields: dict[str, Any], what: str) -> 
         key, sep, raw = pair.partition("=")
         if not sep or key not in fields:
             raise ValueError(
-                f"--set {pair!r}: expected KEY=VALUE with KEY a setting of {what}: "
-                f"{sorted(fields)}"
+                f"--set {pair!r}: expected KEY=VALUE with KEY a setting of {what}: {sorted(fields)}"
             )
         value = yaml.safe_load(raw)
         if fields[key] is float and isinstance(value, int) and not isinstance(value, bool):

@@ -29,17 +29,27 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     )
     src = prep.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="a built-in dataset: ml-100k")
-    src.add_argument("--inter", help="interactions file (.inter/.csv/.tsv/.parquet/.jsonl) or "
-                     "a datasets save_to_disk folder")  # fmt: skip
+    src.add_argument(
+        "--inter",
+        help="interactions file (.inter/.csv/.tsv/.parquet/.jsonl) or "
+        "a datasets save_to_disk folder",
+    )
     prep.add_argument("--items", help="items file (ids and text fields)")
     prep.add_argument("--users", help="users file (ids and profile fields)")
     prep.add_argument("--name", help="dataset name (default: the file or dataset name)")
-    prep.add_argument("--format", choices=["atomic", "csv", "tsv", "parquet", "jsonl", "hf"],
-                      help="file format (default: from the file suffix)")  # fmt: skip
+    prep.add_argument(
+        "--format",
+        choices=["atomic", "csv", "tsv", "parquet", "jsonl", "hf"],
+        help="file format (default: from the file suffix)",
+    )
     prep.add_argument("--encoding", default="utf-8", help="text encoding (default utf-8)")
-    prep.add_argument("--col", action="append", default=[], metavar="FIELD=COLUMN",
-                      help="map a field to your column, e.g. --col item_id=movie "
-                      "--col timestamp=ts (repeatable)")  # fmt: skip
+    prep.add_argument(
+        "--col",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="map a field to your column, e.g. --col item_id=movie --col timestamp=ts (repeatable)",
+    )
     prep.add_argument("--mapping", help="YAML file with the column mapping")
     prep.add_argument("--min-rating", type=float, help="keep interactions rated >= this")
     prep.add_argument("--k-core", type=int, help="keep users and items with >= K interactions")
@@ -81,13 +91,20 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default="ml-100k",
         help="prepared dataset folder or built-in name (default ml-100k)",
     )
-    ev.add_argument("--model", required=True,
-                    help="pop, markov, sasrec, text, cooc, recent-pop or fused")
-    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="model setting, e.g. --set epochs=50; for fused also VIEW.KEY=VALUE, "
-                    "e.g. --set sasrec.epochs=50 (repeatable)")
-    ev.add_argument("--views", help="views of --model fused (default "
-                    "text,sasrec,cooc,recent-pop,pop)")
+    ev.add_argument(
+        "--model", required=True, help="pop, markov, sasrec, text, cooc, recent-pop or fused"
+    )
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model setting, e.g. --set epochs=50; for fused also VIEW.KEY=VALUE, "
+        "e.g. --set sasrec.epochs=50 (repeatable)",
+    )
+    ev.add_argument(
+        "--views", help="views of --model fused (default text,sasrec,cooc,recent-pop,pop)"
+    )
     ev.add_argument("--load", metavar="DIR", help="load a saved model instead of fitting")
     ev.add_argument("--save", metavar="DIR", help="save the fitted model here")
     ev.add_argument(

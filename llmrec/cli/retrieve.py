@@ -6,9 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmrec.data import UserSequence
@@ -30,12 +28,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", default="runs/text-encoder", help="output folder")
     fit.add_argument("--base", help="encoder to start from (default: packaged all-MiniLM-L6-v2)")
     fit.add_argument("--epochs", type=float, default=1.0)
-    fit.add_argument("--max-steps", type=int, default=-1, help="stop after N steps (overrides epochs)")
+    fit.add_argument(
+        "--max-steps", type=int, default=-1, help="stop after N steps (overrides epochs)"
+    )
     fit.add_argument("--batch-size", type=int, default=64)
     fit.add_argument("--lr", type=float, default=5e-5)
     fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="any other fine-tuning setting (TextFinetuneConfig field)")  # fmt: skip
+    fit.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other fine-tuning setting (TextFinetuneConfig field)",
+    )
     fit.set_defaults(func=cmd_fit)
 
     build = ret_sub.add_parser(
@@ -44,14 +49,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--data", default="ml-100k", help="prepared dataset folder or built-in name")
     build.add_argument("--out", default="runs/retriever", help="output folder")
-    build.add_argument("--views", default="text,sasrec,cooc,recent-pop,pop",
-                       help="comma-separated views")  # fmt: skip
+    build.add_argument(
+        "--views", default="text,sasrec,cooc,recent-pop,pop", help="comma-separated views"
+    )
     build.add_argument("--text-model", help="encoder of the text view (e.g. the output of fit)")
     build.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted")
-    build.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"], default="auto",
-                       help="faiss index of the text view (auto: exact below 100k items)")  # fmt: skip
-    build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="fusion setting (KEY=VALUE) or view setting (VIEW.KEY=VALUE)")  # fmt: skip
+    build.add_argument(
+        "--index",
+        choices=["auto", "flat", "hnsw", "ivf"],
+        default="auto",
+        help="faiss index of the text view (auto: exact below 100k items)",
+    )
+    build.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fusion setting (KEY=VALUE) or view setting (VIEW.KEY=VALUE)",
+    )
     build.set_defaults(func=cmd_build)
 
     query = ret_sub.add_parser("query", help="top-k candidates with the views behind each")
@@ -85,7 +100,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         **extra,
     )
     start = time.perf_counter()
-    final = finetune_text_encoder(split.train, dataset.catalog, config, split.valid, resume=args.resume)
+    final = finetune_text_encoder(
+        split.train, dataset.catalog, config, split.valid, resume=args.resume
+    )
     print(f"fine-tuned encoder written to {final} ({time.perf_counter() - start:.0f} s)")
     print(f"use it: llmrec retrieve build --data {args.data} --text-model {final}")
     return 0
@@ -125,8 +142,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     if "text" in views:
         index_path = _build_index(retriever.views["text"], dataset.catalog, args.index, out)
         print(f"text index ({args.index}) written to {index_path}")
-    manifest = {"data": str(args.data), "dataset": dataset.name, "views": views,
-                "fusion": json.loads(retriever.describe())}  # fmt: skip
+    manifest = {
+        "data": str(args.data),
+        "dataset": dataset.name,
+        "views": views,
+        "fusion": json.loads(retriever.describe()),
+    }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     print(f"retriever written to {out}")
     return 0
@@ -173,22 +194,31 @@ def cmd_query(args: argparse.Namespace) -> int:
     for rank, cand in enumerate(candidates, start=1):
         item = catalog.item(cand.item_id)
         if args.json:
-            row = {"rank": rank, "item_id": cand.item_id, "title": item.title, "year": item.year,
-                   "score": round(cand.score, 6),
-                   "views": {v: {"rank": e.rank, "score": round(e.score, 6)}
-                             for v, e in cand.views.items()}}  # fmt: skip
+            row = {
+                "rank": rank,
+                "item_id": cand.item_id,
+                "title": item.title,
+                "year": item.year,
+                "score": round(cand.score, 6),
+                "views": {
+                    v: {"rank": e.rank, "score": round(e.score, 6)} for v, e in cand.views.items()
+                },
+            }
             print(json.dumps(row, ensure_ascii=False))
         else:
             year = f" ({item.year})" if item.year else ""
             views = ", ".join(f"{v}#{e.rank + 1}" for v, e in cand.views.items()) or "-"
-            print(f"{rank:3d}. [{cand.item_id}] {item.title}{year}  score {cand.score:.3f}  "
-                  f"views: {views}")  # fmt: skip
+            print(
+                f"{rank:3d}. [{cand.item_id}] {item.title}{year}  score {cand.score:.3f}  "
+                f"views: {views}"
+            )
     return 0
 
 
 def _history(args: argparse.Namespace, dataset: Any) -> UserSequence:
     from llmrec.cli.commands import _split_names
     from llmrec.data import UserSequence
+
     if args.user is not None:
         for seq in dataset.sequences():
             if seq.user_id == args.user:

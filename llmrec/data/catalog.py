@@ -69,9 +69,7 @@ class Catalog:
             year=None if pd.isna(year) else int(year),
             categories=tuple(categories) if categories is not None else (),
             description=None if description is None or pd.isna(description) else str(description),
-            attributes={
-                c: str(row[c]) for c in self.attribute_columns if not _is_missing(row[c])
-            },
+            attributes={c: str(row[c]) for c in self.attribute_columns if not _is_missing(row[c])},
         )
 
     def fingerprint(self) -> str:

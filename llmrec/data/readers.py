@@ -156,7 +156,7 @@ def _decode(path: Path, encoding: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(
-            f"cannot decode byte {data[exc.start:exc.start + 1]!r} at byte offset {exc.start} "
+            f"cannot decode byte {data[exc.start : exc.start + 1]!r} at byte offset {exc.start} "
             f"as {encoding}",
             source=str(path),
             row=line,

@@ -115,7 +115,10 @@ def _first_missing(table: RawTable, column: str) -> None:
     if missing.any():
         pos = int(np.flatnonzero(missing.to_numpy())[0])
         raise table.error(
-            f"{int(missing.sum())} rows have no value", pos, column=column, expected="a value",
+            f"{int(missing.sum())} rows have no value",
+            pos,
+            column=column,
+            expected="a value",
             got=None,
         )
 
@@ -177,7 +180,10 @@ def normalize_interactions(table: RawTable, mapping: ColumnMapping) -> pd.DataFr
         if bad.any():
             pos = int(np.flatnonzero(bad.to_numpy())[0])
             raise table.error(
-                "rating is not a number", pos, column=rating_col, expected="a number",
+                "rating is not a number",
+                pos,
+                column=rating_col,
+                expected="a number",
                 got=table.frame[rating_col].iloc[pos],
             )
         out["rating"] = ratings.astype(float)
@@ -225,8 +231,10 @@ def normalize_items(table: RawTable, mapping: ColumnMapping, report: list[str]) 
         report.append(
             f"items: {n_untitled} items have no title (kept; text views see an empty title)"
         )
-    out["year"] = _parse_years(frame[year_col], report) if year_col else pd.array(
-        [None] * len(frame), dtype="Int64"
+    out["year"] = (
+        _parse_years(frame[year_col], report)
+        if year_col
+        else pd.array([None] * len(frame), dtype="Int64")
     )
     if cat_col is not None:
         sep = mapping.categories_sep

@@ -105,8 +105,13 @@ def evaluate(
     notes: list[str] = []
     targets_in_history = 0
     interacted = _interacted(dataset) if config.protocol is Protocol.SAMPLED else {}
-    bar = tqdm(total=len(cases), desc=f"evaluate {model.name} ({config.protocol.value})",
-               unit="user", disable=not progress, leave=False)  # fmt: skip
+    bar = tqdm(
+        total=len(cases),
+        desc=f"evaluate {model.name} ({config.protocol.value})",
+        unit="user",
+        disable=not progress,
+        leave=False,
+    )
     for batch in _batches(cases, config.batch_size):
         histories = [c.history for c in batch]
         targets = catalog.indices(c.target for c in batch)

@@ -25,10 +25,28 @@ def csv_files(tmp_path: Path) -> dict[str, Path]:
 
 def _prepare(csv_files: dict[str, Path], out: Path, *extra: str) -> int:
     return main(
-        ["data", "prepare", "--inter", str(csv_files["inter"]), "--items", str(csv_files["items"]),
-         "--col", "user_id=uid", "--col", "item_id=movie", "--col", "timestamp=ts",
-         "--col", "rating=stars", "--name", "toy", "--out", str(out), *extra]
-    )  # fmt: skip
+        [
+            "data",
+            "prepare",
+            "--inter",
+            str(csv_files["inter"]),
+            "--items",
+            str(csv_files["items"]),
+            "--col",
+            "user_id=uid",
+            "--col",
+            "item_id=movie",
+            "--col",
+            "timestamp=ts",
+            "--col",
+            "rating=stars",
+            "--name",
+            "toy",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_help_is_fast_and_imports_no_heavy_module() -> None:
@@ -50,8 +68,22 @@ def test_prepare_stats_and_evaluate(csv_files, tmp_path, capsys) -> None:  # noq
     stats = json.loads(capsys.readouterr().out)
     assert (stats["users"], stats["items"], stats["interactions"]) == (6, 10, 48)
     metrics, rankings = tmp_path / "m.json", tmp_path / "r.jsonl"
-    assert main(["evaluate", "--data", str(out), "--model", "pop", "--metrics-out", str(metrics),
-                 "--rankings-out", str(rankings)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(out),
+                "--model",
+                "pop",
+                "--metrics-out",
+                str(metrics),
+                "--rankings-out",
+                str(rankings),
+            ]
+        )
+        == 0
+    )
     report = json.loads(metrics.read_text())
     assert report["users"] == 6 and report["protocol"] == "full"
     lines = rankings.read_text().splitlines()
@@ -69,9 +101,22 @@ def test_prepare_with_filters_reports_counts(csv_files, tmp_path, capsys) -> Non
 def test_bad_input_exits_2_with_a_located_message(csv_files, tmp_path, capsys) -> None:  # noqa: ANN001
     bad = tmp_path / "bad.csv"
     bad.write_text("uid,movie,ts\nu1,m1,100\nu1,m2,soon\n")
-    code = main(["data", "prepare", "--inter", str(bad), "--col", "user_id=uid",
-                 "--col", "item_id=movie", "--col", "timestamp=ts",
-                 "--out", str(tmp_path / "x")])  # fmt: skip
+    code = main(
+        [
+            "data",
+            "prepare",
+            "--inter",
+            str(bad),
+            "--col",
+            "user_id=uid",
+            "--col",
+            "item_id=movie",
+            "--col",
+            "timestamp=ts",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "bad.csv, line 3, column 'ts'" in err and "'soon'" in err
@@ -80,8 +125,9 @@ def test_bad_input_exits_2_with_a_located_message(csv_files, tmp_path, capsys) -
 
 def test_unknown_model_setting_is_rejected(csv_files, tmp_path, capsys) -> None:  # noqa: ANN001
     _prepare(csv_files, tmp_path / "toy")
-    code = main(["evaluate", "--data", str(tmp_path / "toy"), "--model", "sasrec",
-                 "--set", "epochz=3"])  # fmt: skip
+    code = main(
+        ["evaluate", "--data", str(tmp_path / "toy"), "--model", "sasrec", "--set", "epochz=3"]
+    )
     assert code == 2 and "epochz" in capsys.readouterr().err
     code = main(["evaluate", "--data", str(tmp_path / "toy"), "--model", "nope"])
     assert code == 2 and "pop" in capsys.readouterr().err
@@ -90,10 +136,37 @@ def test_unknown_model_setting_is_rejected(csv_files, tmp_path, capsys) -> None:
 def test_sasrec_fit_save_load_via_cli(csv_files, tmp_path, capsys) -> None:  # noqa: ANN001
     data = tmp_path / "toy"
     _prepare(csv_files, data)
-    common = ["evaluate", "--data", str(data), "--model", "sasrec", "--protocol", "sampled",
-              "--seed", "1", "--negatives", "2"]  # fmt: skip
+    common = [
+        "evaluate",
+        "--data",
+        str(data),
+        "--model",
+        "sasrec",
+        "--protocol",
+        "sampled",
+        "--seed",
+        "1",
+        "--negatives",
+        "2",
+    ]
     m1, m2 = tmp_path / "a.json", tmp_path / "b.json"
-    assert main([*common, "--set", "epochs=3", "--set", "hidden_size=16", "--set", "max_len=8",
-                 "--save", str(tmp_path / "model"), "--metrics-out", str(m1)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                *common,
+                "--set",
+                "epochs=3",
+                "--set",
+                "hidden_size=16",
+                "--set",
+                "max_len=8",
+                "--save",
+                str(tmp_path / "model"),
+                "--metrics-out",
+                str(m1),
+            ]
+        )
+        == 0
+    )
     assert main([*common, "--load", str(tmp_path / "model"), "--metrics-out", str(m2)]) == 0
     assert json.loads(m1.read_text())["metrics"] == json.loads(m2.read_text())["metrics"]

@@ -60,10 +60,16 @@ def test_rankings_file_recomputes_to_the_same_metrics(tiny, tmp_path) -> None:  
         assert [r["user_id"] for r in rows] == ["a", "b", "c"]
         assert all(len(r["ranked"]) >= 10 for r in rows)
         done = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "recompute_metrics.py"), str(rankings),
-             "--check", str(metrics)],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(ROOT / "bench" / "recompute_metrics.py"),
+                str(rankings),
+                "--check",
+                str(metrics),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
         assert "OK: 12 metrics agree" in done.stdout
 

@@ -40,8 +40,9 @@ class Fixed(Recommender):
 def test_rrf_by_hand() -> None:
     a = Fixed([5, 4, 3, 2, 1])  # ranks 0..4
     b = Fixed([1, 2, 3, 4, 5])  # ranks 4..0
-    f = FusedRetriever({"a": a, "b": b}, FusionConfig(method="rrf", rrf_k=0, depth=2,
-                                                      weights={"a": 1, "b": 2}))  # fmt: skip
+    f = FusedRetriever(
+        {"a": a, "b": b}, FusionConfig(method="rrf", rrf_k=0, depth=2, weights={"a": 1, "b": 2})
+    )
     f.fit([], catalog())
     s = f.score([seq("x", [])])[0]
     # a's top 2: items 0 (1/1), 1 (1/2); b's top 2: items 4 (2/1), 3 (2/2)
@@ -61,8 +62,10 @@ def test_weighted_fusion_is_a_sum_of_z_scores_and_excludes_history() -> None:
 
 
 def test_retrieve_keeps_each_views_evidence() -> None:
-    f = FusedRetriever({"a": Fixed([5, 4, 3, 2, 1]), "b": Fixed([1, 2, 3, 4, 5])},
-                       FusionConfig(method="rrf", depth=2))  # fmt: skip
+    f = FusedRetriever(
+        {"a": Fixed([5, 4, 3, 2, 1]), "b": Fixed([1, 2, 3, 4, 5])},
+        FusionConfig(method="rrf", depth=2),
+    )
     f.fit([], catalog())
     cands = f.retrieve([seq("x", [2])], k=4)[0]
     assert [c.item_id for c in cands] == ["0", "4", "1", "3"]
@@ -112,8 +115,10 @@ class QueryView(Fixed):
 
 
 def test_a_query_overrides_a_small_tuned_weight() -> None:
-    f = FusedRetriever({"q": QueryView([9, 0, 0, 0, 0]), "pop": Fixed([0, 5, 4, 3, 2])},
-                       FusionConfig(weights={"q": 0.0, "pop": 1.0}, query_boost=4.0))  # fmt: skip
+    f = FusedRetriever(
+        {"q": QueryView([9, 0, 0, 0, 0]), "pop": Fixed([0, 5, 4, 3, 2])},
+        FusionConfig(weights={"q": 0.0, "pop": 1.0}, query_boost=4.0),
+    )
     f.fit([], catalog())
     h = [seq("x", []), seq("y", [])]
     by_query = f.retrieve(h, k=1, queries=["something", None])

@@ -15,10 +15,15 @@ def catalog(n: int = 5) -> Catalog:
     ids = [str(i) for i in range(n)]
     return Catalog(
         pd.DataFrame(
-            {"item_id": ids, "title": ids, "year": pd.array([None] * n, dtype="Int64"),
-             "categories": [[] for _ in ids], "description": None}
+            {
+                "item_id": ids,
+                "title": ids,
+                "year": pd.array([None] * n, dtype="Int64"),
+                "categories": [[] for _ in ids],
+                "description": None,
+            }
         )
-    )  # fmt: skip
+    )
 
 
 def seq(user: str, items: list[int], times: list[float] | None = None) -> UserSequence:
@@ -27,8 +32,9 @@ def seq(user: str, items: list[int], times: list[float] | None = None) -> UserSe
 
 
 def test_item_matrix_sums_duplicates_and_adds_rows() -> None:
-    m = ItemMatrix.from_pairs(np.array([0, 0, 1, 0]), np.array([1, 1, 2, 2]), n=3,
-                              weights=np.array([1.0, 2.0, 5.0, 0.5]))  # fmt: skip
+    m = ItemMatrix.from_pairs(
+        np.array([0, 0, 1, 0]), np.array([1, 1, 2, 2]), n=3, weights=np.array([1.0, 2.0, 5.0, 0.5])
+    )
     assert m.indptr.tolist() == [0, 2, 3, 3]
     assert m.indices.tolist() == [1, 2, 2] and m.data.tolist() == [3.0, 0.5, 5.0]
     assert m.row_sums().tolist() == [3.5, 5.0, 0.0]
