@@ -1,6 +1,6 @@
 """Retrieval on MovieLens-100K: views, fusion, cold start, latency; writes docs/retrieval.md.
 
-    python bench/retrieval.py                         # ~30 minutes on 2 cores
+    python bench/retrieval.py                         # ~45 minutes on 2 cores
     python bench/retrieval.py --text-model runs/text-encoder/final   # reuse a fine-tuned encoder
     python bench/retrieval.py --skip-1m               # without the 1M-item latency part
 
@@ -33,6 +33,7 @@ from llmrec.evaluation import EvalConfig, evaluate
 from llmrec.retrieval import registry
 from llmrec.retrieval.fusion import FusedRetriever, FusionConfig
 from llmrec.retrieval.index import EmbeddingIndex, IndexParams, exact_top_k, set_threads
+from llmrec.retrieval.text_finetune import view_settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
 KS = (10, 20, 50, 100)
@@ -42,7 +43,7 @@ COLS = ["HR@20", "HR@50", "HR@100", "NDCG@10"]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text-model", help="fine-tuned encoder (default: fine-tune here)")
-    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--finetune-steps", type=int, default=90)
     parser.add_argument("--skip-1m", action="store_true")
     parser.add_argument("--n-synthetic", type=int, default=1_000_000)
     parser.add_argument("--ann", choices=["ivf", "hnsw"], default="hnsw")
@@ -62,7 +63,7 @@ def main() -> int:
     text_model = args.text_model or _finetune(split, data, out, args.finetune_steps, lines)
     views = {
         "text (pretrained)": registry.create("text"),
-        "text (fine-tuned)": registry.create("text", {"model": text_model, "user_mode": "text"}),
+        "text (fine-tuned)": registry.create("text", view_settings_for(text_model)),
         "sasrec": registry.create("sasrec"),
         "cooc": registry.create("cooc"),
         "recent-pop": registry.create("recent-pop"),

@@ -29,10 +29,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--base", help="encoder to start from (default: packaged all-MiniLM-L6-v2)")
     fit.add_argument("--epochs", type=float, default=1.0)
     fit.add_argument(
-        "--max-steps", type=int, default=-1, help="stop after N steps (overrides epochs)"
+        "--max-steps",
+        type=int,
+        default=90,
+        help="optimizer steps (default 90: ~12 minutes on 2 CPU cores; -1: use --epochs)",
     )
-    fit.add_argument("--batch-size", type=int, default=64)
-    fit.add_argument("--lr", type=float, default=5e-5)
+    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--lr", type=float, default=1e-4)
     fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     fit.add_argument(
         "--set",
@@ -129,9 +132,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     settings, view_settings = parse_settings("fused", args.set, views)
     settings["method"] = args.fusion
     if args.text_model:
+        from llmrec.retrieval.text_finetune import view_settings_for
+
         if "text" not in views:
             raise ValueError("--text-model given but 'text' is not among --views")
-        view_settings.setdefault("text", {})["model"] = args.text_model
+        view_settings["text"] = {
+            **view_settings_for(args.text_model),
+            **view_settings.get("text", {}),
+        }
     retriever = registry.create("fused", settings, views=views, view_settings=view_settings)
     start = time.perf_counter()
     retriever.fit(split.train, dataset.catalog, split.valid)

@@ -142,7 +142,7 @@ def test_resume_continues_from_the_last_checkpoint(
 
 def test_view_warns_when_rendering_differs(tiny_model, movies, train, tmp_path, caplog) -> None:
     final = finetune_text_encoder(train, movies, _config(tmp_path, tiny_model, max_steps=1))
-    view = TextView(model=str(final), user_mode="text", history_items=5, show_progress=False)
+    view = TextView(model=str(final), user_mode="text", history_items=7, show_progress=False)
     with caplog.at_level(logging.WARNING, logger="llmrec.retrieval.text"):
         view.fit([], movies)
     assert "fine-tuned on text rendered with other settings" in caplog.text
