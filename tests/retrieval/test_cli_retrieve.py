@@ -1,0 +1,126 @@
+"""`llmrec retrieve build | query` and `evaluate --model fused` on a small prepared dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmrec.cli.main import main
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    inter = tmp_path / "inter.csv"
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(12):
+        for t in range(10):
+            rows.append(f"u{u},m{(3 * u + t) % 20},{100 * t + u}")
+    inter.write_text("\n".join(rows) + "\n")
+    items = tmp_path / "items.csv"
+    genres = ["Comedy", "Horror", "Drama", "Animation"]
+    items.write_text(
+        "item_id,title,year,genres\n"
+        + "".join(f"m{i},Movie number {i},{1990 + i},{genres[i % 4]}\n" for i in range(20))
+    )
+    out = tmp_path / "toy"
+    assert (
+        main(["data", "prepare", "--inter", str(inter), "--items", str(items), "--out", str(out)])
+        == 0
+    )
+    return out
+
+
+def test_build_query_and_evaluate(data, tmp_path, tiny_model, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "retriever"
+    code = main(
+        [
+            "retrieve",
+            "build",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--views",
+            "text,cooc,recent-pop,pop",
+            "--set",
+            f"text.model={tiny_model}",
+            "--set",
+            "text.show_progress=false",
+        ]
+    )
+    assert code == 0
+    assert (out / "index" / "index.faiss").is_file() and (out / "retriever.json").is_file()
+    capsys.readouterr()
+
+    assert (
+        main(["retrieve", "query", "--retriever", str(out), "--user", "u1", "-k", "5", "--json"])
+        == 0
+    )
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    seen = {f"m{(3 + t) % 20}" for t in range(10)}  # user u1's history
+    assert not {r["item_id"] for r in rows} & seen
+    assert all(r["views"] for r in rows)
+
+    assert (
+        main(["retrieve", "query", "--retriever", str(out), "--query", "a horror movie", "-k", "3"])
+        == 0
+    )
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+    metrics = tmp_path / "m.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(data),
+                "--model",
+                "fused",
+                "--load",
+                str(out / "fused"),
+                "--metrics-out",
+                str(metrics),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(metrics.read_text())["model"] == "fused"
+
+
+def test_query_rejects_bad_input(data, tmp_path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "retriever"
+    assert (
+        main(["retrieve", "build", "--data", str(data), "--out", str(out), "--views", "cooc,pop"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["retrieve", "query", "--retriever", str(out), "--history", "m1,nope"]) == 2
+    assert "not in the catalogue: ['nope']" in capsys.readouterr().err
+    assert main(["retrieve", "query", "--retriever", str(out), "--user", "ghost"]) == 2
+    assert "ghost" in capsys.readouterr().err
+    assert main(["retrieve", "query", "--retriever", str(out), "--query", "  "]) == 2
+    assert main(["retrieve", "query", "--retriever", str(tmp_path / "none")]) == 2
+    assert "not a retriever folder" in capsys.readouterr().err
+    assert main(["retrieve", "query", "--retriever", str(out)]) == 0
+    assert "no history and no query" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "retrieve",
+                "build",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--views",
+                "cooc",
+                "--set",
+                "cooc.windw=3",
+            ]
+        )
+        == 2
+    )
+    assert "windw" in capsys.readouterr().err
