@@ -52,6 +52,14 @@ class Recommender(ABC):
         full = self.score(histories)  # (n, N)
         return np.take_along_axis(full, np.asarray(candidates, dtype=np.int64), axis=1)
 
+    def known_items(self) -> np.ndarray | None:
+        """Which catalogue items the model learned anything about: bool (N,), or ``None`` = all.
+
+        Models fitted on interactions say nothing useful about items absent from training
+        (cold-start items); fusion lets them abstain there instead of ranking such items last.
+        """
+        return None
+
     # ------------------------------------------------------------ persistence
     @abstractmethod
     def save(self, path: str | os.PathLike[str]) -> Path:

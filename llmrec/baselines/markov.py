@@ -105,6 +105,9 @@ class MarkovRecommender(Recommender):
         return self
 
     # ---------------------------------------------------------------- scoring
+    def known_items(self) -> np.ndarray | None:
+        return None if self.popularity is None else self.popularity > 0
+
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         """Transition shares from each history's last item plus the popularity backoff: (n, N)."""
         catalog = self._require_fitted()

@@ -54,6 +54,9 @@ class PopularityRecommender(Recommender):
         )
         return self
 
+    def known_items(self) -> np.ndarray | None:
+        return None if self.counts is None else self.counts > 0
+
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         """The count vector, repeated for each history: float32 of shape (n, N)."""
         catalog = self._require_fitted()

@@ -378,6 +378,10 @@ class SASRecRecommender(Recommender):
         return total_loss / max(total_targets, 1)
 
     # ---------------------------------------------------------------- scoring
+    def known_items(self) -> np.ndarray | None:
+        """Items seen in training; the others only ever appeared as softmax negatives."""
+        return None if self.net is None else self.net.item_counts.cpu().numpy() > 0
+
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         """Scores (n, N) float32 from each history's last ``max_len`` items.
 

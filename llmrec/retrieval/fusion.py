@@ -5,8 +5,12 @@ Two methods, both weighted per view:
 - ``rrf`` (reciprocal-rank fusion): ``sum_v w_v / (rrf_k + rank_v(i) + 1)`` over the views that
   rank item ``i`` within their top ``depth``;
 - ``weighted`` (score fusion): ``sum_v w_v * z_v(i)``, where ``z_v`` standardises view ``v``'s
-  scores per user (mean 0, standard deviation 1 over the catalogue), so views on different
+  scores per user (mean 0, standard deviation 1 over the items it knows), so views on different
   scales can be added.
+
+A view abstains (contributes 0, the mean) on items it never saw in training
+(:meth:`~llmrec.recommender.Recommender.known_items`): ID-based views know nothing of cold-start
+items, and ranking those items last would bury what the text view finds for them.
 
 Weights can be tuned on the validation split (coordinate ascent over a grid, maximising
 validation HR@K). Each returned :class:`Candidate` keeps the score and rank of every view that
@@ -184,6 +188,9 @@ class FusedRetriever(Recommender):
         out = {}
         for name, scores in raw.items():
             finite = np.isfinite(scores)
+            known = self.views[name].known_items()
+            if known is not None:
+                finite = finite & known[None, :]
             if self.config.method is FusionMethod.RRF:
                 depth = min(self.config.depth, scores.shape[1])
                 order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]  # (n, depth)

@@ -73,6 +73,9 @@ class RecentPopularity(Recommender):
         self.catalog = catalog
         return self
 
+    def known_items(self) -> np.ndarray | None:
+        return None if self.weights is None else self.weights > 0
+
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         self._require_fitted()
         assert self.weights is not None
@@ -158,6 +161,9 @@ class Cooccurrence(Recommender):
         self.catalog = catalog
         logger.info("cooc: %d item pairs within %d positions", len(matrix.data), self.config.window)
         return self
+
+    def known_items(self) -> np.ndarray | None:
+        return None if self.matrix is None else self.matrix.row_sums() > 0
 
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         catalog = self._require_fitted()

@@ -124,3 +124,22 @@ def test_a_query_overrides_a_small_tuned_weight() -> None:
     by_query = f.retrieve(h, k=1, queries=["something", None])
     assert by_query[0][0].item_id == "4"  # the query view decides for the user who asked
     assert by_query[1][0].item_id == "1"  # weight 0 without a query: popularity decides
+
+
+class Partial(Fixed):
+    """Knows only items 0-2 (as an ID model fitted without items 3 and 4 would)."""
+
+    def known_items(self) -> np.ndarray:
+        return np.array([True, True, True, False, False])
+
+
+def test_views_abstain_on_items_they_never_saw() -> None:
+    ids = Partial([3, 2, 1, -50, -50])  # untrained items scored far below the rest
+    text = Fixed([0, 0, 0, 0, 1])  # finds the cold item 4
+    f = FusedRetriever({"ids": ids, "text": text}, FusionConfig(weights={"ids": 1, "text": 1}))
+    f.fit([], catalog())
+    s = f.score([seq("x", [])])[0]
+    z = (np.array([3, 2, 1]) - 2) / np.sqrt(2 / 3)  # the id view's z-scores over items it knows
+    text_z = (np.array([0, 0, 0, 0, 1]) - 0.2) / 0.4
+    assert s.tolist() == pytest.approx([*(z + text_z[:3]), text_z[3], text_z[4]], rel=1e-5)
+    assert s[4] > s[1]  # the cold item is not buried by the view that never saw it
