@@ -132,7 +132,11 @@ class ItemTextRenderer:
                 f"the item template failed on item {item.item_id!r}: {exc}; the template may use "
                 "item_id, title, year, categories, description and attributes"
             ) from exc
-        return _truncate(" ".join(text.split()), self.max_chars)
+        text = " ".join(text.split())
+        if not any(ch.isalnum() for ch in text):
+            # No text at all: the id at least keeps items apart (they would all embed alike).
+            text = f"Item {item.item_id}."
+        return _truncate(text, self.max_chars)
 
     def render_many(self, items: Sequence[Item]) -> list[str]:
         """The text of each item, in order."""
@@ -435,7 +439,16 @@ class TextView(Recommender):
         valid: Sequence[EvalCase] | None = None,
     ) -> TextView:
         """Render and embed every catalogue item (``train`` and ``valid`` are not used)."""
-        texts = self.item_renderer.render_many(list(catalog))
+        items = list(catalog)
+        texts = self.item_renderer.render_many(items)
+        textless = sum(1 for item in items if not item.title.strip() and not item.description)
+        if textless:
+            logger.warning(
+                "text: %d of %d items have no title or description; the text view knows them "
+                "only by their other fields or their id, other views must carry them",
+                textless,
+                len(items),
+            )
         logger.info("text: embedding %d catalogue items", len(texts))
         self.item_embeddings = self.embed_texts(texts, progress=self.config.show_progress)
         self.catalog = catalog

@@ -291,3 +291,9 @@ def test_minilm_query_finds_the_family_comedy(minilm, movies) -> None:
     # a horror fan asking for something scary still gets the horror films first
     horror = view.score_with_query([make_sequence("u", ["4"])], ["a scary zombie film"])[0]
     assert set(np.argsort(-horror)[:2].tolist()) == {movies.index("4"), movies.index("6")}
+
+
+def test_items_without_text_render_by_id() -> None:
+    renderer = ItemTextRenderer()
+    assert renderer.render(Item("x9", "")) == "Item x9."
+    assert renderer.render(Item("x9", "", year=1999)) == "(1999)."
