@@ -64,6 +64,10 @@ class FusionConfig:
     tune: bool = True
     tune_metric: str = "HR@20"
     tune_rounds: int = 2
+    #: Share of every ranked list reserved for cold items (items no ID view saw in training):
+    #: every ``round(1 / cold_slots)``-th position goes to the best cold item the text view
+    #: rates above average. Tuned weights favour the ID views, which would bury new items.
+    cold_slots: float = 0.1
     #: Weight of the views that answer a free-text query (the text view) for the users that sent
     #: one, in place of their tuned weight: weights are tuned on histories alone, and a user who
     #: types what they want should be heard even where the text view's tuned weight is small.
@@ -78,6 +82,8 @@ class FusionConfig:
         bad = {k: v for k, v in self.weights.items() if not (v >= 0)}
         if bad:
             raise ValueError(f"fusion weights must be >= 0, got {bad}")
+        if not 0 <= self.cold_slots <= 0.5:
+            raise ValueError(f"cold_slots must be in [0, 0.5], got {self.cold_slots}")
         if self.query_boost < 0:
             raise ValueError(f"query_boost must be >= 0, got {self.query_boost}")
         if "@" not in self.tune_metric:
@@ -227,9 +233,45 @@ class FusedRetriever(Recommender):
         excluded = np.logical_and.reduce([~np.isfinite(s) for s in raw.values()])
         return np.where(excluded, -np.inf, fused)
 
+    def cold_items(self) -> np.ndarray | None:
+        """Items no view that reports :meth:`known_items` has seen (bool (N,)), or ``None``."""
+        masks = [m for v in self.views.values() if (m := v.known_items()) is not None]
+        return None if not masks else ~np.logical_or.reduce(masks)
+
+    def _ranking(self, fused: np.ndarray) -> np.ndarray:
+        """Scores whose order is the final ranking: fused order, with cold-item slots.
+
+        Without cold items (or with ``cold_slots`` 0) this is ``fused`` itself. Otherwise every
+        ``period``-th position is given to the next cold item with a positive fused score (the
+        text view's opinion, since ID views abstain on them); scores become ``N - position``.
+        """
+        cold = self.cold_items()
+        if cold is None or not cold.any() or self.config.cold_slots == 0:
+            return fused
+        period = max(1, round(1 / self.config.cold_slots))
+        out = np.full_like(fused, -np.inf)
+        for row, s in enumerate(fused):
+            ok = np.isfinite(s)
+            eligible = ok & cold & (s > 0)
+            slot_items = np.flatnonzero(eligible)
+            slot_items = slot_items[np.argsort(-s[slot_items], kind="stable")]
+            rest = np.flatnonzero(ok & ~eligible)
+            rest = rest[np.argsort(-s[rest], kind="stable")]
+            total = len(slot_items) + len(rest)
+            positions = np.arange(total)
+            slots = positions[(positions + 1) % period == 0][: len(slot_items)]
+            is_slot = np.zeros(total, dtype=bool)
+            is_slot[slots] = True
+            order = np.empty(total, dtype=np.int64)
+            order[is_slot] = slot_items[: len(slots)]
+            order[~is_slot] = np.concatenate([rest, slot_items[len(slots) :]])
+            out[row, order] = total - positions
+        return out
+
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
-        """Fused scores (n, N) float32; excluded history items get -inf."""
-        return self._fuse(self.view_scores(histories), histories).astype(np.float32)
+        """Ranking scores (n, N) float32 (see :meth:`_ranking`); excluded items get -inf."""
+        fused = self._fuse(self.view_scores(histories), histories)
+        return self._ranking(fused).astype(np.float32)
 
     def retrieve(
         self,
@@ -266,7 +308,7 @@ class FusedRetriever(Recommender):
             for name, s in raw.items()
         }
         out: list[list[Candidate]] = []
-        top = np.argsort(-fused, axis=1, kind="stable")[:, :k]
+        top = np.argsort(-self._ranking(fused), axis=1, kind="stable")[:, :k]
         for row in range(len(histories)):
             cands = []
             for i in top[row]:

@@ -136,10 +136,33 @@ class Partial(Fixed):
 def test_views_abstain_on_items_they_never_saw() -> None:
     ids = Partial([3, 2, 1, -50, -50])  # untrained items scored far below the rest
     text = Fixed([0, 0, 0, 0, 1])  # finds the cold item 4
-    f = FusedRetriever({"ids": ids, "text": text}, FusionConfig(weights={"ids": 1, "text": 1}))
+    config = FusionConfig(weights={"ids": 1, "text": 1}, cold_slots=0.0)
+    f = FusedRetriever({"ids": ids, "text": text}, config)
     f.fit([], catalog())
     s = f.score([seq("x", [])])[0]
     z = (np.array([3, 2, 1]) - 2) / np.sqrt(2 / 3)  # the id view's z-scores over items it knows
     text_z = (np.array([0, 0, 0, 0, 1]) - 0.2) / 0.4
     assert s.tolist() == pytest.approx([*(z + text_z[:3]), text_z[3], text_z[4]], rel=1e-5)
     assert s[4] > s[1]  # the cold item is not buried by the view that never saw it
+
+
+def test_cold_items_get_reserved_slots() -> None:
+    ids = Partial([5, 4, 3, 0, 0])  # knows 0-2 only: items 3 and 4 are cold
+    text = Fixed([0, 0, 0, 1, 2])  # rates the cold items 4, then 3, above average
+    config = FusionConfig(weights={"ids": 10, "text": 1}, cold_slots=0.5)
+    f = FusedRetriever({"ids": ids, "text": text}, config).fit([], catalog())
+    ranked = [c.item_id for c in f.retrieve([seq("x", [])], k=5)[0]]
+    assert ranked == ["0", "4", "1", "3", "2"]  # every 2nd position: the best cold item
+    no_slots = FusedRetriever(
+        {"ids": ids, "text": text}, FusionConfig(weights={"ids": 10, "text": 1}, cold_slots=0.0)
+    )
+    no_slots.fit([], catalog())
+    # without slots the order is the fused score's: ids abstain on 3 and 4, so the text view's
+    # above-average opinion of them beats the warm items the ID view rates below its average
+    assert [c.item_id for c in no_slots.retrieve([seq("x", [])], k=5)[0]] == [
+        "0",
+        "4",
+        "3",
+        "1",
+        "2",
+    ]
