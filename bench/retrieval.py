@@ -117,6 +117,8 @@ def _write_doc(out: Path, doc: Path) -> None:
 def _views(data, split, cfg: EvalConfig, out: Path, args) -> list[str]:  # noqa: ANN001
     lines: list[str] = []
     text_model = args.text_model or _finetune(split, data, out, args.finetune_steps, lines)
+    if args.text_model:
+        lines += [_provenance(text_model), ""]
     views = {
         "text (pretrained)": registry.create("text"),
         "text (fine-tuned)": registry.create("text", view_settings_for(text_model)),
@@ -186,6 +188,21 @@ def _finetune(split, data, out: Path, steps: int, lines: list[str]) -> str:  # n
         "",
     ]
     return str(final)
+
+
+def _provenance(model_dir: str) -> str:
+    from llmrec.retrieval.text_finetune import read_training_summary
+
+    try:
+        s = read_training_summary(model_dir)
+    except FileNotFoundError:
+        return f"Text encoder `{model_dir}` (no llmrec training summary)."
+    return (
+        f"Text encoder `{model_dir}`: all-MiniLM-L6-v2 fine-tuned by llmrec for "
+        f"{s['global_step']} steps ({s['epoch']:.3f} epochs of {s['train_pairs']:,} pairs, final "
+        f"training loss {s['training_loss']:.2f}) in {s['seconds']:.0f} s, as "
+        "`llmrec retrieve fit --data ml-100k --out runs/text-encoder` does with its defaults."
+    )
 
 
 def _cold_start(data, split, cfg: EvalConfig) -> list[str]:  # noqa: ANN001
