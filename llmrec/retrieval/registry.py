@@ -11,12 +11,11 @@ import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from llmrec import baselines
 from llmrec.recommender import Recommender
 
+#: Retrieval's own views; the baselines (pop, markov, sasrec) come from llmrec.baselines.
 _VIEWS: dict[str, tuple[str, str]] = {
-    "pop": ("llmrec.baselines.popularity", "PopularityRecommender"),
-    "markov": ("llmrec.baselines.markov", "MarkovRecommender"),
-    "sasrec": ("llmrec.baselines.sasrec", "SASRecRecommender"),
     "text": ("llmrec.retrieval.text", "TextView"),
     "recent-pop": ("llmrec.retrieval.simple", "RecentPopularity"),
     "cooc": ("llmrec.retrieval.simple", "Cooccurrence"),
@@ -27,10 +26,12 @@ DEFAULT_VIEWS = ("text", "sasrec", "cooc", "recent-pop", "pop")
 
 
 def available() -> list[str]:
-    return list(_VIEWS)
+    return [*baselines.available(), *_VIEWS]
 
 
 def view_class(kind: str) -> type[Recommender]:
+    if kind in baselines.available():
+        return baselines.model_class(kind)
     try:
         module, cls = _VIEWS[kind]
     except KeyError:
