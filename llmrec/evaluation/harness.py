@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -209,7 +208,3 @@ def format_table(results: Sequence[EvalResult], ks: Sequence[int] = DEFAULT_KS) 
         for r in results
     ]
     return "\n".join([head, sep, *rows])
-
-
-def write_json(path: str | Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
