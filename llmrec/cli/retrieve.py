@@ -92,16 +92,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     dataset = open_dataset(args.data)
     split = make_split(dataset, "loo")
-    extra = _finetune_settings(args.set)
-    config = TextFinetuneConfig(
-        output_dir=args.out,
-        base_model=args.base,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        **extra,
-    )
+    settings = {
+        "output_dir": args.out,
+        "base_model": args.base,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+    }
+    config = TextFinetuneConfig(**{**settings, **_finetune_settings(args.set)})  # --set wins
     start = time.perf_counter()
     final = finetune_text_encoder(
         split.train, dataset.catalog, config, split.valid, resume=args.resume

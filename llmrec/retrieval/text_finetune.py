@@ -130,15 +130,7 @@ class TextFinetuneConfig:
 
     def view_config(self, **overrides: Any) -> TextViewConfig:
         """A :class:`TextViewConfig` rendering text as this fine-tuning did (``model`` unset)."""
-        return TextViewConfig(
-            model=self.base_model,
-            template=self.template,
-            item_max_chars=self.item_max_chars,
-            history_items=self.history_items,
-            history_prefix=self.history_prefix,
-            history_max_chars=self.history_max_chars,
-            **overrides,
-        )
+        return TextViewConfig(model=self.base_model, **_renderer_settings(self), **overrides)
 
     def for_view(self, model_path: str | os.PathLike[str], **overrides: Any) -> TextViewConfig:
         """The ``user_mode="text"`` view config that uses the fine-tuned model at ``model_path``."""

@@ -124,3 +124,20 @@ def test_query_rejects_bad_input(data, tmp_path, capsys) -> None:  # noqa: ANN00
         == 2
     )
     assert "windw" in capsys.readouterr().err
+
+
+def test_fit_rejects_unknown_settings(data, tmp_path, capsys) -> None:  # noqa: ANN001
+    code = main(
+        [
+            "retrieve",
+            "fit",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "enc"),
+            "--set",
+            "max_stpes=3",
+        ]
+    )
+    assert code == 2 and "max_stpes" in capsys.readouterr().err
+    assert not (tmp_path / "enc" / "final").exists()
