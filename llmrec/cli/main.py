@@ -148,6 +148,12 @@ def _add_retrieve(sub: argparse._SubParsersAction) -> None:
     retrieve.add_parsers(sub)
 
 
+def _add_llm(sub: argparse._SubParsersAction) -> None:
+    from llmrec.cli import llm  # argparse only; the commands import their dependencies
+
+    llm.add_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmrec",
@@ -160,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_evaluate(sub)
     _add_retrieve(sub)
+    _add_llm(sub)
     _add_quickstart(sub)
     return parser
 

@@ -82,6 +82,17 @@ class RecDataset:
         }
         return User(user_id=user_id, profile=profile)
 
+    def profiles(self) -> dict[str, dict[str, str]]:
+        """Every user's profile (the user table's columns other than ``user_id``), by user id."""
+        columns = [c for c in self.users.columns if c != "user_id"]
+        out: dict[str, dict[str, str]] = {}
+        for row in self.users.itertuples(index=False):
+            values = row._asdict()
+            profile = {c: str(values[c]) for c in columns if not pd.isna(values[c])}
+            if profile:
+                out[str(values["user_id"])] = profile
+        return out
+
     def stats(self) -> dict[str, Any]:
         inter = self.interactions
         per_user = inter.groupby("user_id", sort=False).size()

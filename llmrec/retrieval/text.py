@@ -71,7 +71,7 @@ _RETRIEVAL_HINT = "pip install 'llmrec[retrieval]'"
 
 
 # --------------------------------------------------------------------------- rendering
-def _compile_template(source: str, what: str) -> Template:
+def compile_template(source: str, what: str) -> Template:
     """Compile ``source`` in a sandbox: strict undefined names, no autoescape."""
     try:
         from jinja2 import StrictUndefined, TemplateSyntaxError
@@ -85,7 +85,7 @@ def _compile_template(source: str, what: str) -> Template:
         raise ValueError(f"{what} is not a valid Jinja2 template: {exc}") from exc
 
 
-def _truncate(text: str, max_chars: int) -> str:
+def truncate_text(text: str, max_chars: int) -> str:
     """``text`` cut to at most ``max_chars`` characters, at a word boundary, ending in "…"."""
     if len(text) <= max_chars:
         return text
@@ -121,7 +121,7 @@ class ItemTextRenderer:
         check_number("max_chars", max_chars, minimum=16)
         self.source = DEFAULT_ITEM_TEMPLATE if template is None else template
         self.max_chars = int(max_chars)
-        self._template = _compile_template(self.source, "the item template")
+        self._template = compile_template(self.source, "the item template")
 
     def render(self, item: Item) -> str:
         """One item's text."""
@@ -136,7 +136,7 @@ class ItemTextRenderer:
         if not any(ch.isalnum() for ch in text):
             # No text at all: the id at least keeps items apart (they would all embed alike).
             text = f"Item {item.item_id}."
-        return _truncate(text, self.max_chars)
+        return truncate_text(text, self.max_chars)
 
     def render_many(self, items: Sequence[Item]) -> list[str]:
         """The text of each item, in order."""
@@ -338,7 +338,7 @@ class TextViewConfig:
                     f"template must be None (the default) or a Jinja2 template string, "
                     f"got {self.template!r}"
                 )
-            _compile_template(self.template, "template")
+            compile_template(self.template, "template")
         if not isinstance(self.history_prefix, str):
             raise ValueError(f"history_prefix must be a string, got {self.history_prefix!r}")
 

@@ -1,0 +1,162 @@
+"""Supervised examples for the LLM ranker, built with the same prompt builder serving uses.
+
+Ranking examples: for each training sequence, a few prefixes (the longest always, others sampled
+uniformly) -> the next item among ``num_candidates`` candidates: the target, ``hard_negatives``
+from the retriever's top list for that prefix (history and target excluded), and uniform random
+items for the rest. The loss is the cross-entropy of the target's label over the candidate labels
+at the answer position: exactly what one-pass ranking reads at inference.
+
+Reason examples (multi-task, ``reason_fraction`` > 0): the prompt asks why the user may like the
+next item; the answer is a "silver" reason built from facts that are true of this user and item
+(shared genres, the most similar history item), see :mod:`llmrec.ranking.reasons`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from llmrec.baselines._common import check_number
+from llmrec.data.catalog import Catalog
+from llmrec.data.records import EvalCase, UserSequence
+from llmrec.prompts.builder import MAX_CANDIDATES, PromptBuilder, stable_seed
+from llmrec.recommender import Recommender
+
+
+@dataclass(frozen=True)
+class ExampleConfig:
+    num_candidates: int = 20
+    hard_negatives: int = 12
+    prefixes_per_user: int = 2
+    min_history: int = 3
+    max_examples: int | None = None
+    reason_fraction: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_number("num_candidates", self.num_candidates, minimum=2, maximum=MAX_CANDIDATES)
+        check_number("hard_negatives", self.hard_negatives, minimum=0)
+        check_number("prefixes_per_user", self.prefixes_per_user, minimum=1)
+        check_number("min_history", self.min_history, minimum=1)
+        if self.hard_negatives > self.num_candidates - 1:
+            raise ValueError("hard_negatives must leave room for the target")
+        if not 0 <= self.reason_fraction <= 1:
+            raise ValueError("reason_fraction must be in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ExampleConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown example settings {unknown}; known: {sorted(known)}")
+        return cls(**raw)
+
+
+def training_cases(train: Sequence[UserSequence], config: ExampleConfig) -> list[EvalCase]:
+    """(prefix -> next item) cases from training sequences: the longest prefix of every user and
+    ``prefixes_per_user - 1`` more sampled uniformly (seeded per user)."""
+    cases = []
+    for seq in train:
+        n = len(seq)
+        if n <= config.min_history:
+            continue
+        cuts = list(range(config.min_history, n))  # history = seq[:cut], target = seq[cut]
+        chosen = {cuts[-1]}
+        rest = cuts[:-1]
+        if rest and config.prefixes_per_user > 1:
+            rng = np.random.default_rng(stable_seed(config.seed, "prefix", seq.user_id))
+            take = min(len(rest), config.prefixes_per_user - 1)
+            chosen.update(int(c) for c in rng.choice(rest, size=take, replace=False))
+        for cut in sorted(chosen):
+            cases.append(EvalCase(seq.user_id, seq.head(cut), seq.item_ids[cut]))
+    if config.max_examples is not None and len(cases) > config.max_examples:
+        rng = np.random.default_rng(stable_seed(config.seed, "subsample"))
+        keep = np.sort(rng.choice(len(cases), size=config.max_examples, replace=False))
+        cases = [cases[i] for i in keep]
+    return cases
+
+
+def candidate_lists(
+    cases: Sequence[EvalCase],
+    catalog: Catalog,
+    retriever: Recommender | None,
+    config: ExampleConfig,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> list[list[str]]:
+    """Candidate item ids per case, best-known first: target, hard negatives, random ones."""
+    n_items = len(catalog)
+    out: list[list[str]] = []
+    bar = tqdm(total=len(cases), desc="candidates", unit="case", disable=not progress)
+    for start in range(0, len(cases), batch_size):
+        batch = cases[start : start + batch_size]
+        scores = None
+        if retriever is not None and config.hard_negatives:
+            scores = np.asarray(retriever.score([c.history for c in batch]), dtype=np.float64)
+        for row, case in enumerate(batch):
+            blocked = {catalog.index(i) for i in case.history.item_ids if i in catalog}
+            target = catalog.index(case.target)
+            blocked.add(target)
+            chosen: list[int] = []
+            if scores is not None:
+                order = np.argsort(-scores[row], kind="stable")
+                for j in order[: config.hard_negatives + len(blocked) + 1]:
+                    j = int(j)
+                    if j not in blocked and np.isfinite(scores[row, j]):
+                        chosen.append(j)
+                        if len(chosen) == config.hard_negatives:
+                            break
+            rng = np.random.default_rng(
+                stable_seed(config.seed, "neg", case.user_id, len(case.history))
+            )
+            taken = blocked | set(chosen)
+            want = min(config.num_candidates - 1, n_items - len(blocked))
+            while len(chosen) < want:
+                j = int(rng.integers(0, n_items))
+                if j not in taken:
+                    taken.add(j)
+                    chosen.append(j)
+            out.append([case.target] + [catalog.ids[j] for j in chosen])
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def build_examples(
+    cases: Sequence[EvalCase],
+    candidates: Sequence[Sequence[str]],
+    builder: PromptBuilder,
+    config: ExampleConfig,
+    reasons: Any | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Render cases into training rows: ``{"kind": "rank", "text", "labels", "target"}`` or
+    ``{"kind": "reason", "text", "answer"}``."""
+    rows: list[dict[str, Any]] = []
+    rng = np.random.default_rng(stable_seed(config.seed, "reasons"))
+    for case, cands in tqdm(
+        list(zip(cases, candidates, strict=True)), desc="prompts", unit="case", disable=not progress
+    ):
+        salt = ("train", len(case.history))
+        prompt = builder.listwise(case.history, list(cands), target=case.target, salt=salt)
+        rows.append(
+            {
+                "kind": "rank",
+                "text": prompt.text,
+                "labels": list(prompt.labels),
+                "target": prompt.labels.index(prompt.target_label),
+            }
+        )
+        if reasons is not None and config.reason_fraction and rng.random() < config.reason_fraction:
+            facts = reasons.facts(case.history, case.target)
+            reason = reasons.silver(case.history, case.target, facts)
+            rp = builder.reason(case.history, case.target, [f.text for f in facts], reason)
+            rows.append({"kind": "reason", "text": rp.text, "answer": rp.answer})
+    return rows

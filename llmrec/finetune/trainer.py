@@ -1,0 +1,447 @@
+"""Fine-tune an adapter for listwise ranking (and optionally reasons) with transformers' Trainer.
+
+:func:`finetune` runs the whole recipe: split the data, get a retriever (a saved one or fitted
+from the recipe), build supervised examples with the serving prompt builder, attach the adapter,
+train with validation NDCG@10 (pure LLM over retrieved candidates) for early stopping, keep
+checkpoints (``--resume`` continues from the last one), log to TensorBoard, and write the adapter
+atomically with its llmrec record and a training summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrec.data.dataset import RecDataset
+from llmrec.data.records import EvalCase
+from llmrec.data.splits import leave_one_out
+from llmrec.evaluation.metrics import metrics_from_ranks
+from llmrec.finetune.examples import build_examples, candidate_lists, training_cases
+from llmrec.finetune.recipe import Recipe
+from llmrec.io import atomic_write_text
+from llmrec.models.adapters import (
+    AdapterRecord,
+    adalora_callback,
+    adalora_ranks,
+    attach_adapter,
+    save_adapter,
+    trainable_parameters,
+)
+from llmrec.models.loader import load_model
+from llmrec.prompts.builder import PromptBuilder, RankPrompt, label_token_ids
+from llmrec.ranking.pipeline import candidates_from_scores
+from llmrec.ranking.reasons import ReasonFacts
+from llmrec.ranking.scorer import LLMScorer
+from llmrec.recommender import Recommender
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "training.json"
+
+
+# --------------------------------------------------------------------------- batches
+class RankCollator:
+    """Tokenize rows into left-padded batches.
+
+    Rank rows carry the candidates' label token ids and the target's position; reason rows carry
+    causal-LM labels on the answer tokens only (-100 elsewhere).
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int = 2048) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self._label_ids: dict[tuple[str, ...], list[int]] = {}
+
+    def label_ids(self, text: str, labels: Sequence[str]) -> list[int]:
+        key = tuple(labels)
+        if key not in self._label_ids:
+            self._label_ids[key] = label_token_ids(self.tokenizer, text, labels)
+        return self._label_ids[key]
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        tok = self.tokenizer
+        eos = tok.eos_token or ""
+        texts, answer_lengths = [], []
+        for row in rows:
+            if row["kind"] == "reason":
+                full = row["text"] + row["answer"] + eos
+                n_prompt = len(tok(row["text"], add_special_tokens=False)["input_ids"])
+                n_full = len(tok(full, add_special_tokens=False)["input_ids"])
+                texts.append(full)
+                answer_lengths.append(max(1, n_full - n_prompt))
+            else:
+                texts.append(row["text"])
+                answer_lengths.append(0)
+        enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        if enc["input_ids"].shape[1] > self.max_length:
+            raise ValueError(f"a training prompt is longer than {self.max_length} tokens")
+        width = max((len(r.get("labels", [])) for r in rows), default=1) or 1
+        label_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        label_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        target = torch.zeros(len(rows), dtype=torch.long)
+        lm_labels = torch.full_like(enc["input_ids"], -100)
+        kind = torch.zeros(len(rows), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row["kind"] == "rank":
+                ids = self.label_ids(row["text"], row["labels"])
+                label_ids[i, : len(ids)] = torch.as_tensor(ids)
+                label_mask[i, : len(ids)] = True
+                target[i] = int(row["target"])
+                kind[i] = 1
+            else:
+                n = answer_lengths[i]
+                lm_labels[i, -n:] = enc["input_ids"][i, -n:]
+        return {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "kind": kind,
+            "label_ids": label_ids,
+            "label_mask": label_mask,
+            "target": target,
+            "lm_labels": lm_labels,
+        }
+
+
+def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean loss over the batch: listwise cross-entropy for rank rows, LM loss for reason rows."""
+    import torch
+    import torch.nn.functional as F
+
+    kind = batch["kind"]
+    rank = kind == 1
+    total = torch.zeros((), device=batch["input_ids"].device)
+    n = len(kind)
+    if rank.any():
+        out = model(
+            input_ids=batch["input_ids"][rank],
+            attention_mask=batch["attention_mask"][rank],
+            logits_to_keep=1,
+            use_cache=False,
+        )
+        logits = out.logits[:, -1, :].float()
+        picked = logits.gather(1, batch["label_ids"][rank])
+        picked = picked.masked_fill(~batch["label_mask"][rank], float("-inf"))
+        loss = F.cross_entropy(picked, batch["target"][rank])
+        total = total + loss * rank.sum() / n
+    if (~rank).any():
+        out = model(
+            input_ids=batch["input_ids"][~rank],
+            attention_mask=batch["attention_mask"][~rank],
+            labels=batch["lm_labels"][~rank],
+            use_cache=False,
+        )
+        total = total + out.loss.float() * (~rank).sum() / n
+    return total
+
+
+def orthogonal_penalty(model: Any, weight: float) -> Any:
+    """AdaLoRA's orthogonality regulariser on P (lora_A) and Q (lora_B); peft adds it only when
+    the model computes the loss itself, which the ranking loss does not."""
+    import torch
+
+    terms = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad or ("lora_A" not in name and "lora_B" not in name):
+            continue
+        cov = param @ param.T if "lora_A" in name else param.T @ param
+        eye = torch.eye(cov.shape[0], device=cov.device, dtype=cov.dtype)
+        terms.append(torch.linalg.norm(cov - eye, ord="fro"))
+    if not terms or not weight:
+        return None
+    return weight * torch.stack(terms).mean()
+
+
+# --------------------------------------------------------------------------- validation
+@dataclass
+class Validation:
+    """Fixed validation prompts: retrieved candidates for a subset of validation users."""
+
+    prompts: list[RankPrompt]
+    targets: list[str]
+    retriever_metrics: dict[str, float]
+
+    def evaluate(self, scorer: LLMScorer) -> dict[str, float]:
+        scores = scorer.score(self.prompts)
+        ranks: list[int | None] = []
+        for prompt, s, target in zip(self.prompts, scores, self.targets, strict=True):
+            if target not in prompt.item_ids:
+                ranks.append(None)
+                continue
+            t = prompt.item_ids.index(target)
+            ranks.append(int((s > s[t]).sum()))
+        return metrics_from_ranks(ranks, (1, 5, 10, 20))
+
+
+def build_validation(
+    cases: Sequence[EvalCase],
+    retriever: Recommender,
+    builder: PromptBuilder,
+    k: int,
+) -> Validation:
+    catalog = builder.catalog
+    histories = [c.history for c in cases]
+    top, _ = candidates_from_scores(retriever.score(histories), histories, catalog, k)
+    prompts, ranks = [], []
+    for case, row in zip(cases, top, strict=True):
+        ids = [catalog.ids[int(i)] for i in row]
+        prompts.append(builder.listwise(case.history, ids, salt="valid"))
+        ranks.append(ids.index(case.target) if case.target in ids else None)
+    return Validation(prompts, [c.target for c in cases], metrics_from_ranks(ranks, (1, 5, 10, 20)))
+
+
+# --------------------------------------------------------------------------- trainer
+def make_trainer_class() -> type:
+    from transformers import Trainer
+
+    class RecTrainer(Trainer):
+        """Trainer with the ranking loss and a ranking evaluation (NDCG@10 on validation)."""
+
+        def __init__(self, *args, validation=None, scorer=None, orth_reg_weight=0.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.validation = validation
+            self.scorer = scorer
+            self.orth_reg_weight = orth_reg_weight
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = ranking_loss(model, inputs)
+            if self.orth_reg_weight:
+                penalty = orthogonal_penalty(model, self.orth_reg_weight)
+                if penalty is not None:
+                    loss = loss + penalty
+            return (loss, None) if return_outputs else loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            was_training = self.model.training
+            self.model.eval()
+            start = time.perf_counter()
+            raw = self.validation.evaluate(self.scorer)
+            if was_training:
+                self.model.train()
+            metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in raw.items()}
+            metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - start
+            self.log(metrics)
+            if metric_key_prefix == "eval":  # the before/after reports are not checkpoints
+                self.control = self.callback_handler.on_evaluate(
+                    self.args, self.state, self.control, metrics
+                )
+            return metrics
+
+    return RecTrainer
+
+
+# --------------------------------------------------------------------------- the whole run
+def _fit_retriever(recipe: Recipe, split: Any, catalog: Any) -> Recommender:
+    from llmrec.retrieval import registry
+
+    cfg = recipe.retrieval
+    views = list(cfg.views)
+    view_settings: dict[str, dict[str, Any]] = {}
+    if cfg.text_model and "text" in views:
+        from llmrec.retrieval.text_finetune import view_settings_for
+
+        view_settings["text"] = view_settings_for(cfg.text_model)
+    retriever = registry.create(
+        "fused", {"method": cfg.fusion}, views=views, view_settings=view_settings
+    )
+    retriever.fit(split.train, catalog, split.valid)
+    return retriever
+
+
+def peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def finetune(
+    recipe: Recipe,
+    dataset: RecDataset,
+    out: str | os.PathLike[str],
+    retriever: Recommender | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train an adapter as ``recipe`` says; returns the training summary (also written)."""
+    from transformers import EarlyStoppingCallback, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "recipe.yaml", _yaml(recipe.to_dict()))
+    split = leave_one_out(dataset)
+    catalog = dataset.catalog
+    cfg, tcfg = recipe.examples, recipe.training
+    if retriever is None:
+        logger.info("fitting the retriever (%s)", ",".join(recipe.retrieval.views))
+        retriever = _fit_retriever(recipe, split, catalog)
+
+    quant = recipe.adapter.quantization if recipe.adapter.quantized else None
+    loaded = load_model(recipe.model, dtype=recipe.dtype, quantization=quant)
+    builder = PromptBuilder(catalog, loaded.tokenizer, recipe.prompt, dataset.profiles())
+
+    cases = training_cases(split.train, cfg)
+    candidates = candidate_lists(cases, catalog, retriever, cfg, progress=progress)
+    reasons = ReasonFacts(catalog) if cfg.reason_fraction else None
+    rows = build_examples(cases, candidates, builder, cfg, reasons, progress=progress)
+    rng = np.random.default_rng(tcfg.seed)
+    valid_cases = list(split.valid)
+    if len(valid_cases) > tcfg.eval_users:
+        pick = np.sort(rng.choice(len(valid_cases), size=tcfg.eval_users, replace=False))
+        valid_cases = [valid_cases[i] for i in pick]
+    validation = build_validation(valid_cases, retriever, builder, cfg.num_candidates)
+    logger.info(
+        "%d training rows from %d prefixes; %d validation users (retriever alone: NDCG@10 %.4f)",
+        len(rows),
+        len(cases),
+        len(valid_cases),
+        validation.retriever_metrics["NDCG@10"],
+    )
+
+    steps_per_epoch = math.ceil(len(rows) / (tcfg.batch_size * tcfg.grad_accum))
+    total_steps = tcfg.max_steps if tcfg.max_steps > 0 else math.ceil(steps_per_epoch * tcfg.epochs)
+    model = attach_adapter(loaded.model, recipe.adapter, total_steps=total_steps)
+    trainable, total = trainable_parameters(model)
+    logger.info(
+        "%s adapter: %d trainable of %d parameters", recipe.adapter.method, trainable, total
+    )
+    scorer = LLMScorer(model, loaded.tokenizer, builder, batch_size=tcfg.batch_size)
+
+    use_cpu = loaded.device == "cpu"
+    bf16 = not use_cpu and loaded.dtype.is_floating_point and str(loaded.dtype) == "torch.bfloat16"
+    report_to = "none"
+    if tcfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+
+            report_to = "tensorboard"
+        except ImportError:
+            logger.warning("tensorboard is not installed: no training curves are logged")
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=tcfg.epochs,
+        max_steps=total_steps,
+        per_device_train_batch_size=tcfg.batch_size,
+        gradient_accumulation_steps=tcfg.grad_accum,
+        learning_rate=tcfg.lr,
+        weight_decay=tcfg.weight_decay,
+        warmup_steps=tcfg.warmup,
+        lr_scheduler_type=tcfg.scheduler,
+        logging_steps=tcfg.logging_steps,
+        eval_strategy="steps",
+        eval_steps=tcfg.eval_steps,
+        save_strategy="steps",
+        save_steps=tcfg.eval_steps,
+        save_total_limit=tcfg.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_NDCG@10",
+        greater_is_better=True,
+        seed=tcfg.seed,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        report_to=report_to,
+        remove_unused_columns=False,
+        label_names=["target"],
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        max_grad_norm=1.0,
+    )
+    callbacks: list[Any] = [EarlyStoppingCallback(early_stopping_patience=tcfg.patience)]
+    if recipe.adapter.method == "adalora":
+        callbacks.append(adalora_callback())
+    trainer = make_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        eval_dataset=validation.prompts,
+        data_collator=RankCollator(loaded.tokenizer),
+        callbacks=callbacks,
+        validation=validation,
+        scorer=scorer,
+        orth_reg_weight=recipe.adapter.orth_reg_weight
+        if recipe.adapter.method == "adalora"
+        else 0.0,
+    )
+    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume else None
+    if resume and checkpoint is None:
+        logger.warning("--resume: no checkpoint in %s, starting from scratch", out / "checkpoints")
+    zero_shot = None
+    if checkpoint is None:
+        zero_shot = trainer.evaluate(metric_key_prefix="zero_shot")
+    train_start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - train_start
+    final = trainer.evaluate(metric_key_prefix="final")
+
+    record = AdapterRecord(
+        method=recipe.adapter.method,
+        adapter=recipe.adapter.to_dict(),
+        base_model=recipe.model,
+        prompt=recipe.prompt.to_dict(),
+        templates=builder.template_versions,
+        data_fingerprint=dataset.fingerprint(),
+        catalog_fingerprint=catalog.fingerprint(),
+        training={"steps": trainer.state.global_step, "best_metric": trainer.state.best_metric},
+    )
+    adapter_dir = save_adapter(trainer.model, out / "adapter", record)
+    adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
+    summary = {
+        "method": recipe.adapter.method,
+        "base_model": recipe.model,
+        "dtype": str(loaded.dtype).replace("torch.", ""),
+        "device": loaded.device,
+        "quantization": quant.to_dict() if quant else None,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "training_rows": len(rows),
+        "steps": trainer.state.global_step,
+        "planned_steps": total_steps,
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_step": round(train_seconds / max(1, result.global_step), 2),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "peak_memory_mb": round(peak_memory_mb(loaded.device), 1),
+        "adapter_bytes": adapter_bytes,
+        "train_loss": result.training_loss,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "validation_users": len(valid_cases),
+        "validation_retriever": validation.retriever_metrics,
+        "validation_zero_shot": _strip(zero_shot, "zero_shot_"),
+        "validation_final": _strip(final, "final_"),
+        "resumed_from": checkpoint,
+        "adapter": str(adapter_dir),
+    }
+    if recipe.adapter.method == "adalora":
+        ranks = adalora_ranks(trainer.model)
+        summary["adalora_ranks"] = {
+            "matrices": len(ranks),
+            "total_rank": int(sum(ranks.values())),
+            "initial_total_rank": len(ranks) * recipe.adapter.init_r,
+        }
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _strip(metrics: dict[str, float] | None, prefix: str) -> dict[str, float] | None:
+    if metrics is None:
+        return None
+    return {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)

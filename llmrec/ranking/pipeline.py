@@ -1,0 +1,194 @@
+"""The two-stage pipeline as a :class:`Recommender`: retrieve candidates, rank them with the LLM.
+
+- Full ranking: the retriever scores the whole catalogue, the user's history items are removed,
+  its top ``num_candidates`` go to the LLM in one prompt, and every other item gets ``-inf`` (a
+  target the retriever missed counts as a miss).
+- Sampled protocol: the given candidates go to the LLM directly.
+
+The final score of a candidate is ``llm + weight * z(retriever)``: the LLM's log-probability of
+the candidate's label plus the retriever's score standardised over the candidate list. ``weight``
+0 is the pure LLM ranking; the weight is tuned on validation cases (:meth:`LLMRanker.tune`).
+LLM scores are cached per (user, history length, candidate list), so both rankings of the same
+cases cost one LLM pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from llmrec.data.catalog import Catalog
+from llmrec.data.records import EvalCase, UserSequence
+from llmrec.evaluation.metrics import metrics_from_ranks
+from llmrec.prompts.builder import PromptBuilder
+from llmrec.ranking.scorer import LLMScorer
+from llmrec.recommender import Recommender
+
+DEFAULT_WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+@dataclass
+class RankerConfig:
+    num_candidates: int = 20
+    #: Weight of the retriever's standardised score next to the LLM's log-probability.
+    fusion_weight: float = 0.0
+    tune_metric: str = "NDCG@10"
+
+
+def candidates_from_scores(
+    scores: np.ndarray, histories: Sequence[UserSequence], catalog: Catalog, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` catalogue indices per row (history excluded) and their retriever scores."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    for row, history in enumerate(histories):
+        seen = [catalog.index(i) for i in history.item_ids if i in catalog]
+        scores[row, seen] = -np.inf
+    scores[~np.isfinite(scores)] = -np.inf
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(scores, top, axis=1)
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Per-row z-scores over finite entries (non-finite become the row minimum)."""
+    x = np.array(x, dtype=np.float64, copy=True)
+    out = np.zeros_like(x)
+    for row in range(x.shape[0]):
+        finite = np.isfinite(x[row])
+        if not finite.any():
+            continue
+        values = x[row, finite]
+        sd = values.std()
+        z = (values - values.mean()) / sd if sd > 0 else np.zeros_like(values)
+        out[row, finite] = z
+        out[row, ~finite] = z.min() if z.size else 0.0
+    return out
+
+
+class LLMRanker(Recommender):
+    """Retriever + prompt builder + LLM scorer, scored by the evaluation harness like any model."""
+
+    name: ClassVar[str] = "llm"
+
+    def __init__(
+        self,
+        retriever: Recommender,
+        scorer: LLMScorer,
+        config: RankerConfig | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        self.retriever = retriever
+        self.scorer = scorer
+        self.config = config or RankerConfig()
+        self.progress = progress
+        self.catalog = retriever.catalog
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    @property
+    def builder(self) -> PromptBuilder:
+        return self.scorer.builder
+
+    def fit(self, train, catalog, valid=None) -> LLMRanker:
+        """The retriever and adapter are trained elsewhere; with ``valid``, tune the weight."""
+        if self.retriever.catalog is None:
+            self.retriever.fit(train, catalog, valid)
+        self.catalog = catalog
+        if valid:
+            self.tune(valid)
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def llm_scores(self, histories: Sequence[UserSequence], candidates: np.ndarray) -> np.ndarray:
+        """The LLM's label log-probabilities, (n, C), aligned with ``candidates``."""
+        catalog = self._require_fitted()
+        out = np.zeros(candidates.shape, dtype=np.float64)
+        todo, keys, prompts = [], [], []
+        for row, (history, cands) in enumerate(zip(histories, candidates, strict=True)):
+            ids = tuple(catalog.ids[int(i)] for i in cands)
+            key = (history.user_id, len(history), history.item_ids[-1:], ids)
+            if key in self._cache:
+                out[row] = self._cache[key]
+                continue
+            todo.append(row)
+            keys.append(key)
+            prompts.append(self.builder.listwise(history, list(ids)))
+        for row, key, prompt, scores in zip(
+            todo, keys, prompts, self.scorer.score(prompts, self.progress), strict=True
+        ):
+            # the prompt lists candidates shuffled; put the scores back in candidate order
+            by_item = dict(zip(prompt.item_ids, scores, strict=True))
+            aligned = np.array([by_item[i] for i in key[3]], dtype=np.float64)
+            self._cache[key] = aligned
+            out[row] = aligned
+        return out
+
+    def combine(self, llm: np.ndarray, retrieval: np.ndarray, weight: float) -> np.ndarray:
+        return llm + weight * standardise(retrieval)
+
+    def retrieve(self, histories: Sequence[UserSequence]) -> tuple[np.ndarray, np.ndarray]:
+        catalog = self._require_fitted()
+        full = self.retriever.score(histories)
+        return candidates_from_scores(full, histories, catalog, self.config.num_candidates)
+
+    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
+        catalog = self._require_fitted()
+        cands, ret = self.retrieve(histories)
+        final = self._final(histories, cands, ret, self.config.fusion_weight)
+        out = np.full((len(histories), len(catalog)), -np.inf, dtype=np.float64)
+        # retrieved items the retriever could not score at all stay unranked
+        final = np.where(np.isfinite(ret), final, -np.inf)
+        np.put_along_axis(out, cands, final, axis=1)
+        return out
+
+    def score_candidates(self, histories: Sequence[UserSequence], candidates: np.ndarray):
+        candidates = np.asarray(candidates, dtype=np.int64)
+        ret = np.asarray(self.retriever.score_candidates(histories, candidates), dtype=np.float64)
+        return self._final(histories, candidates, ret, self.config.fusion_weight)
+
+    def _final(self, histories, cands, ret, weight: float) -> np.ndarray:
+        if weight == float("inf"):
+            return ret
+        llm = self.llm_scores(histories, cands)
+        return self.combine(llm, ret, weight) if weight else llm
+
+    # ------------------------------------------------------------------ tuning
+    def tune(
+        self, cases: Sequence[EvalCase], grid: Sequence[float] = DEFAULT_WEIGHT_GRID
+    ) -> dict[str, float]:
+        """Pick the fusion weight with the best ``tune_metric`` on ``cases`` (full ranking)."""
+        catalog = self._require_fitted()
+        histories = [c.history for c in cases]
+        cands, ret = self.retrieve(histories)
+        llm = self.llm_scores(histories, cands)
+        targets = catalog.indices(c.target for c in cases)
+        quality = {}
+        for weight in grid:
+            final = self.combine(llm, ret, weight)
+            final = np.where(np.isfinite(ret), final, -np.inf)
+            ranks = []
+            for row, t in enumerate(targets):
+                hit = np.flatnonzero(cands[row] == t)
+                if hit.size == 0 or not np.isfinite(final[row, hit[0]]):
+                    ranks.append(None)
+                    continue
+                s = final[row]
+                ranks.append(int((s > s[hit[0]]).sum()))
+            quality[weight] = metrics_from_ranks(ranks)[self.config.tune_metric]
+        best = max(grid, key=lambda w: (quality[w], -w))
+        self.config.fusion_weight = float(best)
+        return {str(w): q for w, q in quality.items()}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        raise NotImplementedError(
+            "an LLMRanker is assembled from a saved retriever and a saved adapter; save those"
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], catalog: Catalog) -> LLMRanker:
+        raise NotImplementedError("assemble an LLMRanker with llmrec.ranking.load_pipeline")

@@ -1,0 +1,221 @@
+"""Reasons: facts true of a user and an item, template ("silver") reasons, and grounding checks.
+
+- :class:`ReasonFacts` derives facts from the data only: genres the item shares with the user's
+  history (with how many history items have them), and the history item most similar to the
+  recommended one (text-view embeddings when given, else genre overlap). The silver reason joins
+  them into one sentence; it is the fine-tuning target for reason generation and the fallback
+  whenever a generated reason fails the check.
+- :class:`Grounder` decides whether a reason may be shown: every title-like span in it (quoted
+  text, ``Name (1995)`` patterns, runs of capitalised words, any multi-word catalogue title) must
+  refer to the recommended item or to an item in the user's history. A reason naming anything
+  else, inside or outside the catalogue, is rejected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmrec.data.catalog import Catalog
+from llmrec.data.records import UserSequence
+
+
+@dataclass(frozen=True)
+class Fact:
+    text: str
+    kind: str  # "genre" | "similar"
+    item_id: str | None = None
+
+
+def display_title(catalog: Catalog, item_id: str) -> str:
+    item = catalog.item(item_id)
+    return f"{item.title} ({item.year})" if item.year is not None else item.title
+
+
+class ReasonFacts:
+    """Facts and silver reasons for (history, item) pairs of one catalogue."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        item_embeddings: np.ndarray | None = None,
+        recent: int = 20,
+    ) -> None:
+        self.catalog = catalog
+        self.embeddings = item_embeddings
+        self.recent = recent
+
+    def _rating(self, history: UserSequence, item_id: str) -> float | None:
+        if history.ratings is None:
+            return None
+        for i in range(len(history) - 1, -1, -1):
+            if history.item_ids[i] == item_id:
+                value = history.ratings[i]
+                return None if value is None or np.isnan(value) else float(value)
+        return None
+
+    def most_similar(self, history: UserSequence, item_id: str) -> str | None:
+        recent = [i for i in history.item_ids[-self.recent :] if i in self.catalog and i != item_id]
+        if not recent:
+            return None
+        if self.embeddings is not None:
+            target = self.embeddings[self.catalog.index(item_id)]
+            sims = self.embeddings[self.catalog.indices(recent)] @ target
+            return recent[int(np.argmax(sims))]
+        genres = set(self.catalog.item(item_id).categories)
+        if not genres:
+            return None
+
+        def overlap(i: str) -> float:
+            other = set(self.catalog.item(i).categories)
+            return len(genres & other) / max(1, len(genres | other))
+
+        best = max(reversed(recent), key=overlap)  # ties: the most recent
+        return best if overlap(best) > 0 else None
+
+    def facts(self, history: UserSequence, item_id: str, max_genres: int = 2) -> list[Fact]:
+        item = self.catalog.item(item_id)
+        out: list[Fact] = []
+        counts = Counter(
+            g
+            for i in history.item_ids[-self.recent :]
+            if i in self.catalog
+            for g in self.catalog.item(i).categories
+        )
+        shared = sorted(
+            (g for g in item.categories if counts.get(g)), key=lambda g: (-counts[g], g)
+        )[:max_genres]
+        n = len([i for i in history.item_ids[-self.recent :] if i in self.catalog])
+        for genre in shared:
+            out.append(Fact(f"{counts[genre]} of your last {n} items are {genre}", "genre"))
+        similar = self.most_similar(history, item_id)
+        if similar is not None:
+            rating = self._rating(history, similar)
+            rated = f", which you rated {rating:g}" if rating is not None else ""
+            out.append(
+                Fact(
+                    f"it is similar to {display_title(self.catalog, similar)}{rated}",
+                    "similar",
+                    similar,
+                )
+            )
+        return out
+
+    def silver(
+        self, history: UserSequence, item_id: str, facts: Sequence[Fact] | None = None
+    ) -> str:
+        facts = self.facts(history, item_id) if facts is None else list(facts)
+        title = display_title(self.catalog, item_id)
+        similar = next((f for f in facts if f.kind == "similar"), None)
+        genres = [f.text.rsplit(" are ", 1)[-1] for f in facts if f.kind == "genre"]
+        if similar is not None and genres:
+            return f"{title} is {_a(genres[0])} {' and '.join(genres)} pick, and {similar.text}."
+        if similar is not None:
+            return f"{title}: {similar.text}."
+        if genres:
+            return f"{title} matches the {' and '.join(genres)} items you often choose."
+        return f"{title} is popular with people whose history resembles yours."
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+# --------------------------------------------------------------------------- grounding
+_QUOTED = re.compile(r"[\"“”‘’]([^\"“”‘’]{2,80})[\"“”‘’]")
+_WITH_YEAR = re.compile(r"([A-Z0-9][\w'&.,:!?\- ]{1,80}?)\s*\((\d{4})\)")
+_WORD = re.compile(r"[A-Za-z0-9][\w'\-]*|[.!?;:]")
+_JOINERS = {"of", "the", "and", "a", "an", "in", "on", "to", "for", "with", "&"}
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w ]", " ", text.lower()).split())
+
+
+class Grounder:
+    """Checks that a reason names only the recommended item and the user's history items."""
+
+    def __init__(self, catalog: Catalog, extra_words: Sequence[str] = ()) -> None:
+        self.catalog = catalog
+        genres = {g for item in catalog for g in item.categories}
+        self.genres = {_norm(g) for g in genres}
+        self.extra = {_norm(w) for w in extra_words}
+        titles: dict[str, str] = {}
+        for item in catalog:
+            key = _norm(item.title)
+            if len(key.split()) >= 2:
+                titles.setdefault(key, item.item_id)
+        self.multiword_titles = titles
+
+    def _allowed(self, history: UserSequence, item_id: str) -> list[str]:
+        ids = [item_id, *[i for i in history.item_ids if i in self.catalog]]
+        names = []
+        for i in ids:
+            item = self.catalog.item(i)
+            names.append(_norm(item.title))
+            # "Usual Suspects, The" is also written "The Usual Suspects"
+            if ", " in item.title:
+                head, _, article = item.title.rpartition(", ")
+                names.append(_norm(f"{article} {head}"))
+        return names
+
+    def _refers_to_allowed(self, span: str, allowed: Sequence[str]) -> bool:
+        span_n = _norm(span)
+        if not span_n or span_n in self.genres or span_n in self.extra:
+            return True
+        for name in allowed:
+            if span_n in name or name in span_n:
+                return True
+            if difflib.SequenceMatcher(None, span_n, name).ratio() >= 0.85:
+                return True
+        return False
+
+    def problems(self, text: str, history: UserSequence, item_id: str) -> list[str]:
+        """Spans of ``text`` that name something other than the item or the history items."""
+        allowed = self._allowed(history, item_id)
+        spans = [m.group(1) for m in _QUOTED.finditer(text)]
+        spans += [m.group(1) for m in _WITH_YEAR.finditer(text)]
+        spans += _capitalised_runs(text)
+        norm_text = f" {_norm(text)} "
+        spans += [t for t in self.multiword_titles if f" {t} " in norm_text]
+        return sorted({s for s in spans if not self._refers_to_allowed(s, allowed)})
+
+    def check(self, text: str, history: UserSequence, item_id: str) -> bool:
+        return bool(text.strip()) and not self.problems(text, history, item_id)
+
+
+def _capitalised_runs(text: str) -> list[str]:
+    """Runs of two or more capitalised words (joined by small words), ignoring a capital that only
+    starts a sentence."""
+    runs, current = [], []
+    sentence_start = True
+    for token in _WORD.findall(text):
+        if token in ".!?;:":
+            if len(current) >= 2:
+                runs.append(" ".join(current))
+            current, sentence_start = [], True
+            continue
+        capital = token[0].isupper() or token[0].isdigit()
+        if capital and not (sentence_start and not current):
+            current.append(token)
+        elif capital:  # first word of a sentence: start a run only if the next is capitalised too
+            current = [token]
+        elif current and token.lower() in _JOINERS:
+            current.append(token)
+        else:
+            while current and current[-1].lower() in _JOINERS:
+                current.pop()
+            if len(current) >= 2:
+                runs.append(" ".join(current))
+            current = []
+        sentence_start = False
+    while current and current[-1].lower() in _JOINERS:
+        current.pop()
+    if len(current) >= 2:
+        runs.append(" ".join(current))
+    return runs

@@ -1,0 +1,182 @@
+"""Score candidates with a causal LLM: one forward pass per prompt, or generation as a fallback.
+
+One-pass listwise ranking (the verbalizer approach of LlamaRec): the prompt ends where the answer
+starts; the model's next-token logits at that position, read at the token of each candidate
+label (``A``, ``B``, ...), give every candidate a score at once, hence a full ordering from one
+forward pass. Prompts are batched (sorted by length to waste little padding) and padded on the
+left so that the last position of every row is the answer position; only that position's logits
+are computed (``logits_to_keep=1``), which skips the vocabulary projection everywhere else.
+
+The generative fallback asks the model to write the ranked labels and parses them (labels first,
+then titles), mapping what it can to catalogue items; whatever it leaves out follows in the
+retriever's order. It serves tokenizers whose labels are not single tokens and is the slow
+reference that the one-pass ranker is measured against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from llmrec.prompts.builder import PromptBuilder, RankPrompt, label_token_ids
+
+
+class LLMScorer:
+    """Turns :class:`RankPrompt` objects into per-label log-probabilities with one model."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        builder: PromptBuilder,
+        batch_size: int = 8,
+        max_length: int = 2048,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.builder = builder
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self._label_ids: dict[tuple[str, ...], list[int]] = {}
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def label_ids(self, prompt: RankPrompt) -> list[int]:
+        key = prompt.labels
+        if key not in self._label_ids:
+            self._label_ids[key] = label_token_ids(self.tokenizer, prompt.text, prompt.labels)
+        return self._label_ids[key]
+
+    def encode(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Left-padded token ids for ``texts``; refuses prompts longer than ``max_length``."""
+        batch = self.tokenizer(
+            list(texts), add_special_tokens=False, padding=True, return_tensors="pt"
+        )
+        if batch["input_ids"].shape[1] > self.max_length:
+            raise ValueError(
+                f"a prompt has {batch['input_ids'].shape[1]} tokens, over max_length "
+                f"{self.max_length}; lower the history budget or the number of candidates"
+            )
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def last_logits(self, texts: Sequence[str]) -> Any:
+        """Logits of the next token after each text: a (len(texts), vocab) tensor."""
+        import torch
+
+        batch = self.encode(texts)
+        with torch.inference_mode():
+            out = self.model(**batch, logits_to_keep=1, use_cache=False)
+        return out.logits[:, -1, :].float()
+
+    def score(self, prompts: Sequence[RankPrompt], progress: bool = False) -> list[np.ndarray]:
+        """Log-softmax over each prompt's labels (in the prompt's label order)."""
+        import torch
+
+        if not prompts:
+            return []
+        lengths = [len(p.text) for p in prompts]
+        order = np.argsort(lengths, kind="stable")
+        results: list[np.ndarray | None] = [None] * len(prompts)
+        bar = _progress(len(prompts), "LLM ranking", progress)
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = [prompts[i] for i in order[start : start + self.batch_size]]
+            logits = self.last_logits([p.text for p in chunk])
+            for row, prompt in zip(range(len(chunk)), chunk, strict=True):
+                ids = torch.as_tensor(self.label_ids(prompt), device=logits.device)
+                scores = torch.log_softmax(logits[row, ids], dim=-1).cpu().numpy()
+                results[int(order[start + row])] = scores.astype(np.float32)
+            bar.update(len(chunk))
+        bar.close()
+        return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ generative fallback
+    def generate(self, texts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy continuations of ``texts`` (the answers only)."""
+        import torch
+
+        batch = self.encode(texts)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = out[:, batch["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    def rank_generative(
+        self, prompts: Sequence[RankPrompt], max_new_tokens: int | None = None
+    ) -> list[list[str]]:
+        """Item ids best first, parsed from generated text; unnamed candidates follow in the
+        order the retriever gave them (the prompt's item order before shuffling is unknown here,
+        so they follow in label order)."""
+        out = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = list(prompts[start : start + self.batch_size])
+            budget = max_new_tokens or 3 * max(len(p.labels) for p in chunk)
+            texts = self.generate([p.text for p in chunk], budget)
+            out.extend(
+                parse_ranking(text, p, self.builder) for text, p in zip(texts, chunk, strict=True)
+            )
+        return out
+
+
+_LABEL = re.compile(r"\(?\b([A-Z])\b\)?")
+
+
+def parse_ranking(text: str, prompt: RankPrompt, builder: PromptBuilder | None = None) -> list[str]:
+    """Map a generated answer to candidate item ids, best first.
+
+    Labels (``C``, ``(C)``) are read in order of appearance; pieces that are not labels are
+    matched to candidate titles (closest match above 0.8 similarity). Only the prompt's
+    candidates can come out, each once; those never mentioned follow in label order.
+    """
+    chosen: list[str] = []
+    labels = set(prompt.labels)
+    for piece in re.split(r"[,;\n>]+", text):
+        piece = piece.strip()
+        if not piece:
+            continue
+        match = _LABEL.fullmatch(piece) or _LABEL.match(piece)
+        if match and match.group(1) in labels:
+            item = prompt.item_for(match.group(1))
+        elif builder is not None:
+            item = _match_title(piece, prompt, builder)
+        else:
+            item = None
+        if item is not None and item not in chosen:
+            chosen.append(item)
+    chosen += [i for i in prompt.item_ids if i not in chosen]
+    return chosen
+
+
+def _match_title(piece: str, prompt: RankPrompt, builder: PromptBuilder) -> str | None:
+    titles = {builder.item_text(i, "history").lower(): i for i in prompt.item_ids}
+    best = difflib.get_close_matches(piece.lower(), list(titles), n=1, cutoff=0.8)
+    return titles[best[0]] if best else None
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    with contextlib.suppress(ImportError):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="prompt")
+    return _NoBar()
