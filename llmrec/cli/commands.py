@@ -128,6 +128,10 @@ def open_dataset(spec: str) -> RecDataset:
 
 # --------------------------------------------------------------------------- evaluate
 def evaluate(args: argparse.Namespace) -> int:
+    if args.model == "llm":
+        from llmrec.cli.llm import evaluate_llm
+
+        return evaluate_llm(args)
     dataset = open_dataset(args.data)
     split = make_split(dataset, args.split)
     model = fit_or_load(args.model, args.set, args.load, dataset, split, views=args.views)

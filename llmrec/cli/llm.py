@@ -32,6 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="override a recipe value, e.g. --set training.max_steps=100 (repeatable)",
     )
     ft.set_defaults(func=cmd_finetune)
+    add_recommend_parser(sub)
 
 
 def default_recipe() -> Path | None:
@@ -73,4 +74,154 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     )
     print(f"adapter written to {summary['adapter']}; summary in {Path(args.out) / SUMMARY_FILE}")
     print(json.dumps({k: summary[k] for k in ("trainable_parameters", "peak_memory_mb")}))
+    return 0
+
+
+# --------------------------------------------------------------------------- recommend
+def add_recommend_parser(sub: argparse._SubParsersAction) -> None:
+    rec = sub.add_parser(
+        "recommend",
+        help="top-k recommendations with scores and reasons for a user or an ad-hoc history",
+        description="Retrieve candidates, rank them with the LLM (one forward pass) fused with "
+        "the retrieval scores, and explain the top items with grounded reasons.",
+    )
+    rec.add_argument("--retriever", default="runs/retriever", help="folder from retrieve build")
+    rec.add_argument("--adapter", help="adapter folder from finetune (default: zero-shot base)")
+    rec.add_argument("--model", help="base model (default: the adapter's, else the default LLM)")
+    rec.add_argument("--data", help="dataset (default: the one the retriever was built on)")
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a user id of the dataset: their whole history is used")
+    who.add_argument("--history", help='titles or item ids, oldest first, ";"-separated')
+    rec.add_argument("--query", help='free-text wish, e.g. "something darker"')
+    rec.add_argument("-k", type=int, default=5, help="how many items (default 5)")
+    rec.add_argument(
+        "--reasons",
+        choices=["generate", "template", "none"],
+        default="generate",
+        help="generated (grounded, template fallback), template only, or none",
+    )
+    rec.add_argument("--fusion-weight", type=float, help="retrieval weight next to the LLM")
+    rec.add_argument("--json", action="store_true", help="print JSON lines")
+    rec.set_defaults(func=cmd_recommend)
+
+
+def parse_history(text: str, dataset: Any) -> tuple[Any, list[str]]:
+    """A UserSequence from ``"title; title"`` or item ids, and notes on how each was matched."""
+    from llmrec.data import UserSequence
+    from llmrec.data.titles import TitleIndex
+
+    catalog = dataset.catalog
+    index = TitleIndex(catalog)
+    ids, notes = [], []
+    for piece in [p.strip() for p in text.replace("\n", ";").split(";") if p.strip()]:
+        if piece in catalog:
+            ids.append(piece)
+            continue
+        match = index.match(piece)
+        if match is None:
+            raise ValueError(f"no catalogue item matches {piece!r}")
+        ids.append(match.item_id)
+        if match.score < 1.0:
+            notes.append(f"{piece!r} matched {match.title!r} (similarity {match.score:.2f})")
+    if not ids:
+        raise ValueError("--history is empty")
+    return UserSequence("adhoc", tuple(ids), tuple(float(i) for i in range(len(ids)))), notes
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from llmrec.cli.commands import open_dataset
+    from llmrec.cli.retrieve import MANIFEST
+    from llmrec.ranking.recommend import load_pipeline
+
+    if not 1 <= args.k <= 20:
+        raise ValueError(f"-k must be between 1 and 20, got {args.k}")
+    manifest = Path(args.retriever) / MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"{args.retriever} is not a retriever folder; build one with `llmrec retrieve build`"
+        )
+    dataset = open_dataset(args.data or json.loads(manifest.read_text())["data"])
+    if args.user is not None:
+        history = next((s for s in dataset.sequences() if s.user_id == args.user), None)
+        if history is None:
+            raise ValueError(f"user {args.user!r} is not in dataset {dataset.name!r}")
+        notes: list[str] = []
+    else:
+        history, notes = parse_history(args.history, dataset)
+    for note in notes:
+        print(f"note: {note}")
+    pipeline = load_pipeline(
+        args.retriever, dataset, args.adapter, args.model, fusion_weight=args.fusion_weight
+    )
+    recs = pipeline.recommend(history, k=args.k, query=args.query, reasons=args.reasons)
+    for rank, rec in enumerate(recs, start=1):
+        if args.json:
+            print(json.dumps({"rank": rank, **rec.to_dict()}, ensure_ascii=False))
+            continue
+        year = f" ({rec.year})" if rec.year else ""
+        views = ", ".join(f"{v}#{e['rank']}" for v, e in rec.views.items()) or "-"
+        print(f"{rank}. [{rec.item_id}] {rec.title}{year}  score {rec.score:.3f}  views: {views}")
+        if rec.reason is not None:
+            print(f"   why: {rec.reason.text}  ({rec.reason.source})")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate --model llm
+def evaluate_llm(args: argparse.Namespace) -> int:
+    """``llmrec evaluate --model llm``: the whole pipeline (retrieve -> LLM rank), reported twice:
+    the pure LLM ranking and the fusion with retrieval scores (weight tuned on validation)."""
+    import numpy as np
+
+    from llmrec.cli.commands import _print_result, open_dataset
+    from llmrec.data import make_split
+    from llmrec.evaluation import EvalConfig, format_table
+    from llmrec.evaluation import evaluate as run_evaluation
+    from llmrec.io import atomic_write_text
+    from llmrec.ranking.recommend import RANKER_FILE, load_pipeline
+
+    if not args.retriever:
+        raise ValueError("--model llm needs --retriever (a folder from `llmrec retrieve build`)")
+    dataset = open_dataset(args.data)
+    split = make_split(dataset, args.split)
+    pipeline = load_pipeline(args.retriever, dataset, args.adapter, args.llm, fusion_weight=0.0)
+    ranker = pipeline.ranker
+    ranker.progress = True
+    cases = split.cases(args.part)
+    if args.users and args.users < len(cases):
+        rng = np.random.default_rng(0)
+        cases = [cases[i] for i in np.sort(rng.choice(len(cases), args.users, replace=False))]
+    if args.fusion_weight is not None:
+        weight = float(args.fusion_weight)
+    else:
+        valid = list(split.valid)
+        if args.tune_users and args.tune_users < len(valid):
+            rng = np.random.default_rng(1)
+            pick = np.sort(rng.choice(len(valid), args.tune_users, replace=False))
+            valid = [valid[i] for i in pick]
+        quality = ranker.tune(valid)
+        weight = ranker.config.fusion_weight
+        print(f"fusion weight {weight:g} tuned on {len(valid)} validation users: {quality}")
+        if args.adapter:
+            settings = {"fusion_weight": weight, "tuned_on": len(valid), "validation": quality}
+            atomic_write_text(Path(args.adapter) / RANKER_FILE, json.dumps(settings, indent=2))
+    eval_config = EvalConfig(
+        protocol=args.protocol, seed=args.seed, depth=args.depth, n_negatives=args.negatives
+    )
+    results = []
+    for label, w in (("llm", 0.0), ("llm+retrieval", weight)):
+        ranker.config.fusion_weight = w
+        ranker.name = label
+        result = run_evaluation(ranker, dataset, cases, eval_config, part=args.part)
+        result.model = label
+        result.notes[:0] = split.report
+        result.notes.append(f"adapter {args.adapter or 'none (zero-shot)'}; fusion weight {w:g}")
+        results.append(result)
+    fused = results[-1]
+    fused.write(args.metrics_out, args.rankings_out)
+    if args.metrics_out:
+        pure_path = Path(args.metrics_out).with_suffix(".llm-only.json")
+        results[0].write(str(pure_path))
+    for result in results:
+        _print_result(result)
+    print(format_table(results))
     return 0

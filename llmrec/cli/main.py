@@ -92,7 +92,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="prepared dataset folder or built-in name (default ml-100k)",
     )
     ev.add_argument(
-        "--model", required=True, help="pop, markov, sasrec, text, cooc, recent-pop or fused"
+        "--model",
+        required=True,
+        help="pop, markov, sasrec, text, cooc, recent-pop, fused, or llm (the whole pipeline: "
+        "--retriever, optional --adapter)",
     )
     ev.add_argument(
         "--set",
@@ -106,6 +109,17 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--views", help="views of --model fused (default text,sasrec,cooc,recent-pop,pop)"
     )
     ev.add_argument("--load", metavar="DIR", help="load a saved model instead of fitting")
+    llm = ev.add_argument_group("--model llm")
+    llm.add_argument("--retriever", help="retriever folder (llmrec retrieve build)")
+    llm.add_argument("--adapter", help="adapter folder (llmrec finetune); default zero-shot")
+    llm.add_argument("--llm", help="base model (default: the adapter's, else the default LLM)")
+    llm.add_argument(
+        "--fusion-weight", type=float, help="retrieval weight (default: tuned on validation)"
+    )
+    llm.add_argument(
+        "--tune-users", type=int, default=300, help="validation users for tuning (default 300)"
+    )
+    llm.add_argument("--users", type=int, help="evaluate a seeded sample of this many users")
     ev.add_argument("--save", metavar="DIR", help="save the fitted model here")
     ev.add_argument(
         "--split",

@@ -79,7 +79,7 @@ class PromptTemplate:
             version = int(raw["version"])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: version must be an integer") from exc
-        from jinja2 import meta
+        from jinja2 import TemplateSyntaxError, meta
         from jinja2.sandbox import SandboxedEnvironment
 
         env = SandboxedEnvironment()
@@ -89,7 +89,13 @@ class PromptTemplate:
             source = raw[body]
             if not isinstance(source, str):
                 raise ValueError(f"{where}: {body} must be a string")
-            used = meta.find_undeclared_variables(env.parse(source))
+            try:
+                parsed = env.parse(source)
+            except TemplateSyntaxError as exc:
+                raise ValueError(
+                    f"{where}: the {body} body is not a valid Jinja2 template: {exc}"
+                ) from exc
+            used = meta.find_undeclared_variables(parsed)
             undeclared = sorted(used - allowed)
             if undeclared:
                 raise ValueError(

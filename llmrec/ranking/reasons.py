@@ -164,26 +164,50 @@ class Grounder:
                 names.append(_norm(f"{article} {head}"))
         return names
 
-    def _refers_to_allowed(self, span: str, allowed: Sequence[str]) -> bool:
+    def _refers_to_allowed(self, span: str, allowed: Sequence[str], kind: str = "run") -> bool:
+        """Whether ``span`` (``kind``: quoted, year, run or title) names only allowed things.
+
+        A span may be (part of) an allowed title or close to one; otherwise, once the allowed
+        titles, genres and extra words are taken out, only small joining words may be left (a
+        capitalised run may also keep its first word: "Like Toy Story"). A span that precedes a
+        year must end with an allowed title, since the title is what stands before the year.
+        Containment is checked on whole words: "Heat" does not vouch for "Heat Wave".
+        """
         span_n = _norm(span)
         if not span_n or span_n in self.genres or span_n in self.extra:
             return True
+        padded = f" {span_n} "
         for name in allowed:
-            if span_n in name or name in span_n:
+            if padded in f" {name} ":
                 return True
             if difflib.SequenceMatcher(None, span_n, name).ratio() >= 0.85:
                 return True
-        return False
+        if kind == "year":
+            words = span_n.split()
+            for name in allowed:
+                tail = " ".join(words[-len(name.split()) :])
+                if tail == name or difflib.SequenceMatcher(None, tail, name).ratio() >= 0.85:
+                    return True
+            return False
+        rest = span_n
+        for phrase in sorted({*allowed, *self.genres, *self.extra}, key=len, reverse=True):
+            if phrase:
+                rest = re.sub(rf"(?<!\S){re.escape(phrase)}(?!\S)", " ", rest)
+        left = [w for w in rest.split() if w not in _JOINERS]
+        if not left:
+            return True
+        removed = len(rest.split()) < len(span_n.split())
+        return kind == "run" and removed and left == span_n.split()[:1]
 
     def problems(self, text: str, history: UserSequence, item_id: str) -> list[str]:
         """Spans of ``text`` that name something other than the item or the history items."""
         allowed = self._allowed(history, item_id)
-        spans = [m.group(1) for m in _QUOTED.finditer(text)]
-        spans += [m.group(1) for m in _WITH_YEAR.finditer(text)]
-        spans += _capitalised_runs(text)
+        spans = [(m.group(1), "quoted") for m in _QUOTED.finditer(text)]
+        spans += [(m.group(1), "year") for m in _WITH_YEAR.finditer(text)]
+        spans += [(s, "run") for s in _capitalised_runs(text)]
         norm_text = f" {_norm(text)} "
-        spans += [t for t in self.multiword_titles if f" {t} " in norm_text]
-        return sorted({s for s in spans if not self._refers_to_allowed(s, allowed)})
+        spans += [(t, "title") for t in self.multiword_titles if f" {t} " in norm_text]
+        return sorted({s for s, kind in spans if not self._refers_to_allowed(s, allowed, kind)})
 
     def check(self, text: str, history: UserSequence, item_id: str) -> bool:
         return bool(text.strip()) and not self.problems(text, history, item_id)

@@ -56,8 +56,13 @@ class LLMScorer:
 
     def encode(self, texts: Sequence[str]) -> dict[str, Any]:
         """Left-padded token ids for ``texts``; refuses prompts longer than ``max_length``."""
+        # Left padding whatever the tokenizer's default: the last position must be the answer's.
         batch = self.tokenizer(
-            list(texts), add_special_tokens=False, padding=True, return_tensors="pt"
+            list(texts),
+            add_special_tokens=False,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
         )
         if batch["input_ids"].shape[1] > self.max_length:
             raise ValueError(
@@ -130,14 +135,19 @@ class LLMScorer:
 
 
 _LABEL = re.compile(r"\(?\b([A-Z])\b\)?")
+#: A piece that starts with a label written as one: "(C)", "C)", "C.", "C:" or "C" alone, but
+#: not the first word of a title ("A Beautiful Mind", "I.Q.").
+_LEAD_LABEL = re.compile(r"\(?([A-Z])(?:\)|[.:\]](?![A-Za-z])|$)")
 
 
 def parse_ranking(text: str, prompt: RankPrompt, builder: PromptBuilder | None = None) -> list[str]:
     """Map a generated answer to candidate item ids, best first.
 
     Labels (``C``, ``(C)``) are read in order of appearance; pieces that are not labels are
-    matched to candidate titles (closest match above 0.8 similarity). Only the prompt's
-    candidates can come out, each once; those never mentioned follow in label order.
+    matched to candidate titles, with or without the year (closest match above 0.8 similarity);
+    a piece starting with a bare capital letter ("A Beautiful Mind") is read as a title first.
+    Only the prompt's candidates can come out, each once; those never mentioned follow in label
+    order.
     """
     chosen: list[str] = []
     labels = set(prompt.labels)
@@ -145,13 +155,16 @@ def parse_ranking(text: str, prompt: RankPrompt, builder: PromptBuilder | None =
         piece = piece.strip()
         if not piece:
             continue
-        match = _LABEL.fullmatch(piece) or _LABEL.match(piece)
+        match = _LEAD_LABEL.match(piece)
+        item = None
         if match and match.group(1) in labels:
             item = prompt.item_for(match.group(1))
         elif builder is not None:
             item = _match_title(piece, prompt, builder)
-        else:
-            item = None
+        if item is None:  # "C Heat": a bare letter that starts no candidate's title
+            match = _LABEL.match(piece)
+            if match and match.group(1) in labels:
+                item = prompt.item_for(match.group(1))
         if item is not None and item not in chosen:
             chosen.append(item)
     chosen += [i for i in prompt.item_ids if i not in chosen]
@@ -159,7 +172,10 @@ def parse_ranking(text: str, prompt: RankPrompt, builder: PromptBuilder | None =
 
 
 def _match_title(piece: str, prompt: RankPrompt, builder: PromptBuilder) -> str | None:
-    titles = {builder.item_text(i, "history").lower(): i for i in prompt.item_ids}
+    titles = {}
+    for i in prompt.item_ids:  # "Heat (1995)" and "Heat"
+        titles.setdefault(builder.item_text(i, "history").lower(), i)
+        titles.setdefault(builder.clean(builder.catalog.item(i).title).lower(), i)
     best = difflib.get_close_matches(piece.lower(), list(titles), n=1, cutoff=0.8)
     return titles[best[0]] if best else None
 
