@@ -36,7 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def default_recipe() -> Path | None:
-    path = Path(__file__).resolve().parents[2] / "finetune" / "lora.yaml"
+    """``finetune/lora.yaml`` (shipped inside the package as ``llmrec/finetune/_recipes``)."""
+    path = Path(__file__).resolve().parents[1] / "finetune" / "_recipes" / "lora.yaml"
     return path if path.is_file() else None
 
 

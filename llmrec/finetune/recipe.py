@@ -7,6 +7,8 @@ can be overridden from the command line with ``--set section.key=value``.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,15 @@ class Recipe:
         values: dict[str, Any] = {}
         for key in ("model", "dtype"):
             if key in raw:
+                if not isinstance(raw[key], str | int | float) or isinstance(raw[key], bool):
+                    raise ValueError(f"{where}: {key} must be a string, got {raw[key]!r}")
                 values[key] = str(raw[key])
+        for key in sections - {"model", "dtype"}:
+            if raw.get(key) is not None and not isinstance(raw[key], Mapping):
+                raise ValueError(
+                    f"{where}: {key} must be a section of settings (key: value), "
+                    f"got {raw[key]!r}"
+                )
         try:
             if "adapter" in raw:
                 values["adapter"] = AdapterConfig.from_dict(dict(raw["adapter"] or {}))
@@ -117,6 +127,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: YAML 1.1 (PyYAML) reads ``1e-4`` as a string: it wants ``1.0e-4``. Recipes mean a number.
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _numbers(value: Any) -> Any:
+    """``value`` with strings such as ``"1e-4"`` turned into floats, at any depth."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def _parse_value(text: str) -> Any:
     return yaml.safe_load(text) if text.strip() else ""
 
@@ -141,8 +166,10 @@ def load_recipe(
         parts = key.strip().split(".")
         target = raw
         for part in parts[:-1]:
-            target = target.setdefault(part, {})
+            if target.get(part) is None:  # absent, or an empty section in the file
+                target[part] = {}
+            target = target[part]
             if not isinstance(target, dict):
                 raise ValueError(f"--set {key}: {part} is not a section")
         target[parts[-1]] = _parse_value(value)
-    return Recipe.from_dict(raw, where)
+    return Recipe.from_dict(_numbers(raw), where)

@@ -32,9 +32,8 @@ def default_prompt_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("LLMREC_PROMPTS"):
         dirs.append(Path(os.environ["LLMREC_PROMPTS"]))
-    package = Path(__file__).resolve().parent
-    dirs.append(package / "_templates")  # wheel installs (see pyproject)
-    dirs.append(package.parents[1] / "prompts")  # source checkout / editable install
+    # the repository's prompts/, linked into the package so that wheels ship it (see pyproject)
+    dirs.append(Path(__file__).parent / "_templates")
     return [d for d in dirs if d.is_dir()]
 
 

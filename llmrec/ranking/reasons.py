@@ -129,6 +129,7 @@ def _a(word: str) -> str:
 # --------------------------------------------------------------------------- grounding
 _QUOTED = re.compile(r"[\"“”‘’]([^\"“”‘’]{2,80})[\"“”‘’]")
 _WITH_YEAR = re.compile(r"([A-Z0-9][\w'&.,:!?\- ]{1,80}?)\s*\((\d{4})\)")
+_BRACKET_YEAR = re.compile(r"\s*\(\d{4}\)")
 _WORD = re.compile(r"[A-Za-z0-9][\w'\-]*|[.!?;:]")
 _JOINERS = {"of", "the", "and", "a", "an", "in", "on", "to", "for", "with", "&"}
 
@@ -204,7 +205,8 @@ class Grounder:
         allowed = self._allowed(history, item_id)
         spans = [(m.group(1), "quoted") for m in _QUOTED.finditer(text)]
         spans += [(m.group(1), "year") for m in _WITH_YEAR.finditer(text)]
-        spans += [(s, "run") for s in _capitalised_runs(text)]
+        # a year in brackets belongs to the title before it (checked above), not to a run
+        spans += [(s, "run") for s in _capitalised_runs(_BRACKET_YEAR.sub(" ", text))]
         norm_text = f" {_norm(text)} "
         spans += [(t, "title") for t in self.multiword_titles if f" {t} " in norm_text]
         return sorted({s for s, kind in spans if not self._refers_to_allowed(s, allowed, kind)})

@@ -1,0 +1,111 @@
+"""Reasons: facts from the data, silver reasons, and the grounding check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmrec.ranking.reasons import Grounder, ReasonFacts, display_title
+
+from .conftest import ITEM_IDS, make_sequence
+
+# Toy Story, Alien, Usual Suspects The, Blade Runner, Matrix The, Pulp Fiction, Heat
+HISTORY = ["i0", "i3", "i5", "i6", "i18", "i14", "i1"]
+RATINGS = [5, 4, 5, 3, 4, 5, 2]
+
+
+@pytest.fixture(scope="module")
+def history():  # noqa: ANN201
+    return make_sequence("u1", HISTORY, ratings=RATINGS)
+
+
+@pytest.fixture(scope="module")
+def grounder(movies) -> Grounder:  # noqa: ANN001
+    return Grounder(movies)
+
+
+def _named_titles(movies, text: str) -> set[str]:  # noqa: ANN001
+    return {i.item_id for i in movies if display_title(movies, i.item_id) in text}
+
+
+def test_facts_and_silver_name_only_the_item_and_history(movies, history) -> None:  # noqa: ANN001
+    facts = ReasonFacts(movies)
+    for item_id in ("i15", "i12", "i25", "i17", "i9"):  # Fargo, Terminator, Star Wars, ...
+        found = facts.facts(history, item_id)
+        assert found, item_id
+        genres = [f for f in found if f.kind == "genre"]
+        similar = [f for f in found if f.kind == "similar"]
+        item_genres = set(movies.item(item_id).categories)
+        for fact in genres:
+            assert fact.text.rsplit(" are ", 1)[-1] in item_genres
+            assert fact.text.endswith(tuple(item_genres)) and "of your last 7 items" in fact.text
+        assert len(similar) <= 1
+        if similar:
+            assert similar[0].item_id in HISTORY
+            rating = RATINGS[HISTORY.index(similar[0].item_id)]
+            assert f"which you rated {rating}" in similar[0].text
+        silver = facts.silver(history, item_id, found)
+        assert silver.startswith(display_title(movies, item_id))
+        assert _named_titles(movies, silver) <= {item_id, *HISTORY}
+
+
+def test_silver_for_a_two_genre_match_names_both(movies, history) -> None:  # noqa: ANN001
+    silver = ReasonFacts(movies).silver(history, "i15")  # Fargo: Drama, Thriller
+    assert silver.startswith("Fargo (1996) is a Thriller and Drama pick")
+    assert "Usual Suspects, The (1995), which you rated 5" in silver or "Pulp Fiction" in silver
+
+
+def test_most_similar_uses_embeddings_when_given(movies, history) -> None:  # noqa: ANN001
+    emb = np.eye(len(movies), dtype=np.float32)
+    emb[movies.index("i22")] = emb[movies.index("i3")]  # Big Lebowski "looks like" Alien
+    assert ReasonFacts(movies, item_embeddings=emb).most_similar(history, "i22") == "i3"
+    no_genre_overlap = ReasonFacts(movies).most_similar(make_sequence("u", ["i2"]), "i22")
+    assert no_genre_overlap is None
+
+
+def test_grounder_accepts_every_silver_reason(movies, history, grounder) -> None:  # noqa: ANN001
+    facts = ReasonFacts(movies)
+    for item_id in ITEM_IDS:
+        if item_id in HISTORY:
+            continue
+        silver = facts.silver(history, item_id)
+        assert grounder.check(silver, history, item_id), (silver, grounder.problems(silver, history, item_id))
+
+
+def test_grounder_rejects_titles_outside_the_catalogue(history, grounder) -> None:  # noqa: ANN001
+    # both extend a history title (The Matrix, Blade Runner) with words that make another film
+    for text in (
+        'You will love "The Matrix Reloaded Extended".',
+        "Like Blade Runner 2049 (2017), it is dark and moody.",
+        "Watch Heat Wave Returns tonight.",
+        'Fans of "Casablanca 2" agree.',
+    ):
+        assert not grounder.check(text, history, "i15"), text
+        assert grounder.problems(text, history, "i15")
+
+
+def test_grounder_rejects_catalogue_items_outside_the_history(history, grounder) -> None:  # noqa: ANN001
+    for text in (
+        "It is as funny as Groundhog Day.",
+        "Fans of Die Hard (1988) will enjoy it.",
+        "Like Casablanca (1942), it is a classic.",
+    ):
+        assert not grounder.check(text, history, "i15"), text
+
+
+def test_grounder_accepts_history_titles_in_other_spellings(history, grounder) -> None:  # noqa: ANN001
+    for text in (
+        "Like The Usual Suspects, it keeps you guessing.",
+        'You rated "The Usual Suspects" highly, and Fargo is just as sharp.',
+        "Fargo (1996) shares the Thriller and Drama of Pulp Fiction (1994).",
+        "Like The Matrix and Blade Runner, it is Sci-Fi and Action.",
+        "Since you enjoyed Heat (1995), try it.",
+    ):
+        assert grounder.check(text, history, "i15"), (text, grounder.problems(text, history, "i15"))
+    assert not grounder.check("   ", history, "i15")
+
+
+def test_grounder_extra_words_are_allowed(movies, history) -> None:  # noqa: ANN001
+    text = "Critics at Rotten Tomatoes loved Fargo."
+    assert not Grounder(movies).check(text, history, "i15")
+    assert Grounder(movies, extra_words=["Rotten Tomatoes"]).check(text, history, "i15")
