@@ -6,8 +6,8 @@
 - Sampled protocol: the given candidates go to the LLM directly.
 
 The final score of a candidate is ``llm + weight * z(retriever)``: the LLM's log-probability of
-the candidate's label plus the retriever's score standardised over the candidate list. ``weight``
-0 is the pure LLM ranking; the weight is tuned on validation cases (:meth:`LLMRanker.tune`).
+the candidate's label plus the retriever's rank of the candidate, standardised over the list.
+``weight`` 0 is the pure LLM ranking; the weight is tuned on validation (:meth:`LLMRanker.tune`).
 LLM scores are cached per (user, history length, candidate list), so both rankings of the same
 cases cost one LLM pass.
 """
@@ -52,6 +52,19 @@ def candidates_from_scores(
     k = min(k, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return top, np.take_along_axis(scores, top, axis=1)
+
+
+def rank_scores(x: np.ndarray) -> np.ndarray:
+    """Per-row rank transform: the best finite entry gets the row's count of finite entries, the
+    worst 1, non-finite stay ``-inf``. The retriever's scores differ in scale between its methods
+    (RRF, z-scores, cold-slot positions); ranks put them on one scale for fusion."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(x.shape, -np.inf)
+    for row in range(x.shape[0]):
+        finite = np.flatnonzero(np.isfinite(x[row]))
+        order = finite[np.argsort(-x[row, finite], kind="stable")]
+        out[row, order] = np.arange(len(order), 0, -1, dtype=np.float64)
+    return out
 
 
 def standardise(x: np.ndarray) -> np.ndarray:
@@ -134,7 +147,8 @@ class LLMRanker(Recommender):
     def retrieve(self, histories: Sequence[UserSequence]) -> tuple[np.ndarray, np.ndarray]:
         catalog = self._require_fitted()
         full = self.retriever.score(histories)
-        return candidates_from_scores(full, histories, catalog, self.config.num_candidates)
+        top, scores = candidates_from_scores(full, histories, catalog, self.config.num_candidates)
+        return top, rank_scores(scores)
 
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         catalog = self._require_fitted()
@@ -148,7 +162,7 @@ class LLMRanker(Recommender):
 
     def score_candidates(self, histories: Sequence[UserSequence], candidates: np.ndarray):
         candidates = np.asarray(candidates, dtype=np.int64)
-        ret = np.asarray(self.retriever.score_candidates(histories, candidates), dtype=np.float64)
+        ret = rank_scores(self.retriever.score_candidates(histories, candidates))
         return self._final(histories, candidates, ret, self.config.fusion_weight)
 
     def _final(self, histories, cands, ret, weight: float) -> np.ndarray:

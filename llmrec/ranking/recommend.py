@@ -198,7 +198,8 @@ class RecPipeline:
             return []
         idx = self.catalog.indices(c.item_id for c in cands)[None, :]
         llm = self.ranker.llm_scores([history], idx)[0]
-        ret = np.array([[c.score for c in cands]])
+        # the retriever returns candidates best first: fuse by rank, as evaluation does
+        ret = np.arange(len(cands), 0, -1, dtype=np.float64)[None, :]
         weight = self.ranker.config.fusion_weight
         final = self.ranker.combine(llm[None, :], ret, weight)[0] if weight else llm
         order = np.argsort(-final, kind="stable")[:k]

@@ -1,0 +1,241 @@
+"""Supervised examples and an end-to-end fine-tuning run on the tiny model (a few seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmrec.data.splits import leave_one_out
+from llmrec.finetune.examples import (
+    ExampleConfig,
+    build_examples,
+    candidate_lists,
+    training_cases,
+)
+from llmrec.finetune.recipe import Recipe, RetrievalConfig, TrainingConfig
+from llmrec.finetune.trainer import SUMMARY_FILE, RankCollator, finetune
+from llmrec.models.adapters import AdapterConfig, read_adapter_record
+from llmrec.prompts import PromptBuilder, PromptConfig
+from llmrec.ranking.reasons import ReasonFacts
+from llmrec.recommender import Recommender
+
+SMALL_PROMPT = PromptConfig(max_history=4, history_token_budget=60, item_max_chars=40)
+SMALL_EXAMPLES = ExampleConfig(
+    num_candidates=5, hard_negatives=2, prefixes_per_user=2, max_examples=8, seed=0
+)
+
+
+class Popular(Recommender):
+    """Scores items by a fixed popularity vector: a deterministic stand-in retriever."""
+
+    name = "fixed-pop"
+
+    def fit(self, train, catalog, valid=None):  # noqa: ANN001, ANN201
+        self.catalog = catalog
+        counts = np.zeros(len(catalog))
+        for seq in train:
+            for item in seq.item_ids:
+                counts[catalog.index(item)] += 1
+        self.counts = counts
+        return self
+
+    def score(self, histories):  # noqa: ANN001, ANN201
+        return np.tile(self.counts, (len(histories), 1))
+
+    def save(self, path):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path, catalog):  # noqa: ANN001, ANN206
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- examples
+def test_training_cases_take_the_longest_prefix_and_subsample(tiny_dataset) -> None:  # noqa: ANN001
+    split = leave_one_out(tiny_dataset)
+    config = ExampleConfig(prefixes_per_user=2, min_history=3)
+    cases = training_cases(split.train, config)
+    by_user: dict[str, list] = {}
+    for case in cases:
+        by_user.setdefault(case.user_id, []).append(case)
+    for seq in split.train:
+        if len(seq) <= 3:
+            assert seq.user_id not in by_user
+            continue
+        mine = by_user[seq.user_id]
+        assert len(mine) == min(2, len(seq) - 3)  # cuts 3 .. len-1
+        assert mine[-1].history.item_ids == seq.item_ids[:-1]  # the longest prefix
+        assert all(c.target == seq.item_ids[len(c.history)] for c in mine)
+        assert all(len(c.history) >= 3 for c in mine)
+    capped = training_cases(split.train, ExampleConfig(max_examples=8))
+    assert len(capped) == 8
+    assert capped == training_cases(split.train, ExampleConfig(max_examples=8))  # seeded
+
+
+def test_candidate_lists_hold_target_hard_negatives_and_random_items(tiny_dataset) -> None:  # noqa: ANN001
+    split = leave_one_out(tiny_dataset)
+    catalog = tiny_dataset.catalog
+    retriever = Popular().fit(split.train, catalog)
+    cases = training_cases(split.train, SMALL_EXAMPLES)
+    lists = candidate_lists(cases, catalog, retriever, SMALL_EXAMPLES, progress=False)
+    top = [catalog.ids[j] for j in np.argsort(-retriever.counts, kind="stable")]
+    for case, cands in zip(cases, lists, strict=True):
+        assert cands[0] == case.target and len(cands) == 5 == len(set(cands))
+        assert not set(cands) & set(case.history.item_ids)
+        blocked = {*case.history.item_ids, case.target}
+        assert cands[1:3] == [i for i in top if i not in blocked][:2]  # the hard negatives
+    again = candidate_lists(cases, catalog, retriever, SMALL_EXAMPLES, progress=False)
+    assert again == lists
+
+
+def test_build_examples_rank_and_reason_rows(tiny_dataset, tokenizer) -> None:  # noqa: ANN001
+    split = leave_one_out(tiny_dataset)
+    catalog = tiny_dataset.catalog
+    builder = PromptBuilder(catalog, tokenizer, SMALL_PROMPT, tiny_dataset.profiles())
+    cases = training_cases(split.train, SMALL_EXAMPLES)
+    lists = candidate_lists(cases, catalog, None, SMALL_EXAMPLES, progress=False)
+    config = ExampleConfig(**{**SMALL_EXAMPLES.to_dict(), "reason_fraction": 1.0})
+    rows = build_examples(cases, lists, builder, config, ReasonFacts(catalog), progress=False)
+    rank = [r for r in rows if r["kind"] == "rank"]
+    reason = [r for r in rows if r["kind"] == "reason"]
+    assert len(rank) == len(reason) == len(cases)
+    targets = set()
+    for row, case, cands in zip(rank, cases, lists, strict=True):
+        assert row["labels"] == ["A", "B", "C", "D", "E"]
+        label = row["labels"][row["target"]]
+        assert f"({label}) {builder.item_text(case.target)}" in row["text"]
+        targets.add(row["target"])
+    assert len(targets) > 1  # the answer's position moves
+    for row in reason:
+        assert row["answer"] and row["text"].endswith("<|im_start|>assistant\n")
+    batch = RankCollator(tokenizer)(rank[:2] + reason[:1])
+    assert batch["kind"].tolist() == [1, 1, 0]
+    assert (batch["lm_labels"][:2] == -100).all() and (batch["lm_labels"][2] != -100).any()
+    assert batch["attention_mask"][:, -1].all()  # left padded: the last position is real
+
+
+# --------------------------------------------------------------------------- end to end
+def _recipe(model_dir: str, method: str = "lora") -> Recipe:
+    return Recipe(
+        model=model_dir,
+        dtype="float32",
+        adapter=AdapterConfig(method=method, r=4, alpha=8, init_r=4, target_r=2, delta_t=1),  # type: ignore[arg-type]
+        prompt=SMALL_PROMPT,
+        examples=SMALL_EXAMPLES,
+        training=TrainingConfig(
+            max_steps=2,
+            eval_steps=1,
+            eval_users=5,
+            batch_size=2,
+            logging_steps=1,
+            tensorboard=False,
+            lr=1e-2,
+        ),
+        retrieval=RetrievalConfig(views=("pop",)),
+    )
+
+
+def _check_run(out: Path, summary: dict, method: str) -> None:
+    assert summary["method"] == method and summary["steps"] == 2
+    assert summary["training_rows"] == 8 and summary["validation_users"] == 5
+    assert summary["device"] == "cpu" and summary["dtype"] == "float32"
+    assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
+    for part in ("validation_zero_shot", "validation_final", "validation_retriever"):
+        assert 0.0 <= summary[part]["NDCG@10"] <= 1.0
+    assert json.loads((out / SUMMARY_FILE).read_text())["steps"] == 2
+    assert (out / "recipe.yaml").is_file()
+    record = read_adapter_record(out / "adapter")
+    assert record.method == method
+    assert PromptConfig.from_dict(record.prompt) == SMALL_PROMPT
+    assert record.templates["listwise"] == "rank_listwise@v1"
+    assert record.data_fingerprint and record.catalog_fingerprint
+
+
+def test_finetune_end_to_end_with_a_given_retriever(tiny_llm_dir, tiny_dataset, tmp_path) -> None:  # noqa: ANN001
+    split = leave_one_out(tiny_dataset)
+    retriever = Popular().fit(split.train, tiny_dataset.catalog)
+    out = tmp_path / "run"
+    summary = finetune(_recipe(tiny_llm_dir), tiny_dataset, out, retriever, progress=False)
+    _check_run(out, summary, "lora")
+    assert record_matches(out, tiny_dataset)
+
+
+def record_matches(out: Path, dataset) -> bool:  # noqa: ANN001
+    record = read_adapter_record(out / "adapter")
+    return (
+        record.data_fingerprint == dataset.fingerprint()
+        and record.catalog_fingerprint == dataset.catalog.fingerprint()
+    )
+
+
+def test_finetune_adalora_reallocates_ranks_through_the_trainer(
+    tiny_llm_dir, tiny_dataset, tmp_path
+) -> None:  # noqa: ANN001
+    split = leave_one_out(tiny_dataset)
+    retriever = Popular().fit(split.train, tiny_dataset.catalog)
+    recipe = _recipe(tiny_llm_dir, "adalora")
+    recipe = Recipe(
+        **{
+            **recipe.__dict__,
+            "training": TrainingConfig(
+                **{**recipe.training.__dict__, "max_steps": 6, "eval_steps": 6}
+            ),
+        }
+    )
+    summary = finetune(recipe, tiny_dataset, tmp_path / "ada", retriever, progress=False)
+    ranks = summary["adalora_ranks"]
+    assert ranks["matrices"] == 14
+    assert 0 < ranks["total_rank"] < ranks["initial_total_rank"] == 14 * 4
+
+
+@pytest.mark.slow
+def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys) -> None:  # noqa: ANN001
+    from llmrec.cli.main import main
+
+    data = tmp_path / "data"
+    tiny_dataset.save(data)
+    out = tmp_path / "cli-run"
+    code = main(
+        [
+            "finetune",
+            "--recipe",
+            str(Path(__file__).resolve().parents[2] / "finetune" / "prefix.yaml"),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--set",
+            f"model={tiny_llm_dir}",
+            "--set",
+            "dtype=float32",
+            "--set",
+            "adapter.num_virtual_tokens=4",
+            "--set",
+            "training.max_steps=2",
+            "--set",
+            "training.eval_steps=1",
+            "--set",
+            "training.eval_users=5",
+            "--set",
+            "training.batch_size=2",
+            "--set",
+            "training.tensorboard=false",
+            "--set",
+            "examples.num_candidates=5",
+            "--set",
+            "examples.hard_negatives=2",
+            "--set",
+            "examples.max_examples=8",
+            "--set",
+            "retrieval.views=[pop]",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "fine-tuning a prefix adapter" in printed and "adapter written to" in printed
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["method"] == "prefix" and summary["steps"] == 2
+    assert read_adapter_record(out / "adapter").method == "prefix"
