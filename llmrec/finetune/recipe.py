@@ -94,8 +94,7 @@ class Recipe:
         for key in sections - {"model", "dtype"}:
             if raw.get(key) is not None and not isinstance(raw[key], Mapping):
                 raise ValueError(
-                    f"{where}: {key} must be a section of settings (key: value), "
-                    f"got {raw[key]!r}"
+                    f"{where}: {key} must be a section of settings (key: value), got {raw[key]!r}"
                 )
         try:
             if "adapter" in raw:

@@ -142,7 +142,9 @@ class AdapterConfig:
         if self.method == "adalora":
             if not total_steps:
                 raise ValueError("AdaLoRA needs the total number of training steps")
-            tfinal = self.tfinal
+            # The Trainer reports steps 0 .. total-1 and peft applies the final allocation only
+            # after step total - tfinal, so tfinal must be at least 2 for it to happen at all.
+            tfinal = max(2, self.tfinal)
             if self.tinit + tfinal >= total_steps:  # keep a budgeting phase in short runs
                 tfinal = max(0, total_steps - self.tinit - max(2, self.delta_t))
             return AdaLoraConfig(

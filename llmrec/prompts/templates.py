@@ -155,6 +155,8 @@ def load_template(
         return _cached(str(as_path.resolve()), as_path.stat().st_mtime)
     if "@v" in name and version is None:
         name, _, v = name.partition("@v")
+        if not v.isdigit():
+            raise ValueError(f"bad template version {v!r}: write name@vN, e.g. {name}@v1")
         version = int(v)
     folders = dirs or default_prompt_dirs()
     versions = list_templates(folders).get(name)

@@ -80,12 +80,28 @@ class LLMScorer:
             out = self.model(**batch, logits_to_keep=1, use_cache=False)
         return out.logits[:, -1, :].float()
 
+    def one_pass_possible(self, prompt: RankPrompt) -> bool:
+        try:
+            self.label_ids(prompt)
+        except ValueError:
+            return False
+        return True
+
     def score(self, prompts: Sequence[RankPrompt], progress: bool = False) -> list[np.ndarray]:
-        """Log-softmax over each prompt's labels (in the prompt's label order)."""
+        """Log-softmax over each prompt's labels (in the prompt's label order).
+
+        When this tokenizer cannot give every label its own token, the ranking is generated and
+        parsed instead, and the scores are the log of a rank-based distribution (best first).
+        """
         import torch
 
         if not prompts:
             return []
+        if not all(self.one_pass_possible(p) for p in prompts):
+            return [
+                _scores_from_order(p, order)
+                for p, order in zip(prompts, self.rank_generative(prompts), strict=True)
+            ]
         lengths = [len(p.text) for p in prompts]
         order = np.argsort(lengths, kind="stable")
         results: list[np.ndarray | None] = [None] * len(prompts)
@@ -132,6 +148,12 @@ class LLMScorer:
                 parse_ranking(text, p, self.builder) for text, p in zip(texts, chunk, strict=True)
             )
         return out
+
+
+def _scores_from_order(prompt: RankPrompt, order: Sequence[str]) -> np.ndarray:
+    """Log-probabilities proportional to 1 / (rank + 1) for an ordering of the prompt's items."""
+    weights = np.array([1.0 / (order.index(i) + 1) for i in prompt.item_ids])
+    return np.log(weights / weights.sum()).astype(np.float32)
 
 
 _LABEL = re.compile(r"\(?\b([A-Z])\b\)?")

@@ -113,7 +113,9 @@ def make_sequence(
     )
 
 
-def make_dataset(n_users: int = 30, seq_len: tuple[int, int] = (6, 10), seed: int = 0) -> RecDataset:
+def make_dataset(
+    n_users: int = 30, seq_len: tuple[int, int] = (6, 10), seed: int = 0
+) -> RecDataset:
     """``n_users`` users over the 40 movies, with ratings and a small profile table."""
     rng = np.random.default_rng(seed)
     catalog = make_catalog(movie_items())
@@ -143,6 +145,19 @@ def make_dataset(n_users: int = 30, seq_len: tuple[int, int] = (6, 10), seed: in
 
 
 # --------------------------------------------------------------------------- tiny model
+@pytest.fixture(scope="package", autouse=True)
+def _one_torch_thread():  # noqa: ANN202
+    """One torch thread while the tests of this folder run (restored after them): the tiny
+    model's ops are far too small to gain from threads, and on a busy machine OpenMP workers
+    waiting for a core made these tests 5-10x slower on 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _corpus() -> list[str]:
     lines = [" ".join(string.ascii_uppercase)] * 4
     lines += [f"({c}) " for c in string.ascii_uppercase]

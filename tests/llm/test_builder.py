@@ -46,9 +46,7 @@ def test_history_keeps_the_newest_items_within_the_token_budget(movies, tokenize
 def test_max_history_caps_the_items_shown(movies, tokenizer) -> None:  # noqa: ANN001
     builder = PromptBuilder(movies, tokenizer, PromptConfig(max_history=3))
     entries = builder.history_entries(make_sequence("u1", ITEM_IDS[:10]))
-    assert [e["text"] for e in entries] == [
-        builder.item_text(i, "history") for i in ITEM_IDS[7:10]
-    ]
+    assert [e["text"] for e in entries] == [builder.item_text(i, "history") for i in ITEM_IDS[7:10]]
 
 
 def test_newest_item_is_kept_even_when_it_alone_exceeds_the_budget(tokenizer) -> None:  # noqa: ANN001

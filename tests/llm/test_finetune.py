@@ -15,11 +15,13 @@ from llmrec.finetune.examples import (
     candidate_lists,
     training_cases,
 )
-from llmrec.finetune.recipe import Recipe, RetrievalConfig, TrainingConfig
+from llmrec.finetune.recipe import Recipe, RetrievalConfig, TrainingConfig, load_recipe
 from llmrec.finetune.trainer import SUMMARY_FILE, RankCollator, finetune
-from llmrec.models.adapters import AdapterConfig, read_adapter_record
+from llmrec.models.adapters import AdapterConfig, load_adapters, read_adapter_record
+from llmrec.models.loader import load_model
 from llmrec.prompts import PromptBuilder, PromptConfig
 from llmrec.ranking.reasons import ReasonFacts
+from llmrec.ranking.scorer import LLMScorer
 from llmrec.recommender import Recommender
 
 SMALL_PROMPT = PromptConfig(max_history=4, history_token_budget=60, item_max_chars=40)
@@ -75,6 +77,17 @@ def test_training_cases_take_the_longest_prefix_and_subsample(tiny_dataset) -> N
     assert capped == training_cases(split.train, ExampleConfig(max_examples=8))  # seeded
 
 
+def test_example_config_validation() -> None:
+    with pytest.raises(ValueError, match="leave room for the target"):
+        ExampleConfig(num_candidates=3, hard_negatives=3)
+    with pytest.raises(ValueError, match="num_candidates"):
+        ExampleConfig(num_candidates=27)
+    with pytest.raises(ValueError, match="reason_fraction"):
+        ExampleConfig(reason_fraction=1.5)
+    with pytest.raises(ValueError, match="unknown example settings"):
+        ExampleConfig.from_dict({"negatives": 3})
+
+
 def test_candidate_lists_hold_target_hard_negatives_and_random_items(tiny_dataset) -> None:  # noqa: ANN001
     split = leave_one_out(tiny_dataset)
     catalog = tiny_dataset.catalog
@@ -107,6 +120,7 @@ def test_build_examples_rank_and_reason_rows(tiny_dataset, tokenizer) -> None:  
         assert row["labels"] == ["A", "B", "C", "D", "E"]
         label = row["labels"][row["target"]]
         assert f"({label}) {builder.item_text(case.target)}" in row["text"]
+        assert all(f") {builder.item_text(c)}\n" in row["text"] for c in cands)
         targets.add(row["target"])
     assert len(targets) > 1  # the answer's position moves
     for row in reason:
@@ -133,6 +147,7 @@ def _recipe(model_dir: str, method: str = "lora") -> Recipe:
             logging_steps=1,
             tensorboard=False,
             lr=1e-2,
+            warmup=0.0,  # with warmup the first step has lr 0: checkpoint 1 would be untrained
         ),
         retrieval=RetrievalConfig(views=("pop",)),
     )
@@ -158,9 +173,19 @@ def test_finetune_end_to_end_with_a_given_retriever(tiny_llm_dir, tiny_dataset, 
     split = leave_one_out(tiny_dataset)
     retriever = Popular().fit(split.train, tiny_dataset.catalog)
     out = tmp_path / "run"
-    summary = finetune(_recipe(tiny_llm_dir), tiny_dataset, out, retriever, progress=False)
+    recipe = _recipe(tiny_llm_dir)
+    summary = finetune(recipe, tiny_dataset, out, retriever, progress=False)
     _check_run(out, summary, "lora")
+    assert load_recipe(out / "recipe.yaml") == recipe  # the run's recipe is written faithfully
     assert record_matches(out, tiny_dataset)
+    # the saved adapter is trained: it scores differently from the base model
+    loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32")
+    builder = PromptBuilder(tiny_dataset.catalog, loaded.tokenizer, SMALL_PROMPT)
+    prompt = builder.listwise(split.valid[0].history, tiny_dataset.catalog.ids[30:35])
+    (base,) = LLMScorer(loaded.model, loaded.tokenizer, builder).score([prompt])
+    tuned_model = load_adapters(loaded.model, {"tuned": out / "adapter"})
+    (tuned,) = LLMScorer(tuned_model, loaded.tokenizer, builder).score([prompt])
+    assert not np.allclose(base, tuned, atol=1e-5)
 
 
 def record_matches(out: Path, dataset) -> bool:  # noqa: ANN001
@@ -189,9 +214,16 @@ def test_finetune_adalora_reallocates_ranks_through_the_trainer(
     ranks = summary["adalora_ranks"]
     assert ranks["matrices"] == 14
     assert 0 < ranks["total_rank"] < ranks["initial_total_rank"] == 14 * 4
+    # the pruned adapter loads back and scores (some matrices may have kept no rank at all)
+    loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32")
+    model = load_adapters(loaded.model, {"ada": tmp_path / "ada" / "adapter"})
+    builder = PromptBuilder(tiny_dataset.catalog, loaded.tokenizer, SMALL_PROMPT)
+    case = split.valid[0]
+    prompt = builder.listwise(case.history, tiny_dataset.catalog.ids[30:35])
+    (scores,) = LLMScorer(model, loaded.tokenizer, builder).score([prompt])
+    assert np.isfinite(scores).all() and np.exp(scores).sum() == pytest.approx(1, abs=1e-5)
 
 
-@pytest.mark.slow
 def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys) -> None:  # noqa: ANN001
     from llmrec.cli.main import main
 

@@ -50,9 +50,18 @@ def test_facts_and_silver_name_only_the_item_and_history(movies, history) -> Non
 
 
 def test_silver_for_a_two_genre_match_names_both(movies, history) -> None:  # noqa: ANN001
-    silver = ReasonFacts(movies).silver(history, "i15")  # Fargo: Drama, Thriller
-    assert silver.startswith("Fargo (1996) is a Thriller and Drama pick")
-    assert "Usual Suspects, The (1995), which you rated 5" in silver or "Pulp Fiction" in silver
+    facts = ReasonFacts(movies)
+    # Fargo (Drama, Thriller): 4 history items are Thriller, 2 Drama; Usual Suspects and Pulp
+    # Fiction share both genres, and the more recent one (Pulp Fiction, rated 5) is chosen
+    assert [f.text for f in facts.facts(history, "i15")] == [
+        "4 of your last 7 items are Thriller",
+        "2 of your last 7 items are Drama",
+        "it is similar to Pulp Fiction (1994), which you rated 5",
+    ]
+    assert facts.silver(history, "i15") == (
+        "Fargo (1996) is a Thriller and Drama pick, and it is similar to Pulp Fiction (1994), "
+        "which you rated 5."
+    )
 
 
 def test_most_similar_uses_embeddings_when_given(movies, history) -> None:  # noqa: ANN001
@@ -69,7 +78,10 @@ def test_grounder_accepts_every_silver_reason(movies, history, grounder) -> None
         if item_id in HISTORY:
             continue
         silver = facts.silver(history, item_id)
-        assert grounder.check(silver, history, item_id), (silver, grounder.problems(silver, history, item_id))
+        assert grounder.check(silver, history, item_id), (
+            silver,
+            grounder.problems(silver, history, item_id),
+        )
 
 
 def test_grounder_rejects_titles_outside_the_catalogue(history, grounder) -> None:  # noqa: ANN001

@@ -56,7 +56,9 @@ def test_batching_and_sorting_do_not_change_scores(tiny_llm, builder, prompts) -
     assert not np.allclose(one[0][:3], one[1][:3], atol=1e-4)
 
 
-def test_right_padding_tokenizer_gives_the_same_scores(tiny_llm, tiny_llm_dir, builder, prompts) -> None:  # noqa: ANN001, E501
+def test_right_padding_tokenizer_gives_the_same_scores(
+    tiny_llm, tiny_llm_dir, builder, prompts
+) -> None:  # noqa: ANN001
     right = load_tokenizer(tiny_llm_dir)
     right.padding_side = "right"
     left = _scorer(tiny_llm, builder, 4).score(prompts)
@@ -76,8 +78,7 @@ def test_injected_title_cannot_change_the_output_format(tiny_llm) -> None:  # no
     builder = PromptBuilder(catalog, tiny_llm.tokenizer, PromptConfig(item_max_chars=200))
     candidates = ["i2", "evil", "i4", "i5", "i6"]
     prompts = [
-        builder.listwise(make_sequence(f"u{u}", ["i0", "evil", "i1"]), candidates)
-        for u in range(3)
+        builder.listwise(make_sequence(f"u{u}", ["i0", "evil", "i1"]), candidates) for u in range(3)
     ]
     scorer = LLMScorer(tiny_llm.model, tiny_llm.tokenizer, builder, batch_size=2)
     for prompt, s in zip(prompts, scorer.score(prompts), strict=True):

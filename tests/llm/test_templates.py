@@ -67,6 +67,8 @@ def test_load_unknown_name_or_version_is_a_clear_error() -> None:
         load_template("nope")
     with pytest.raises(FileNotFoundError, match=r"has versions \[.*\], not 99"):
         load_template("rank_listwise@v99")
+    with pytest.raises(ValueError, match="bad template version 'one'"):
+        load_template("rank_listwise@vone")
 
 
 def test_newest_version_wins_and_pinned_versions_stay(tmp_path: Path) -> None:
