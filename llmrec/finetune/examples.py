@@ -35,6 +35,11 @@ class ExampleConfig:
     min_history: int = 3
     max_examples: int | None = None
     reason_fraction: float = 0.0
+    #: Where examples come from: "train" (prefixes of the training sequences), "valid" (each
+    #: user's validation target after their training sequence, the users held out for early
+    #: stopping excluded: the retriever never saw these targets, so its evidence is honest), or
+    #: "both".
+    source: str = "train"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -44,6 +49,8 @@ class ExampleConfig:
         check_number("min_history", self.min_history, minimum=1)
         if self.hard_negatives > self.num_candidates - 1:
             raise ValueError("hard_negatives must leave room for the target")
+        if self.source not in ("train", "valid", "both"):
+            raise ValueError(f"source must be train, valid or both, got {self.source!r}")
         if not 0 <= self.reason_fraction <= 1:
             raise ValueError("reason_fraction must be in [0, 1]")
 
@@ -91,7 +98,8 @@ def candidate_lists(
     batch_size: int = 256,
     progress: bool = True,
 ) -> list[list[str]]:
-    """Candidate item ids per case, best-known first: target, hard negatives, random ones."""
+    """Candidate item ids per case: the target, ``hard_negatives`` of the retriever's best other
+    items and uniform random ones, in the retriever's order (target first without a retriever)."""
     n_items = len(catalog)
     out: list[list[str]] = []
     bar = tqdm(total=len(cases), desc="candidates", unit="case", disable=not progress)
@@ -123,7 +131,12 @@ def candidate_lists(
                 if j not in taken:
                     taken.add(j)
                     chosen.append(j)
-            out.append([case.target] + [catalog.ids[j] for j in chosen])
+            items = [target, *chosen]
+            if scores is not None:
+                # the retriever's order, so that retrieval evidence in the prompt (its rank) is
+                # what the retriever says, never the position of the target in this list
+                items.sort(key=lambda j, s=scores[row]: -s[j] if np.isfinite(s[j]) else np.inf)
+            out.append([catalog.ids[j] for j in items])
         bar.update(len(batch))
     bar.close()
     return out

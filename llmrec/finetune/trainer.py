@@ -294,15 +294,20 @@ def finetune(
     loaded = load_model(recipe.model, dtype=recipe.dtype, quantization=quant)
     builder = PromptBuilder(catalog, loaded.tokenizer, recipe.prompt, dataset.profiles())
 
-    cases = training_cases(split.train, cfg)
-    candidates = candidate_lists(cases, catalog, retriever, cfg, progress=progress)
-    reasons = ReasonFacts(catalog) if cfg.reason_fraction else None
-    rows = build_examples(cases, candidates, builder, cfg, reasons, progress=progress)
     rng = np.random.default_rng(tcfg.seed)
     valid_cases = list(split.valid)
     if len(valid_cases) > tcfg.eval_users:
         pick = np.sort(rng.choice(len(valid_cases), size=tcfg.eval_users, replace=False))
         valid_cases = [valid_cases[i] for i in pick]
+    cases = training_cases(split.train, cfg) if cfg.source in ("train", "both") else []
+    if cfg.source in ("valid", "both"):
+        held_out = {c.user_id for c in valid_cases}
+        cases += [c for c in split.valid if c.user_id not in held_out]
+    if not cases:
+        raise ValueError("no training examples: the sequences are shorter than min_history")
+    candidates = candidate_lists(cases, catalog, retriever, cfg, progress=progress)
+    reasons = ReasonFacts(catalog) if cfg.reason_fraction else None
+    rows = build_examples(cases, candidates, builder, cfg, reasons, progress=progress)
     validation = build_validation(valid_cases, retriever, builder, cfg.num_candidates)
     logger.info(
         "%d training rows from %d prefixes; %d validation users (retriever alone: NDCG@10 %.4f)",

@@ -168,7 +168,12 @@ class LLMRanker(Recommender):
     def _final(self, histories, cands, ret, weight: float) -> np.ndarray:
         if weight == float("inf"):
             return ret
-        llm = self.llm_scores(histories, cands)
+        # the prompt lists candidates with their retrieval rank when evidence is on, so hand them
+        # over in the retriever's order (a no-op for retrieved lists) and map the scores back
+        order = np.argsort(-np.where(np.isfinite(ret), ret, -1e300), axis=1, kind="stable")
+        sorted_llm = self.llm_scores(histories, np.take_along_axis(cands, order, axis=1))
+        llm = np.empty_like(sorted_llm)
+        np.put_along_axis(llm, order, sorted_llm, axis=1)
         return self.combine(llm, ret, weight) if weight else llm
 
     # ------------------------------------------------------------------ tuning
