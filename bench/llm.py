@@ -38,6 +38,7 @@ import torch
 from llmrec.data import leave_one_out, load_builtin
 from llmrec.data.titles import normalise_title
 from llmrec.evaluation import EvalConfig, evaluate
+from llmrec.finetune.trainer import tuning_cases
 from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.recommend import first_sentence, load_pipeline
 
@@ -189,7 +190,10 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         )
         ranker = pipe.ranker
         ranker.progress = True
-        quality = ranker.tune(valid)
+        # adapters trained on validation targets are tuned on the users they held out
+        tune_on = tuning_cases(split.valid, folder / "adapter") if folder else valid
+        tune_on = _sample(tune_on, args.tune_users, 1)
+        quality = ranker.tune(tune_on)
         weight = ranker.config.fusion_weight
         metrics = {}
         for proto, cfg in (("full", full_cfg), ("sampled", sampled_cfg)):
@@ -232,7 +236,8 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "## Ranking quality",
         "",
         f"{len(test)} test users{' (seeded sample)' if len(test) < len(split.test) else ''}; "
-        f"fusion weight tuned on {len(valid)} validation users (NDCG@10). Full ranking: the "
+        f"fusion weight tuned on up to {len(valid)} validation users (NDCG@10); an adapter "
+        "trained on validation targets is tuned only on the users it held out. Full ranking: the "
         "pipeline reranks the retriever's top 20 (a target outside them is a miss). Sampled: "
         "target + 19 uniform negatives the user never rated (seed 0); the retriever scores them "
         "directly and the LLM ranks them in one prompt. Retriever and SASRec rows: the 'LLM' "

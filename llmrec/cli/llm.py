@@ -194,7 +194,9 @@ def evaluate_llm(args: argparse.Namespace) -> int:
     if args.fusion_weight is not None:
         weight = float(args.fusion_weight)
     else:
-        valid = list(split.valid)
+        from llmrec.finetune.trainer import tuning_cases
+
+        valid = tuning_cases(split.valid, args.adapter)
         if args.tune_users and args.tune_users < len(valid):
             rng = np.random.default_rng(1)
             pick = np.sort(rng.choice(len(valid), args.tune_users, replace=False))

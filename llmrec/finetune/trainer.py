@@ -201,6 +201,40 @@ def build_validation(
     return Validation(prompts, [c.target for c in cases], metrics_from_ranks(ranks, (1, 5, 10, 20)))
 
 
+def heldout_cases(valid: Sequence[EvalCase], training: Any) -> list[EvalCase]:
+    """The validation users kept out of training for early stopping (seeded, ``eval_users``)."""
+    cases = list(valid)
+    if len(cases) > training.eval_users:
+        rng = np.random.default_rng(training.seed)
+        pick = np.sort(rng.choice(len(cases), size=training.eval_users, replace=False))
+        cases = [cases[i] for i in pick]
+    return cases
+
+
+def tuning_cases(valid: Sequence[EvalCase], adapter_dir: str | os.PathLike[str] | None) -> list:
+    """Validation cases on which an adapter's fusion weight may be tuned: all of them, unless the
+    adapter trained on validation targets; then only the users it held out."""
+    from llmrec.finetune.recipe import load_recipe
+    from llmrec.models.adapters import read_adapter_record
+
+    if adapter_dir is None:
+        return list(valid)
+    training = read_adapter_record(adapter_dir).training or {}
+    users = training.get("heldout_users")
+    if users is None:
+        recipe_file = Path(adapter_dir).parent / "recipe.yaml"
+        if not recipe_file.is_file():
+            return list(valid)
+        recipe = load_recipe(recipe_file)
+        if recipe.examples.source == "train":
+            return list(valid)
+        users = [c.user_id for c in heldout_cases(valid, recipe.training)]
+    elif training.get("example_source", "train") == "train":
+        return list(valid)
+    keep = set(users)
+    return [c for c in valid if c.user_id in keep]
+
+
 # --------------------------------------------------------------------------- trainer
 def make_trainer_class() -> type:
     from transformers import Trainer
@@ -294,11 +328,7 @@ def finetune(
     loaded = load_model(recipe.model, dtype=recipe.dtype, quantization=quant)
     builder = PromptBuilder(catalog, loaded.tokenizer, recipe.prompt, dataset.profiles())
 
-    rng = np.random.default_rng(tcfg.seed)
-    valid_cases = list(split.valid)
-    if len(valid_cases) > tcfg.eval_users:
-        pick = np.sort(rng.choice(len(valid_cases), size=tcfg.eval_users, replace=False))
-        valid_cases = [valid_cases[i] for i in pick]
+    valid_cases = heldout_cases(split.valid, tcfg)
     cases = training_cases(split.train, cfg) if cfg.source in ("train", "both") else []
     if cfg.source in ("valid", "both"):
         held_out = {c.user_id for c in valid_cases}
@@ -400,7 +430,13 @@ def finetune(
         templates=builder.template_versions,
         data_fingerprint=dataset.fingerprint(),
         catalog_fingerprint=catalog.fingerprint(),
-        training={"steps": trainer.state.global_step, "best_metric": trainer.state.best_metric},
+        training={
+            "steps": trainer.state.global_step,
+            "best_metric": trainer.state.best_metric,
+            "example_source": cfg.source,
+            # validation users never trained on: tune the fusion weight on these
+            "heldout_users": [c.user_id for c in valid_cases],
+        },
     )
     adapter_dir = save_adapter(trainer.model, out / "adapter", record)
     adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())

@@ -300,7 +300,7 @@ class PromptBuilder:
         for label, j in zip(labels, perm, strict=True):
             evidence = ""
             if self.config.include_evidence:
-                evidence = f"retrieval rank {int(j) + 1}"
+                evidence = f"rank {int(j) + 1}"
             shown.append({"label": label, "text": self.item_text(ids[j]), "evidence": evidence})
         item_ids = tuple(ids[j] for j in perm)
         template = self.listwise_template

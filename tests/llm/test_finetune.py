@@ -275,3 +275,32 @@ def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys) -
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["method"] == "prefix" and summary["steps"] == 2
     assert read_adapter_record(out / "adapter").method == "prefix"
+
+
+def test_finetune_on_validation_targets_keeps_the_early_stopping_users_out(
+    tiny_llm_dir, tiny_dataset, tmp_path
+) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from llmrec.finetune.trainer import tuning_cases
+
+    split = leave_one_out(tiny_dataset)
+    retriever = Popular().fit(split.train, tiny_dataset.catalog)
+    out = tmp_path / "run"
+    base = _recipe(tiny_llm_dir)
+    recipe = replace(
+        base,
+        examples=replace(base.examples, source="valid", max_examples=None),
+        prompt=replace(base.prompt, include_evidence=True),
+    )
+    summary = finetune(recipe, tiny_dataset, out, retriever, progress=False)
+    heldout = read_adapter_record(out / "adapter").training["heldout_users"]
+    assert len(heldout) == 5 == summary["validation_users"]
+    # every other validation user became a training example, the held-out ones did not
+    assert summary["training_rows"] == len(split.valid) - 5
+    tune = tuning_cases(split.valid, out / "adapter")
+    assert sorted(c.user_id for c in tune) == sorted(heldout)
+    # an adapter trained on training prefixes may be tuned on every validation user
+    other = tmp_path / "train-source"
+    finetune(base, tiny_dataset, other, retriever, progress=False)
+    assert len(tuning_cases(split.valid, other / "adapter")) == len(split.valid)
