@@ -304,3 +304,17 @@ def test_finetune_on_validation_targets_keeps_the_early_stopping_users_out(
     other = tmp_path / "train-source"
     finetune(base, tiny_dataset, other, retriever, progress=False)
     assert len(tuning_cases(split.valid, other / "adapter")) == len(split.valid)
+
+
+def test_finetune_resumes_from_the_last_checkpoint(tiny_llm_dir, tiny_dataset, tmp_path) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    split = leave_one_out(tiny_dataset)
+    retriever = Popular().fit(split.train, tiny_dataset.catalog)
+    out = tmp_path / "run"
+    recipe = _recipe(tiny_llm_dir)
+    finetune(recipe, tiny_dataset, out, retriever, progress=False)
+    longer = replace(recipe, training=replace(recipe.training, max_steps=3))
+    summary = finetune(longer, tiny_dataset, out, retriever, resume=True, progress=False)
+    assert summary["resumed_from"] and summary["resumed_from"].endswith("checkpoint-2")
+    assert summary["steps"] == 3 and summary["validation_zero_shot"] is None
