@@ -1,0 +1,111 @@
+"""`llmrec recommend` and `llmrec evaluate --model llm` on a tiny model, retriever and adapter."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from llmrec.cli.main import main
+from llmrec.data import leave_one_out
+from llmrec.finetune.recipe import load_recipe
+from llmrec.finetune.trainer import finetune
+from llmrec.ranking.reasons import Grounder
+from llmrec.retrieval.fusion import FusedRetriever
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_llm_dir, tmp_path_factory):  # noqa: ANN001, ANN201
+    """A saved dataset, a retriever built by the CLI, and a LoRA adapter from the shipped recipe."""
+    from tests.llm.conftest import make_dataset
+
+    root = tmp_path_factory.mktemp("cli-llm")
+    dataset = make_dataset()
+    data = root / "data"
+    dataset.save(data)
+    retriever = root / "retriever"
+    assert main(["retrieve", "build", "--data", str(data), "--out", str(retriever),
+                 "--views", "pop,cooc"]) == 0  # fmt: skip
+    recipe = load_recipe(
+        REPO / "finetune" / "lora.yaml",
+        [f"model={tiny_llm_dir}", "dtype=float32", "adapter.layers=1", "training.max_steps=2",
+         "training.eval_steps=1", "training.eval_users=5", "training.batch_size=2",
+         "training.tensorboard=false", "examples.num_candidates=5", "examples.hard_negatives=4"],
+    )  # fmt: skip
+    recipe = replace(recipe, training=replace(recipe.training, warmup=0.0))
+    ret = FusedRetriever.load(retriever / "fused", dataset.catalog)
+    finetune(recipe, dataset, root / "run", ret, progress=False)
+    return {"data": data, "retriever": retriever, "adapter": root / "run" / "adapter",
+            "dataset": dataset, "model": tiny_llm_dir}  # fmt: skip
+
+
+def _recommend(parts, *extra: str) -> int:  # noqa: ANN001
+    return main(["recommend", "--retriever", str(parts["retriever"]), "--data", str(parts["data"]),
+                 "--adapter", str(parts["adapter"]), *extra])  # fmt: skip
+
+
+def test_recommend_for_a_user_prints_catalogue_items_with_grounded_reasons(parts, capsys) -> None:  # noqa: ANN001
+    dataset = parts["dataset"]
+    code = _recommend(parts, "--user", "u3", "-k", "3", "--json")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    history = next(s for s in dataset.sequences() if s.user_id == "u3")
+    grounder = Grounder(dataset.catalog)
+    for row in rows:
+        assert row["item_id"] in dataset.catalog
+        assert row["item_id"] not in history.item_ids
+        assert row["reason"] and row["reason_source"] in ("llm", "template")
+        assert grounder.check(row["reason"], history, row["item_id"])
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_recommend_from_titles_reports_fuzzy_matches(parts, capsys) -> None:  # noqa: ANN001
+    code = _recommend(parts, "--history", "the usual suspects; Fargo", "--reasons", "template")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1. [" in out and "why:" in out
+    code = _recommend(parts, "--history", "Usual Suspcts", "--reasons", "none")
+    out = capsys.readouterr().out
+    assert code == 0 and "matched 'Usual Suspects, The'" in out and "why:" not in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--user", "nobody"], "not in dataset"),
+        (["--history", "Zzyzx Qwerty Nonexistent"], "no catalogue item matches"),
+        (["--user", "u1", "-k", "0"], "-k must be between"),
+    ],
+)
+def test_recommend_rejects_bad_input(parts, capsys, args, message) -> None:  # noqa: ANN001
+    assert _recommend(parts, *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_evaluate_model_llm_reports_pure_and_fused_rankings(parts, tmp_path, capsys) -> None:  # noqa: ANN001
+    metrics = tmp_path / "llm.json"
+    rankings = tmp_path / "llm.jsonl"
+    code = main(["evaluate", "--model", "llm", "--data", str(parts["data"]),
+                 "--retriever", str(parts["retriever"]), "--adapter", str(parts["adapter"]),
+                 "--users", "6", "--metrics-out", str(metrics),
+                 "--rankings-out", str(rankings)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "fusion weight" in out and "llm+retrieval" in out
+    fused = json.loads(metrics.read_text())
+    pure = json.loads(metrics.with_suffix(".llm-only.json").read_text())
+    assert fused["model"] == "llm+retrieval" and pure["model"] == "llm"
+    assert fused["users"] == pure["users"] == 6
+    # tuned only on the validation users the adapter held out (5 of them)
+    assert "tuned on 5 validation users" in out
+    lines = [json.loads(x) for x in rankings.read_text().splitlines()]
+    assert len(lines) == 6 and all(len(x["ranked"]) <= 20 for x in lines)
+    split = leave_one_out(parts["dataset"])
+    assert {x["user_id"] for x in lines} <= {c.user_id for c in split.test}
