@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.prompts.builder import PromptBuilder, RankPrompt, label_token_ids
+from llmrec.prompts.builder import PromptBuilder, RankPrompt, TextPrompt, label_token_ids
 
 
 class LLMScorer:
@@ -133,6 +133,19 @@ class LLMScorer:
         new = out[:, batch["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 
+    def preference(self, prompts: Sequence[TextPrompt], answers: Sequence[str] = ("Yes", "No")):
+        """Pointwise preference: ``log p(Yes) - log p(No)`` at the answer position, per prompt
+        (built by :meth:`PromptBuilder.pointwise`); one forward pass per prompt, batched."""
+        out = np.zeros(len(prompts), dtype=np.float32)
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = list(prompts[start : start + self.batch_size])
+            logits = self.last_logits([p.text for p in chunk])
+            for row, prompt in enumerate(chunk):
+                yes, no = first_answer_tokens(self.tokenizer, prompt.text, answers)
+                pair = logits[row, [yes, no]].log_softmax(-1)
+                out[start + row] = float(pair[0] - pair[1])
+        return out
+
     def rank_generative(
         self, prompts: Sequence[RankPrompt], max_new_tokens: int | None = None
     ) -> list[list[str]]:
@@ -148,6 +161,20 @@ class LLMScorer:
                 parse_ranking(text, p, self.builder) for text, p in zip(texts, chunk, strict=True)
             )
         return out
+
+
+def first_answer_tokens(tokenizer: Any, prompt_text: str, answers: Sequence[str]) -> list[int]:
+    """The first token of each answer right after the prompt; they must all differ."""
+    base = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    ids = []
+    for answer in answers:
+        full = tokenizer(prompt_text + answer, add_special_tokens=False)["input_ids"]
+        if full[: len(base)] != base or len(full) <= len(base):
+            raise ValueError(f"answer {answer!r} does not extend the prompt's tokens cleanly")
+        ids.append(full[len(base)])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answers {list(answers)} start with the same token")
+    return ids
 
 
 def _scores_from_order(prompt: RankPrompt, order: Sequence[str]) -> np.ndarray:

@@ -128,3 +128,21 @@ def test_parse_maps_titles_to_candidates_only(small_prompt) -> None:  # noqa: AN
     assert got[:2] == ["mind", "i3"]
     # without the builder, titles are not read
     assert parse_ranking("Die Hard (1988)", prompt) == list(prompt.item_ids)
+
+
+def test_pointwise_preference_scores_yes_against_no(tiny_llm, tiny_dataset) -> None:  # noqa: ANN001
+    from llmrec.data import leave_one_out
+    from llmrec.prompts import PromptBuilder
+    from llmrec.ranking.scorer import LLMScorer
+
+    builder = PromptBuilder(tiny_dataset.catalog, tiny_llm.tokenizer)
+    history = leave_one_out(tiny_dataset).valid[0].history
+    items = list(tiny_dataset.catalog.ids[:5])
+    prompts = [builder.pointwise(history, i) for i in items]
+    assert "Answer Yes or No" in prompts[0].text
+    scorer = LLMScorer(tiny_llm.model, tiny_llm.tokenizer, builder, batch_size=2)
+    scores = scorer.preference(prompts)
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+    one = LLMScorer(tiny_llm.model, tiny_llm.tokenizer, builder, batch_size=1).preference(prompts)
+    np.testing.assert_allclose(scores, one, atol=1e-4)
+    assert builder.pointwise(history, items[0], label=True).answer == "Yes"
