@@ -18,7 +18,8 @@ RECIPES = sorted((REPO / "finetune").glob("*.yaml"))
 def test_shipped_recipes_load(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.adapter.method == path.stem
-    assert recipe.training.max_steps > 0 and recipe.examples.num_candidates <= 26
+    assert recipe.training.max_steps > 0 or recipe.training.epochs > 0
+    assert recipe.examples.num_candidates <= 26
     assert Recipe.from_dict(recipe.to_dict()) == recipe  # to_dict is a faithful round trip
 
 
@@ -45,7 +46,7 @@ def test_overrides() -> None:
     assert recipe.retrieval.views == ("pop",)
     assert recipe.model == "/some/folder"
     assert recipe.examples.max_examples == 8
-    assert recipe.training.lr == 0.001  # untouched values stay
+    assert recipe.training.lr == load_recipe(REPO / "finetune" / "lora.yaml").training.lr  # untouched
 
 
 def test_scientific_notation_is_a_number(tmp_path: Path) -> None:
