@@ -46,7 +46,7 @@ def test_overrides() -> None:
     assert recipe.retrieval.views == ("pop",)
     assert recipe.model == "/some/folder"
     assert recipe.examples.max_examples == 8
-    assert recipe.training.lr == load_recipe(REPO / "finetune" / "lora.yaml").training.lr  # untouched
+    assert recipe.training.lr == load_recipe(REPO / "finetune" / "lora.yaml").training.lr
 
 
 def test_scientific_notation_is_a_number(tmp_path: Path) -> None:
