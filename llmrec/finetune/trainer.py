@@ -60,13 +60,14 @@ class RankCollator:
     def __init__(self, tokenizer: Any, max_length: int = 2048) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self._label_ids: dict[tuple[str, ...], list[int]] = {}
+        self._label_ids: dict[tuple[str, ...], dict[str, int]] = {}
 
     def label_ids(self, text: str, labels: Sequence[str]) -> list[int]:
-        key = tuple(labels)
+        key = tuple(sorted(labels))
         if key not in self._label_ids:
-            self._label_ids[key] = label_token_ids(self.tokenizer, text, labels)
-        return self._label_ids[key]
+            ids = label_token_ids(self.tokenizer, text, key)
+            self._label_ids[key] = dict(zip(key, ids, strict=True))
+        return [self._label_ids[key][label] for label in labels]
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch

@@ -98,12 +98,21 @@ class PromptConfig:
     profile_fields: tuple[str, ...] | None = None
     include_evidence: bool = False
     shuffle: bool = True
+    #: "shuffled": candidate lines in a seeded random order, labelled A, B, ... top to bottom;
+    #: "retrieval": lines in the retriever's order (best first, as LlamaRec lists them) with the
+    #: labels shuffled instead, so no label carries the answer but the line order carries the
+    #: retriever's opinion.
+    candidate_order: str = "shuffled"
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_number("max_history", self.max_history, minimum=1)
         check_number("history_token_budget", self.history_token_budget, minimum=8)
         check_number("item_max_chars", self.item_max_chars, minimum=16)
+        if self.candidate_order not in ("shuffled", "retrieval"):
+            raise ValueError(
+                f"candidate_order must be shuffled or retrieval, got {self.candidate_order!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -295,20 +304,26 @@ class PromptBuilder:
         if target is not None and target not in ids:
             raise ValueError(f"target {target!r} is not among the candidates")
         perm = self.order(len(ids), history.user_id, salt)
-        labels = LABELS[: len(ids)]
+        if self.config.candidate_order == "retrieval":
+            # lines in the retriever's order; the labels are what is shuffled
+            lines = list(range(len(ids)))
+            labels = tuple(LABELS[int(p)] for p in perm)
+        else:
+            lines = [int(j) for j in perm]
+            labels = LABELS[: len(ids)]
         shown = []
-        for label, j in zip(labels, perm, strict=True):
+        for label, j in zip(labels, lines, strict=True):
             evidence = ""
             if self.config.include_evidence:
-                evidence = f"rank {int(j) + 1}"
+                evidence = f"rank {j + 1}"
             shown.append({"label": label, "text": self.item_text(ids[j]), "evidence": evidence})
-        item_ids = tuple(ids[j] for j in perm)
+        item_ids = tuple(ids[j] for j in lines)
         template = self.listwise_template
         values = {
             "history": self.history_entries(history),
             "candidates": shown,
             "profile": self.profile_text(history.user_id),
-            "labels": list(labels),
+            "labels": sorted(labels),
         }
         messages = (
             {"role": "system", "content": template.render("system", **values).strip()},

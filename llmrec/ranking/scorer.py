@@ -42,17 +42,18 @@ class LLMScorer:
         self.builder = builder
         self.batch_size = int(batch_size)
         self.max_length = int(max_length)
-        self._label_ids: dict[tuple[str, ...], list[int]] = {}
+        self._label_ids: dict[tuple[str, ...], dict[str, int]] = {}
 
     @property
     def device(self) -> Any:
         return next(self.model.parameters()).device
 
     def label_ids(self, prompt: RankPrompt) -> list[int]:
-        key = prompt.labels
+        key = tuple(sorted(prompt.labels))
         if key not in self._label_ids:
-            self._label_ids[key] = label_token_ids(self.tokenizer, prompt.text, prompt.labels)
-        return self._label_ids[key]
+            ids = label_token_ids(self.tokenizer, prompt.text, key)
+            self._label_ids[key] = dict(zip(key, ids, strict=True))
+        return [self._label_ids[key][label] for label in prompt.labels]
 
     def encode(self, texts: Sequence[str]) -> dict[str, Any]:
         """Left-padded token ids for ``texts``; refuses prompts longer than ``max_length``."""

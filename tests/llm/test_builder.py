@@ -230,3 +230,27 @@ def test_label_token_ids_refuses_labels_that_are_not_single_tokens(builder, toke
         label_token_ids(tokenizer, prompt.text, ["A", "QXZJ"])
     with pytest.raises(ValueError, match="same token"):
         label_token_ids(tokenizer, prompt.text, ["A", "A"])
+
+
+def test_retrieval_order_keeps_lines_and_shuffles_labels(tokenizer) -> None:  # noqa: ANN001
+    from llmrec.prompts import PromptBuilder, PromptConfig
+
+    catalog = make_catalog(movie_items())
+    config = PromptConfig(candidate_order="retrieval", include_evidence=True)
+    builder = PromptBuilder(catalog, tokenizer, config)
+    ids = list(ITEM_IDS[:8])
+    seen_labels = set()
+    for u in range(6):
+        history = make_sequence(f"u{u}", ITEM_IDS[20:25])
+        prompt = builder.listwise(history, ids, target=ids[3])
+        assert prompt.item_ids == tuple(ids)  # lines in the retriever's order
+        assert sorted(prompt.labels) == list("ABCDEFGH")
+        assert prompt.item_for(prompt.target_label) == ids[3]
+        seen_labels.add(prompt.target_label)
+        lines = [x for x in prompt.messages[1]["content"].splitlines() if x.startswith("(")]
+        assert [x[1] for x in lines] == list(prompt.labels)
+        assert lines[0].endswith("[rank 1]") and lines[7].endswith("[rank 8]")
+        assert "from A to H" in prompt.messages[1]["content"]
+    assert len(seen_labels) >= 3  # the label of a given line varies across users
+    with pytest.raises(ValueError, match="candidate_order"):
+        PromptConfig(candidate_order="random")
