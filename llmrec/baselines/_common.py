@@ -40,6 +40,14 @@ def config_from_dict(config_cls: type, values: dict[str, Any], model: str) -> An
     return config_cls(**values)
 
 
+def reject_unknown(config_cls: type, values: Any, what: str) -> None:
+    """Raise ``ValueError`` if ``values`` has keys that are not fields of ``config_cls``."""
+    known = sorted(f.name for f in dataclasses.fields(config_cls))
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} settings {unknown}; known: {known}")
+
+
 def check_number(
     field: str,
     value: Any,

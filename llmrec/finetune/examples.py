@@ -14,13 +14,13 @@ next item; the answer is a "silver" reason built from facts that are true of thi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from llmrec.baselines._common import check_number
+from llmrec.baselines._common import check_number, reject_unknown
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.prompts.builder import MAX_CANDIDATES, PromptBuilder, stable_seed
@@ -59,10 +59,7 @@ class ExampleConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExampleConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown example settings {unknown}; known: {sorted(known)}")
+        reject_unknown(cls, raw, "example")
         return cls(**raw)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from llmrec.baselines._common import check_number
+from llmrec.baselines._common import check_number, reject_unknown
 from llmrec.finetune.examples import ExampleConfig
 from llmrec.models.adapters import AdapterConfig
 from llmrec.prompts.builder import PromptConfig
@@ -106,10 +106,7 @@ class Recipe:
             for name, klass in (("training", TrainingConfig), ("retrieval", RetrievalConfig)):
                 if name in raw:
                     section = dict(raw[name] or {})
-                    known = {f.name for f in fields(klass)}
-                    bad = sorted(set(section) - known)
-                    if bad:
-                        raise ValueError(f"unknown {name} settings {bad}; known: {sorted(known)}")
+                    reject_unknown(klass, section, name)
                     if isinstance(section.get("views"), list):
                         section["views"] = tuple(section["views"])
                     values[name] = klass(**section)

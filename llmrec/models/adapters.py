@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from llmrec.baselines._common import check_number
+from llmrec.baselines._common import check_number, reject_unknown
 from llmrec.models.loader import QuantizationConfig
 
 METHODS = ("lora", "adalora", "prefix", "qlora")
@@ -93,10 +93,7 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AdapterConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown adapter settings {unknown}; known: {sorted(known)}")
+        reject_unknown(cls, raw, "adapter")
         values = dict(raw)
         if isinstance(values.get("target_modules"), list):
             values["target_modules"] = tuple(values["target_modules"])

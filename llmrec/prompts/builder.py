@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.baselines._common import check_number
+from llmrec.baselines._common import check_number, reject_unknown
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import UserSequence
 from llmrec.prompts.templates import load_template
@@ -119,10 +119,7 @@ class PromptConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PromptConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown prompt settings {unknown}; known: {sorted(known)}")
+        reject_unknown(cls, raw, "prompt")
         values = dict(raw)
         if isinstance(values.get("profile_fields"), list):
             values["profile_fields"] = tuple(values["profile_fields"])
