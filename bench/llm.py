@@ -38,6 +38,7 @@ import torch
 from llmrec.data import leave_one_out, load_builtin
 from llmrec.data.titles import normalise_title
 from llmrec.evaluation import EvalConfig, evaluate
+from llmrec.finetune.recipe import load_recipe
 from llmrec.finetune.trainer import tuning_cases
 from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.recommend import first_sentence, load_pipeline
@@ -185,9 +186,10 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
     del base
     for label, folder in runs:
         started = time.perf_counter()
-        pipe = load_pipeline(
-            args.retriever, data, folder / "adapter" if folder else None, fusion_weight=0.0
-        )
+        # the zero-shot model reads the prompts the shipped LoRA recipe trains with
+        prompt = None if folder else load_recipe(ROOT / "finetune" / "lora.yaml").prompt
+        adapter = folder / "adapter" if folder else None
+        pipe = load_pipeline(args.retriever, data, adapter, fusion_weight=0.0, prompt=prompt)
         ranker = pipe.ranker
         ranker.progress = True
         # adapters trained on validation targets are tuned on the users they held out
