@@ -35,6 +35,10 @@ class ExampleConfig:
     min_history: int = 3
     max_examples: int | None = None
     reason_fraction: float = 0.0
+    #: Keep only cases whose target is among the retriever's top ``num_candidates`` (the lists
+    #: the ranker sees at test time). Otherwise a missed target would have to be appended below
+    #: every hard negative, and the model learns "the last line is the answer".
+    require_retrieved: bool = False
     #: Where examples come from: "train" (prefixes of the training sequences), "valid" (each
     #: user's validation target after their training sequence, the users held out for early
     #: stopping excluded: the retriever never saw these targets, so its evidence is honest), or
@@ -94,9 +98,10 @@ def candidate_lists(
     config: ExampleConfig,
     batch_size: int = 256,
     progress: bool = True,
-) -> list[list[str]]:
+) -> list[list[str] | None]:
     """Candidate item ids per case: the target, ``hard_negatives`` of the retriever's best other
-    items and uniform random ones, in the retriever's order (target first without a retriever)."""
+    items and uniform random ones, in the retriever's order (target first without a retriever);
+    ``None`` for a case that ``require_retrieved`` drops."""
     n_items = len(catalog)
     out: list[list[str]] = []
     bar = tqdm(total=len(cases), desc="candidates", unit="case", disable=not progress)
@@ -128,6 +133,14 @@ def candidate_lists(
                 if j not in taken:
                     taken.add(j)
                     chosen.append(j)
+            if config.require_retrieved:
+                if scores is None:
+                    raise ValueError("require_retrieved needs a retriever")
+                top = np.argsort(-np.where(np.isfinite(scores[row]), scores[row], -np.inf))
+                allowed = [int(j) for j in top if int(j) not in blocked or int(j) == target]
+                if target not in allowed[: config.num_candidates]:
+                    out.append(None)
+                    continue
             items = [target, *chosen]
             if scores is not None:
                 # the retriever's order, so that retrieval evidence in the prompt (its rank) is

@@ -337,6 +337,16 @@ def finetune(
     if not cases:
         raise ValueError("no training examples: the sequences are shorter than min_history")
     candidates = candidate_lists(cases, catalog, retriever, cfg, progress=progress)
+    kept = [i for i, c in enumerate(candidates) if c is not None]
+    if len(kept) < len(cases):
+        logger.info(
+            "%d of %d cases kept: the retriever's top %d holds their target",
+            len(kept), len(cases), cfg.num_candidates,
+        )  # fmt: skip
+        cases = [cases[i] for i in kept]
+        candidates = [candidates[i] for i in kept]
+    if not cases:
+        raise ValueError("no training examples left: the retriever recalls no target")
     reasons = ReasonFacts(catalog) if cfg.reason_fraction else None
     rows = build_examples(cases, candidates, builder, cfg, reasons, progress=progress)
     validation = build_validation(valid_cases, retriever, builder, cfg.num_candidates)

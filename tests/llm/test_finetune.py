@@ -318,3 +318,24 @@ def test_finetune_resumes_from_the_last_checkpoint(tiny_llm_dir, tiny_dataset, t
     summary = finetune(longer, tiny_dataset, out, retriever, resume=True, progress=False)
     assert summary["resumed_from"] and summary["resumed_from"].endswith("checkpoint-2")
     assert summary["steps"] == 3 and summary["validation_zero_shot"] is None
+
+
+def test_require_retrieved_keeps_only_cases_the_retriever_recalls(tiny_dataset) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    split = leave_one_out(tiny_dataset)
+    catalog = tiny_dataset.catalog
+    retriever = Popular().fit(split.train, catalog)
+    cases = training_cases(split.train, SMALL_EXAMPLES)
+    config = replace(SMALL_EXAMPLES, require_retrieved=True, hard_negatives=4)
+    lists = candidate_lists(cases, catalog, retriever, config, progress=False)
+    assert any(c is None for c in lists) and any(c is not None for c in lists)
+    order = [catalog.ids[j] for j in np.argsort(-retriever.counts, kind="stable")]
+    for case, cands in zip(cases, lists, strict=True):
+        top = [i for i in order if i not in case.history.item_ids][:5]
+        if cands is None:
+            assert case.target not in top
+        else:  # exactly the retriever's top 5 (history excluded), which holds the target
+            assert set(cands) == set(top) and case.target in cands
+    with pytest.raises(ValueError, match="needs a retriever"):
+        candidate_lists(cases, catalog, None, config, progress=False)
