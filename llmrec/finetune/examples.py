@@ -136,7 +136,9 @@ def candidate_lists(
             if config.require_retrieved:
                 if scores is None:
                     raise ValueError("require_retrieved needs a retriever")
-                top = np.argsort(-np.where(np.isfinite(scores[row]), scores[row], -np.inf))
+                top = np.argsort(
+                    -np.where(np.isfinite(scores[row]), scores[row], -np.inf), kind="stable"
+                )
                 allowed = [int(j) for j in top if int(j) not in blocked or int(j) == target]
                 if target not in allowed[: config.num_candidates]:
                     out.append(None)
