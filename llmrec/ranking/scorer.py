@@ -119,8 +119,10 @@ class LLMScorer:
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------ generative fallback
-    def generate(self, texts: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuations of ``texts`` (the answers only)."""
+    def generate(
+        self, texts: Sequence[str], max_new_tokens: int, min_new_tokens: int = 0
+    ) -> list[str]:
+        """Greedy continuations of ``texts`` (the answers only), at least ``min_new_tokens``."""
         import torch
 
         batch = self.encode(texts)
@@ -128,6 +130,7 @@ class LLMScorer:
             out = self.model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens or None,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
