@@ -254,8 +254,8 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "trained on validation targets is tuned only on the users it held out. Full ranking: the "
         "pipeline reranks the retriever's top 20 (a target outside them is a miss). Sampled: "
         "target + 19 uniform negatives the user never rated (seed 0); the retriever scores them "
-        "directly and the LLM ranks them in one prompt. Retriever and SASRec rows: the 'LLM' "
-        "columns hold the model alone.",
+        "directly and the LLM ranks them in one prompt. Retriever and SASRec rows show the model "
+        "alone, in the fused columns.",
         "",
         "| model | trainable params | training | peak RSS | adapter | full NDCG@10 (LLM) | full HR@10 (LLM) | full NDCG@10 (fused) | full HR@10 (fused) | sampled HR@1 (LLM) | sampled HR@1 (fused) | fusion weight |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
