@@ -381,7 +381,7 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
         for item_id, reason in zip(ids, shown, strict=True):
             shown_bad += int(not grounder.check(reason.text, case.history, item_id))
             from_llm += int(reason.source == "llm")
-            cites += int(_cites(reason.text, case.history, item_id, data.catalog))
+            cites += int(grounder.cites(reason.text, case.history, item_id))
     n = max(1, raw_total)
     return [
         "## Reasons and grounding",
@@ -399,16 +399,6 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
         f"{cites / n:.1%}.",
         "",
     ]  # fmt: skip
-
-
-def _cites(text: str, history, item_id: str, catalog) -> bool:  # noqa: ANN001
-    norm = f" {normalise_title(text)} "
-    for i in history.item_ids:
-        if i in catalog and f" {normalise_title(catalog.item(i).title)} " in norm:
-            return True
-    item_genres = set(catalog.item(item_id).categories)
-    hist_genres = {g for i in history.item_ids if i in catalog for g in catalog.item(i).categories}
-    return any(g.lower() in text.lower() for g in item_genres & hist_genres)
 
 
 if __name__ == "__main__":

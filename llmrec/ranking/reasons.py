@@ -154,7 +154,9 @@ class Grounder:
         self.multiword_titles = titles
 
     def _allowed(self, history: UserSequence, item_id: str) -> list[str]:
-        ids = [item_id, *[i for i in history.item_ids if i in self.catalog]]
+        return self._names([item_id, *[i for i in history.item_ids if i in self.catalog]])
+
+    def _names(self, ids: Sequence[str]) -> list[str]:
         names = []
         for i in ids:
             item = self.catalog.item(i)
@@ -213,6 +215,19 @@ class Grounder:
 
     def check(self, text: str, history: UserSequence, item_id: str) -> bool:
         return bool(text.strip()) and not self.problems(text, history, item_id)
+
+    def cites(self, text: str, history: UserSequence, item_id: str) -> bool:
+        """Whether ``text`` names a history item or a genre the item shares with the history."""
+        norm = f" {_norm(text)} "
+        for name in self._names([i for i in history.item_ids if i in self.catalog]):
+            if name and f" {name} " in norm:
+                return True
+        catalog = self.catalog
+        item_genres = set(catalog.item(item_id).categories)
+        hist_genres = {
+            g for i in history.item_ids if i in catalog for g in catalog.item(i).categories
+        }
+        return any(f" {_norm(g)} " in norm for g in item_genres & hist_genres)
 
 
 def _capitalised_runs(text: str) -> list[str]:

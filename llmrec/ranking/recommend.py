@@ -108,7 +108,10 @@ class ReasonGenerator:
             still = []
             for i, text in zip(todo, texts, strict=True):
                 text = first_sentence(text)
-                if text and self.grounder.check(text, history, item_ids[i]):
+                ok = text and self.grounder.check(text, history, item_ids[i])
+                # a reason must point at something true of this user: a history item or a
+                # genre the item shares with the history
+                if ok and self.grounder.cites(text, history, item_ids[i]):
                     out[i] = Reason(text, "llm", rejected[i])
                 else:
                     rejected[i].append(text)

@@ -121,3 +121,25 @@ def test_grounder_extra_words_are_allowed(movies, history) -> None:  # noqa: ANN
     text = "Critics at Rotten Tomatoes loved Fargo."
     assert not Grounder(movies).check(text, history, "i15")
     assert Grounder(movies, extra_words=["Rotten Tomatoes"]).check(text, history, "i15")
+
+
+def test_cites_needs_a_history_item_or_a_shared_genre() -> None:
+    from llmrec.data.records import UserSequence
+    from llmrec.ranking.reasons import Grounder
+
+    from .conftest import make_catalog, movie_items
+
+    catalog = make_catalog(movie_items())
+    by_title = {item.title: item.item_id for item in catalog}
+    history = UserSequence("u", (by_title["Usual Suspects, The"],), (0.0,))
+    target = by_title["Fargo"]
+    grounder = Grounder(catalog)
+    assert grounder.cites("Like The Usual Suspects, it keeps you guessing.", history, target)
+    shared = set(catalog.item(target).categories) & set(
+        catalog.item(by_title["Usual Suspects, The"]).categories
+    )
+    if shared:
+        genre = sorted(shared)[0]
+        assert grounder.cites(f"Another {genre.lower()} you may like.", history, target)
+    # naming only the recommended item itself is not evidence about the user
+    assert not grounder.cites("Fargo is a classic film with stunning visuals.", history, target)
