@@ -29,7 +29,6 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,9 @@ from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.recommend import first_sentence, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _sections import write_doc, write_section  # noqa: E402
+
 PARTS = ("rank", "speed", "reasons")
 METHODS = ("lora", "adalora", "prefix", "qlora")
 
@@ -81,13 +83,7 @@ def main() -> int:
             lines = _speed(data, split, methods, args)
         else:
             lines = _reasons(data, split, methods, args)
-        stamp = (
-            f"_Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in "
-            f"{time.perf_counter() - started:.0f} s by `python bench/llm.py "
-            + " ".join(a for a in sys.argv[1:] if not a.startswith("--out"))
-            + "`._"
-        )
-        (out / "sections" / f"{part}.md").write_text("\n".join([*lines, stamp, ""]))
+        write_section(out, part, lines, started, "bench/llm.py")
         _write_doc(out, Path(args.doc))
     print(Path(args.doc).read_text())
     return 0
@@ -121,13 +117,7 @@ def _write_doc(out: Path, doc: Path) -> None:
         "has the zero-shot model only.",
         "",
     ]
-    sections = [
-        (out / "sections" / f"{p}.md").read_text()
-        for p in PARTS
-        if (out / "sections" / f"{p}.md").is_file()
-    ]
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(header + sections))
+    write_doc(out, doc, header, PARTS)
 
 
 def _adapter_dir(method: str) -> Path:

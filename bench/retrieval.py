@@ -21,7 +21,6 @@ import platform
 import resource
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,9 @@ from llmrec.retrieval.index import EmbeddingIndex, IndexParams, exact_top_k, set
 from llmrec.retrieval.text_finetune import view_settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _sections import write_doc, write_section  # noqa: E402
+
 KS = (10, 20, 50, 100)
 COLS = ["HR@20", "HR@50", "HR@100", "NDCG@10"]
 
@@ -77,13 +79,7 @@ def main() -> int:
         else:
             text = registry.create("text").fit(split.train, data.catalog)
             lines = _latency_1m(text, split, args.n_synthetic, args.ann)
-        stamp = (
-            f"_Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in "
-            f"{time.perf_counter() - started:.0f} s by `python bench/retrieval.py "
-            + " ".join(a for a in sys.argv[1:] if not a.startswith("--out"))
-            + "`._"
-        )
-        (out / "sections" / f"{part}.md").write_text("\n".join([*lines, stamp, ""]))
+        write_section(out, part, lines, started, "bench/retrieval.py")
         _write_doc(out, Path(args.doc))
     print(Path(args.doc).read_text())
     return 0
@@ -105,13 +101,7 @@ def _write_doc(out: Path, doc: Path) -> None:
         "the user's history items excluded.",
         "",
     ]
-    sections = [
-        (out / "sections" / f"{p}.md").read_text()
-        for p in PARTS
-        if (out / "sections" / f"{p}.md").is_file()
-    ]
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(header + sections))
+    write_doc(out, doc, header, PARTS)
 
 
 def _views(data, split, cfg: EvalConfig, out: Path, args) -> list[str]:  # noqa: ANN001
