@@ -41,19 +41,6 @@ def default_recipe() -> Path | None:
     return path if path.is_file() else None
 
 
-def load_retriever(folder: str | Path, catalog: Any) -> Any:
-    from llmrec.cli.retrieve import MANIFEST
-    from llmrec.retrieval.fusion import FusedRetriever
-
-    folder = Path(folder)
-    if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a retriever folder (no {MANIFEST}); build one with "
-            "`llmrec retrieve build --out FOLDER`"
-        )
-    return FusedRetriever.load(folder / "fused", catalog)
-
-
 def cmd_finetune(args: argparse.Namespace) -> int:
     from llmrec.cli.commands import open_dataset
     from llmrec.finetune.recipe import load_recipe
@@ -62,7 +49,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     recipe_path = args.recipe or default_recipe()
     recipe = load_recipe(recipe_path, args.set)
     dataset = open_dataset(args.data)
-    retriever = load_retriever(args.retriever, dataset.catalog) if args.retriever else None
+    retriever = None
+    if args.retriever:
+        from llmrec.retrieval.saved import load_retriever
+
+        retriever = load_retriever(args.retriever, dataset.catalog)
     print(f"fine-tuning a {recipe.adapter.method} adapter on {recipe.model} ({recipe_path})")
     summary = finetune(recipe, dataset, args.out, retriever=retriever, resume=args.resume)
     final = summary["validation_final"] or {}
@@ -131,17 +122,12 @@ def parse_history(text: str, dataset: Any) -> tuple[Any, list[str]]:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from llmrec.cli.commands import open_dataset
-    from llmrec.cli.retrieve import MANIFEST
     from llmrec.ranking.recommend import load_pipeline
+    from llmrec.retrieval.saved import read_manifest
 
     if not 1 <= args.k <= 20:
         raise ValueError(f"-k must be between 1 and 20, got {args.k}")
-    manifest = Path(args.retriever) / MANIFEST
-    if not manifest.is_file():
-        raise FileNotFoundError(
-            f"{args.retriever} is not a retriever folder; build one with `llmrec retrieve build`"
-        )
-    dataset = open_dataset(args.data or json.loads(manifest.read_text())["data"])
+    dataset = open_dataset(args.data or read_manifest(args.retriever)["data"])
     if args.user is not None:
         history = next((s for s in dataset.sequences() if s.user_id == args.user), None)
         if history is None:

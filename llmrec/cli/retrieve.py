@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from llmrec.data import UserSequence
 
-MANIFEST = "retriever.json"
-
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     ret = sub.add_parser("retrieve", help="multi-view candidate retrieval (fit, build, query)")
@@ -155,6 +153,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         "views": views,
         "fusion": json.loads(retriever.describe()),
     }
+    from llmrec.retrieval.saved import MANIFEST
+
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     print(f"retriever written to {out}")
     return 0
@@ -176,22 +176,15 @@ def _build_index(text_view: Any, catalog: Any, kind: str, out: Path) -> Path:
 # --------------------------------------------------------------------------- query
 def cmd_query(args: argparse.Namespace) -> int:
     from llmrec.cli.commands import open_dataset
-    from llmrec.retrieval.fusion import FusedRetriever
+    from llmrec.retrieval.saved import load_retriever, read_manifest
 
-    folder = Path(args.retriever)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a retriever folder (no {MANIFEST}); build one with "
-            "`llmrec retrieve build --out FOLDER`"
-        )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(args.retriever)
     dataset = open_dataset(args.data or manifest["data"])
     catalog = dataset.catalog
     if args.k < 1 or args.k > 1000:
         raise ValueError(f"-k must be between 1 and 1000, got {args.k}")
     history = _history(args, dataset)
-    retriever = FusedRetriever.load(folder / "fused", catalog)
+    retriever = load_retriever(args.retriever, catalog)
     query = args.query.strip() if args.query is not None else None
     if args.query is not None and not query:
         raise ValueError("--query is empty; leave it out to retrieve by history alone")

@@ -254,9 +254,9 @@ def load_pipeline(
     batch_size: int = 8,
 ) -> RecPipeline:
     """Assemble the pipeline from saved parts. Without an adapter the base model ranks zero-shot."""
-    from llmrec.cli.llm import load_retriever
     from llmrec.models.adapters import load_adapters, read_adapter_record
     from llmrec.models.loader import load_model
+    from llmrec.retrieval.saved import load_retriever
 
     catalog = dataset.catalog
     retriever = load_retriever(retriever_dir, catalog)
