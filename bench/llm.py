@@ -361,7 +361,7 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
             builder.reason(case.history, i, [f.text for f in gen.facts.facts(case.history, i)]).text
             for i in ids
         ]
-        raw = [first_sentence(t) for t in gen._generate(prompts, sample=False)]
+        raw = [first_sentence(t) for t in gen.scorer.generate(prompts, gen.max_new_tokens)]
         for item_id, text in zip(ids, raw, strict=True):
             raw_total += 1
             problems = grounder.problems(text, case.history, item_id)

@@ -4,7 +4,7 @@
   decoder blocks: gradients then stop there, which makes CPU training much cheaper);
 - ``adalora``: LoRA in SVD form whose rank budget is re-allocated during training from ``init_r``
   down to ``target_r`` per matrix on average. peft needs ``update_and_allocate(step)`` after every
-  optimizer step, which the HF Trainer does not call: :class:`AdaLoraCallback` does;
+  optimizer step, which the HF Trainer does not call: :func:`adalora_callback` does;
 - ``prefix``: trainable key/value prefixes (``num_virtual_tokens``) at every layer; cannot be
   merged, cannot run with gradient checkpointing, and vLLM cannot serve it;
 - ``qlora``: LoRA on a base quantized to 4-bit NF4 by bitsandbytes, prepared with
@@ -209,17 +209,12 @@ def trainable_parameters(model: Any) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- AdaLoRA
-class AdaLoraCallback:
-    """Calls AdaLoRA's rank allocator after every optimizer step, before gradients are zeroed.
-
-    Built lazily as a :class:`transformers.TrainerCallback` subclass by :func:`adalora_callback`.
-    """
-
-
 def adalora_callback() -> Any:
+    """A TrainerCallback that calls AdaLoRA's rank allocator after every optimizer step, before
+    the gradients are zeroed (transformers is imported only here)."""
     from transformers import TrainerCallback
 
-    class _AdaLoraCallback(TrainerCallback, AdaLoraCallback):
+    class _AdaLoraCallback(TrainerCallback):
         def on_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: D401
             if model is not None:
                 target = getattr(model, "base_model", model)

@@ -401,10 +401,3 @@ def label_token_ids(tokenizer: Any, prompt_text: str, labels: Sequence[str] = LA
     if len(set(ids)) != len(ids):
         raise ValueError("two labels map to the same token with this tokenizer")
     return ids
-
-
-def render_answer(builder: PromptBuilder, text: str) -> str:
-    """Append the end-of-turn marker a chat model emits after an answer."""
-    tokenizer = builder.tokenizer
-    eos = getattr(tokenizer, "eos_token", None) if tokenizer is not None else None
-    return text + (eos or "")

@@ -104,7 +104,9 @@ class ReasonGenerator:
         for attempt in range(self.attempts):
             if not todo:
                 break
-            texts = self._generate([prompts[i] for i in todo], sample=attempt > 0)
+            batch = [prompts[i] for i in todo]
+            seed = stable_seed("reason", *batch) % 2**31 if attempt else None
+            texts = self.scorer.generate(batch, self.max_new_tokens, sample_seed=seed)
             still = []
             for i, text in zip(todo, texts, strict=True):
                 text = first_sentence(text)
@@ -120,25 +122,6 @@ class ReasonGenerator:
         for i in todo:
             out[i] = Reason(self.facts.silver(history, item_ids[i]), "template", rejected[i])
         return [r for r in out if r is not None]
-
-    def _generate(self, texts: list[str], sample: bool) -> list[str]:
-        import torch
-
-        scorer = self.scorer
-        batch = scorer.encode(texts)
-        kwargs: dict[str, Any] = {"do_sample": False}
-        if sample:
-            torch.manual_seed(stable_seed("reason", *texts) % (2**31))
-            kwargs = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
-        with torch.inference_mode():
-            out = scorer.model.generate(
-                **batch,
-                max_new_tokens=self.max_new_tokens,
-                pad_token_id=scorer.tokenizer.pad_token_id,
-                **kwargs,
-            )
-        new = out[:, batch["input_ids"].shape[1] :]
-        return scorer.tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
 def first_sentence(text: str, max_chars: int = 300) -> str:
@@ -206,6 +189,7 @@ class RecPipeline:
         weight = self.ranker.config.fusion_weight
         final = self.ranker.combine(llm[None, :], ret, weight)[0] if weight else llm
         order = np.argsort(-final, kind="stable")[:k]
+        ret_z = standardise(ret)[0]
         out = []
         for j in order:
             cand = cands[int(j)]
@@ -217,7 +201,7 @@ class RecPipeline:
                     year=item.year,
                     score=float(final[j]),
                     llm_score=float(llm[j]),
-                    retrieval_score=float(standardise(ret)[0, j]),
+                    retrieval_score=float(ret_z[j]),
                     views={
                         name: {"rank": ev.rank + 1, "score": round(ev.score, 6)}
                         for name, ev in getattr(cand, "views", {}).items()

@@ -15,13 +15,13 @@ reference that the one-pass ranker is measured against.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from llmrec.prompts.builder import PromptBuilder, RankPrompt, TextPrompt, label_token_ids
 
@@ -106,7 +106,7 @@ class LLMScorer:
         lengths = [len(p.text) for p in prompts]
         order = np.argsort(lengths, kind="stable")
         results: list[np.ndarray | None] = [None] * len(prompts)
-        bar = _progress(len(prompts), "LLM ranking", progress)
+        bar = tqdm(total=len(prompts), desc="LLM ranking", unit="prompt", disable=not progress)
         for start in range(0, len(prompts), self.batch_size):
             chunk = [prompts[i] for i in order[start : start + self.batch_size]]
             logits = self.last_logits([p.text for p in chunk])
@@ -120,19 +120,28 @@ class LLMScorer:
 
     # ------------------------------------------------------------------ generative fallback
     def generate(
-        self, texts: Sequence[str], max_new_tokens: int, min_new_tokens: int = 0
+        self,
+        texts: Sequence[str],
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        sample_seed: int | None = None,
     ) -> list[str]:
-        """Greedy continuations of ``texts`` (the answers only), at least ``min_new_tokens``."""
+        """Continuations of ``texts`` (the answers only), at least ``min_new_tokens`` long:
+        greedy, or sampled (temperature 0.7, top-p 0.9) with ``sample_seed``."""
         import torch
 
         batch = self.encode(texts)
+        kwargs: dict[str, Any] = {"do_sample": False}
+        if sample_seed is not None:
+            torch.manual_seed(sample_seed)
+            kwargs = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
         with torch.inference_mode():
             out = self.model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=min_new_tokens or None,
-                do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
+                **kwargs,
             )
         new = out[:, batch["input_ids"].shape[1] :]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -231,21 +240,3 @@ def _match_title(piece: str, prompt: RankPrompt, builder: PromptBuilder) -> str 
         titles.setdefault(builder.clean(builder.catalog.item(i).title).lower(), i)
     best = difflib.get_close_matches(piece.lower(), list(titles), n=1, cutoff=0.8)
     return titles[best[0]] if best else None
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    with contextlib.suppress(ImportError):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="prompt")
-    return _NoBar()
