@@ -101,20 +101,20 @@ def _write_doc(out: Path, doc: Path) -> None:
         "retriever (`llmrec retrieve build`) and the adapters were trained on the training part; "
         "full ranking excludes each user's history items.",
         "",
-        "How the shipped recipes came to be (2-core CPU, LoRA r 16 on the top 10 of 30 layers, "
-        "~340-token prompts, ~7 s per step of 4 prompts): with the candidate lines shuffled and"
-        " no retrieval evidence, 50 steps (8 training-prefix examples each) left validation "
-        "NDCG@10 at the random level (0.079 vs 0.082 for a random order of the same lists; loss"
-        " stayed at ln 20). Adding each candidate's retrieval rank as text did not help within "
-        "100 steps. Listing the candidates in the retriever's order (labels shuffled) made the "
-        "loss fall, but while the training lists were 'target + the retriever's 19 best "
-        "others', a target the retriever missed sat on the last line and the model learned "
-        "'answer the last line'. The recipes therefore train on validation targets that the "
-        "retriever's top 20 holds (`require_retrieved`), listed exactly as at test time, and "
-        "hold 100 validation users out for early stopping and for tuning the fusion weight. "
-        "That variant too was still at the random level (0.081) at step 70 of 237, when it was "
-        "stopped to free the CPU: no adapter has reached the benchmark yet, so the table below "
-        "has the zero-shot model only.",
+        "How the shipped recipes came to be (2-core CPU, LoRA on SmolLM2-135M, ~340-token "
+        "prompts): with the candidate lines shuffled, with or without each candidate's "
+        "retrieval rank as text, validation NDCG@10 stayed at the level of a random order of "
+        "the same candidates through 50 to 100 steps. Listing the candidates in the retriever's"
+        " order (labels shuffled) made the training loss fall, but while the training lists "
+        "were 'target + the retriever's 19 best others', a target the retriever missed sat on "
+        "the last line and the model learned 'answer the last line'. The recipes therefore "
+        "train on validation targets that the retriever's top 20 holds (`require_retrieved`), "
+        "listed exactly as at test time, and hold 100 validation users out for early stopping "
+        "and for tuning the fusion weight. That variant too stayed at the random level when it "
+        "was stopped: no adapter has reached this benchmark yet, so the table below has the "
+        "zero-shot model only. The training runs, their settings and their validation figures "
+        "are in the notes on the LLM-ranking issue; each run's training.json and log hold the "
+        "figures when rerun.",
         "",
     ]
     write_doc(out, doc, header, PARTS)
