@@ -27,6 +27,9 @@ from llmrec.prompts.builder import MAX_CANDIDATES, PromptBuilder, stable_seed
 from llmrec.recommender import Recommender
 
 
+SOURCES = ("train", "valid", "both", "shifted")
+
+
 @dataclass(frozen=True)
 class ExampleConfig:
     num_candidates: int = 20
@@ -42,8 +45,12 @@ class ExampleConfig:
     #: Where examples come from: "train" (prefixes of the training sequences), "valid" (each
     #: user's validation target after their training sequence, the users held out for early
     #: stopping excluded: the retriever never saw these targets, so its evidence is honest), or
-    #: "both".
+    #: "both"; or "shifted": a second retriever is fitted on the training sequences without their
+    #: last ``shift`` items, and each user's last ``shift`` training items and validation target
+    #: become cases whose candidates come from it: ``shift + 1`` honest cases a user instead of
+    #: one, with the retriever's evidence as unseen as at test time.
     source: str = "train"
+    shift: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,8 +60,9 @@ class ExampleConfig:
         check_number("min_history", self.min_history, minimum=1)
         if self.hard_negatives > self.num_candidates - 1:
             raise ValueError("hard_negatives must leave room for the target")
-        if self.source not in ("train", "valid", "both"):
-            raise ValueError(f"source must be train, valid or both, got {self.source!r}")
+        check_number("shift", self.shift, minimum=1)
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if not 0 <= self.reason_fraction <= 1:
             raise ValueError("reason_fraction must be in [0, 1]")
 
@@ -89,6 +97,38 @@ def training_cases(train: Sequence[UserSequence], config: ExampleConfig) -> list
         keep = np.sort(rng.choice(len(cases), size=config.max_examples, replace=False))
         cases = [cases[i] for i in keep]
     return cases
+
+
+def shifted_cases(
+    train: Sequence[UserSequence],
+    valid: Sequence[EvalCase],
+    config: ExampleConfig,
+    exclude: set[str] | frozenset[str] = frozenset(),
+) -> tuple[list[UserSequence], list[EvalCase]]:
+    """The ``shifted`` source: (training sequences cut ``shift`` items short, cases).
+
+    A retriever fitted on the cut sequences has never seen any case's target, so the ranks it
+    gives them are as honest as at test time. Users in ``exclude`` (held out for early stopping)
+    keep their whole sequence and give no case.
+    """
+    valid_by_user = {c.user_id: c for c in valid}
+    cut_train: list[UserSequence] = []
+    cases: list[EvalCase] = []
+    for seq in train:
+        n = len(seq)
+        if seq.user_id in exclude:
+            cut_train.append(seq)
+            continue
+        start = max(config.min_history, n - config.shift)
+        if start < n:
+            cut_train.append(seq.head(start))
+        else:
+            cut_train.append(seq)
+        for cut in range(start, n):
+            cases.append(EvalCase(seq.user_id, seq.head(cut), seq.item_ids[cut]))
+        if seq.user_id in valid_by_user and n >= config.min_history:
+            cases.append(valid_by_user[seq.user_id])
+    return cut_train, cases
 
 
 def candidate_lists(

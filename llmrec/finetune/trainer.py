@@ -26,7 +26,12 @@ from llmrec.data.dataset import RecDataset
 from llmrec.data.records import EvalCase
 from llmrec.data.splits import leave_one_out
 from llmrec.evaluation.metrics import metrics_from_ranks
-from llmrec.finetune.examples import build_examples, candidate_lists, training_cases
+from llmrec.finetune.examples import (
+    build_examples,
+    candidate_lists,
+    shifted_cases,
+    training_cases,
+)
 from llmrec.finetune.recipe import Recipe
 from llmrec.io import atomic_write_text
 from llmrec.models.adapters import (
@@ -277,7 +282,9 @@ def make_trainer_class() -> type:
 
 
 # --------------------------------------------------------------------------- the whole run
-def _fit_retriever(recipe: Recipe, split: Any, catalog: Any) -> Recommender:
+def _fit_retriever(
+    recipe: Recipe, train: Sequence[Any], valid: Sequence[EvalCase], catalog: Any
+) -> Recommender:
     from llmrec.retrieval import registry
 
     cfg = recipe.retrieval
@@ -290,7 +297,7 @@ def _fit_retriever(recipe: Recipe, split: Any, catalog: Any) -> Recommender:
     retriever = registry.create(
         "fused", {"method": cfg.fusion}, views=views, view_settings=view_settings
     )
-    retriever.fit(split.train, catalog, split.valid)
+    retriever.fit(list(train), catalog, list(valid))
     return retriever
 
 
@@ -323,20 +330,28 @@ def finetune(
     cfg, tcfg = recipe.examples, recipe.training
     if retriever is None:
         logger.info("fitting the retriever (%s)", ",".join(recipe.retrieval.views))
-        retriever = _fit_retriever(recipe, split, catalog)
+        retriever = _fit_retriever(recipe, split.train, split.valid, catalog)
 
     quant = recipe.adapter.quantization if recipe.adapter.quantized else None
     loaded = load_model(recipe.model, dtype=recipe.dtype, quantization=quant)
     builder = PromptBuilder(catalog, loaded.tokenizer, recipe.prompt, dataset.profiles())
 
     valid_cases = heldout_cases(split.valid, tcfg)
+    held_out = {c.user_id for c in valid_cases}
+    example_retriever = retriever
     cases = training_cases(split.train, cfg) if cfg.source in ("train", "both") else []
     if cfg.source in ("valid", "both"):
-        held_out = {c.user_id for c in valid_cases}
         cases += [c for c in split.valid if c.user_id not in held_out]
+    if cfg.source == "shifted":
+        cut_train, cases = shifted_cases(split.train, split.valid, cfg, held_out)
+        logger.info(
+            "fitting a second retriever on the training sequences minus their last %d items "
+            "(it proposes the candidates of %d cases it has never seen)", cfg.shift, len(cases),
+        )  # fmt: skip
+        example_retriever = _fit_retriever(recipe, cut_train, valid_cases, catalog)
     if not cases:
         raise ValueError("no training examples: the sequences are shorter than min_history")
-    candidates = candidate_lists(cases, catalog, retriever, cfg, progress=progress)
+    candidates = candidate_lists(cases, catalog, example_retriever, cfg, progress=progress)
     kept = [i for i, c in enumerate(candidates) if c is not None]
     if len(kept) < len(cases):
         logger.info(

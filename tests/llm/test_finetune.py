@@ -13,6 +13,7 @@ from llmrec.finetune.examples import (
     ExampleConfig,
     build_examples,
     candidate_lists,
+    shifted_cases,
     training_cases,
 )
 from llmrec.finetune.recipe import Recipe, RetrievalConfig, TrainingConfig, load_recipe
@@ -75,6 +76,29 @@ def test_training_cases_take_the_longest_prefix_and_subsample(tiny_dataset) -> N
     capped = training_cases(split.train, ExampleConfig(max_examples=8))
     assert len(capped) == 8
     assert capped == training_cases(split.train, ExampleConfig(max_examples=8))  # seeded
+
+
+def test_shifted_cases_come_after_what_the_example_retriever_sees(tiny_dataset) -> None:  # noqa: ANN001
+    split = leave_one_out(tiny_dataset)
+    config = ExampleConfig(source="shifted", shift=2, min_history=3)
+    exclude = {split.valid[0].user_id}
+    cut_train, cases = shifted_cases(split.train, split.valid, config, exclude)
+    assert [s.user_id for s in cut_train] == [s.user_id for s in split.train]
+    valid = {c.user_id: c for c in split.valid}
+    for full, cut in zip(split.train, cut_train, strict=True):
+        mine = [c for c in cases if c.user_id == full.user_id]
+        if full.user_id in exclude:
+            assert cut.item_ids == full.item_ids and not mine  # early-stopping users give none
+            continue
+        n = len(full)
+        start = max(3, n - 2)
+        assert cut.item_ids == full.item_ids[: min(start, n)]
+        targets = [c.target for c in mine]
+        # the cut-off training items, then the validation target: none seen by the retriever
+        assert targets == [*full.item_ids[start:], valid[full.user_id].target]
+        assert all(len(case.history) >= len(cut) for case in mine)
+    with pytest.raises(ValueError, match="shift"):
+        ExampleConfig(source="shifted", shift=0)
 
 
 def test_example_config_validation() -> None:
