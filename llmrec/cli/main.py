@@ -168,6 +168,12 @@ def _add_llm(sub: argparse._SubParsersAction) -> None:
     llm.add_parsers(sub)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from llmrec.cli import serve  # argparse only; FastAPI and the models load in the command
+
+    serve.add_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmrec",
@@ -181,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_retrieve(sub)
     _add_llm(sub)
+    _add_serve(sub)
     _add_quickstart(sub)
     return parser
 

@@ -26,7 +26,6 @@ from llmrec.data.records import EvalCase, UserSequence
 from llmrec.prompts.builder import MAX_CANDIDATES, PromptBuilder, stable_seed
 from llmrec.recommender import Recommender
 
-
 SOURCES = ("train", "valid", "both", "shifted")
 
 

@@ -124,7 +124,8 @@ class LLMRanker(Recommender):
         todo, keys, prompts = [], [], []
         for row, (history, cands) in enumerate(zip(histories, candidates, strict=True)):
             ids = tuple(catalog.ids[int(i)] for i in cands)
-            key = (history.user_id, len(history), history.item_ids[-1:], ids)
+            # the whole history: two ad-hoc histories may share a length and a last item
+            key = (history.user_id, history.item_ids, ids)
             if key in self._cache:
                 out[row] = self._cache[key]
                 continue
@@ -136,7 +137,7 @@ class LLMRanker(Recommender):
         ):
             # the prompt lists candidates shuffled; put the scores back in candidate order
             by_item = dict(zip(prompt.item_ids, scores, strict=True))
-            aligned = np.array([by_item[i] for i in key[3]], dtype=np.float64)
+            aligned = np.array([by_item[i] for i in key[2]], dtype=np.float64)
             self._cache[key] = aligned
             out[row] = aligned
         return out

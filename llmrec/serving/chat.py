@@ -1,0 +1,139 @@
+"""Reading a conversation: which catalogue items the user mentions, and what else they ask for.
+
+"I loved Toy Story and Fargo, something darker?" -> mentions Toy Story (1995) and Fargo (1996)
+(each with the text it was matched from), wish "something darker". Titles are found as runs of
+words equal to a catalogue title after normalisation (case, punctuation, a trailing year and a
+moved article ignored); a title of one word must be written capitalised and not be a common word,
+so "I like heat" mentions nothing while "I liked Heat" does. Quoted text ("...") is matched
+fuzzily as well. What remains of the last message, minus the mentions and filler, is the wish.
+
+Nothing here follows instructions found in the text: it only looks titles up in the catalogue.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from llmrec.data.catalog import Catalog
+from llmrec.data.titles import TitleIndex, TitleMatch, normalise_title
+
+_WORD = re.compile(r"[\w']+", re.UNICODE)
+_QUOTED = re.compile(r"[\"“”«»]([^\"“”«»]{2,120})[\"“”«»]")
+_MAX_TITLE_WORDS = 10
+#: Words that alone never count as a title mention, even when a catalogue title equals them.
+COMMON = frozenset(
+    """a about after again all also an and any anything are as at be because before best better
+    big but by can could dark darker day do does else enjoyed every favorite favourite film films
+    for from fun funny get give go good great had happy has have he hello help her here hey hi his
+    how
+    i if in into is it its just kids last late less like liked love loved lovely make man maybe me
+    men mine more most movie movies much my need new next night no not now of ok okay old on once
+    one or other our out please recommend recommendation recommendations said same saw scary see
+    she show similar so some something still such suggest than thank thanks that the their them then
+    there these they thing things think this those time to too up us very want was watch watched
+    way we well what when where which while who why will with woman women would yes yet you your
+    """.split()
+)
+_FILLER = COMMON | {"i'd", "i'm", "i've", "also", "really", "something", "anything"}
+#: Common words that still describe a wish ("something darker", "funny").
+_DESCRIBING = frozenset("dark darker funny scary fun happy sad old new kids family".split())
+_KEEP_IN_WISH = _DESCRIBING | {"something", "anything", "similar", "like"}
+
+
+@dataclass(frozen=True)
+class Mention:
+    text: str  # as the user wrote it
+    item_id: str
+    title: str
+    score: float
+    start: int
+    end: int
+
+
+def _keys(title: str) -> list[str]:
+    key = normalise_title(title)
+    out = [key] if key else []
+    for article in ("the ", "a ", "an "):
+        if key.startswith(article) and len(key) > len(article) + 2:
+            out.append(key[len(article) :])
+    return out
+
+
+class MentionFinder:
+    def __init__(self, catalog: Catalog, fuzzy_cutoff: float = 0.8) -> None:
+        self.catalog = catalog
+        self.titles = TitleIndex(catalog, cutoff=fuzzy_cutoff)
+        self._by_key: dict[str, str] = {}
+        for item in catalog:
+            for key in _keys(item.title):
+                self._by_key.setdefault(key, item.item_id)
+
+    def find(self, text: str) -> tuple[list[Mention], list[str]]:
+        """(mentions in order of appearance, quoted texts that matched nothing)."""
+        mentions: list[Mention] = []
+        taken: list[tuple[int, int]] = []
+        unmatched: list[str] = []
+        for quoted in _QUOTED.finditer(text):
+            match = self.titles.match(quoted.group(1))
+            if match is None:
+                unmatched.append(quoted.group(1).strip())
+                continue
+            mentions.append(self._mention(quoted.group(1), match, *quoted.span()))
+            taken.append(quoted.span())
+        words = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(text)]
+        i = 0
+        while i < len(words):
+            found = None
+            for n in range(min(_MAX_TITLE_WORDS, len(words) - i), 0, -1):
+                start, end = words[i][1], words[i + n - 1][2]
+                if any(s < end and start < e for s, e in taken):
+                    continue
+                key = normalise_title(" ".join(w for w, _, _ in words[i : i + n]))
+                item_id = self._by_key.get(key)
+                if item_id is None:
+                    continue
+                if n == 1 and not self._single_word_ok(words[i][0]):
+                    continue
+                found = (n, item_id, start, end)
+                break
+            if found is None:
+                i += 1
+                continue
+            n, item_id, start, end = found
+            title = self.catalog.item(item_id).title
+            written = text[start:end].strip("'")
+            mentions.append(Mention(written, item_id, title, 1.0, start, end))
+            taken.append((start, end))
+            i += n
+        mentions.sort(key=lambda m: m.start)
+        return mentions, unmatched
+
+    @staticmethod
+    def _single_word_ok(word: str) -> bool:
+        return word[:1].isupper() and len(word) >= 3 and word.lower() not in COMMON
+
+    def _mention(self, text: str, match: TitleMatch, start: int, end: int) -> Mention:
+        return Mention(text.strip(), match.item_id, match.title, match.score, start, end)
+
+
+def wish(text: str, mentions: list[Mention]) -> str | None:
+    """What the message asks for once the mentioned titles are taken out ("something darker"),
+    or ``None`` when nothing but filler is left."""
+    pieces, last = [], 0
+    for m in sorted(mentions, key=lambda m: m.start):
+        pieces.append(text[last : m.start])
+        pieces.append(" , ")
+        last = max(last, m.end)
+    pieces.append(text[last:])
+    rest = "".join(pieces)
+    # the clause after the last mention is usually the wish; keep content words from everything
+    words = _WORD.findall(rest)
+    content = [w for w in words if w.lower() not in _FILLER or w.lower() in _KEEP_IN_WISH]
+    if not any(w.lower() not in _FILLER or w.lower() in _DESCRIBING for w in content):
+        return None
+    # drop leading filler ("and", "but") but keep the words in their order
+    while content and content[0].lower() in _FILLER and content[0].lower() not in _KEEP_IN_WISH:
+        content.pop(0)
+    phrase = " ".join(content)[:300]
+    return phrase or None

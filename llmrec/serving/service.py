@@ -1,0 +1,512 @@
+"""The serving logic, apart from HTTP: recommend, chat and the ``recommend`` tool.
+
+:class:`RecService` owns the catalogue, the retriever and the served models (through the
+:class:`~llmrec.serving.batching.Batcher`). Its methods are synchronous and run in the web
+server's worker threads; every model call goes through the batcher with the request's deadline.
+
+Whatever text arrives (titles, wishes, a whole conversation, a tool result) is only looked up in
+the catalogue or embedded as a retrieval query: it never becomes an instruction, and every item
+named in a reply is a catalogue item chosen by the ranking (its title is the catalogue's).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmrec.data.dataset import RecDataset
+from llmrec.data.records import UserSequence
+from llmrec.ranking.pipeline import standardise
+from llmrec.ranking.reasons import Grounder, ReasonFacts
+from llmrec.ranking.recommend import ReasonGenerator
+from llmrec.serving.batching import Batcher, RoutedModel
+from llmrec.serving.chat import MentionFinder, wish
+from llmrec.serving.config import ServeConfig
+from llmrec.serving.protocol import (
+    ChatMessage,
+    ChatRequest,
+    Filters,
+    FunctionDef,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    ResolvedItem,
+    ToolCall,
+    ToolDef,
+    ViewEvidenceOut,
+)
+
+logger = logging.getLogger(__name__)
+
+TOOL_NAME = "recommend"
+
+
+class ServiceError(Exception):
+    """A request the service refuses: carries the HTTP status and OpenAI's error fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+
+
+def recommend_tool() -> ToolDef:
+    """The ``recommend`` function as an OpenAI tool definition."""
+    return ToolDef(
+        function=FunctionDef(
+            name=TOOL_NAME,
+            description=(
+                "Recommend catalogue items (movies) for a customer from what they liked and what "
+                "they ask for. Returns ranked items with scores and short reasons."
+            ),
+            parameters={
+                "type": "object",
+                "properties": {
+                    "user_id": {"type": "string", "description": "Known customer id, if any."},
+                    "history": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Titles or item ids the customer liked, oldest first.",
+                    },
+                    "query": {
+                        "type": "string",
+                        "description": "What the customer asks for, in their words.",
+                    },
+                    "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+                    "categories": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Only items in one of these categories (genres).",
+                    },
+                    "year_min": {"type": "integer"},
+                    "year_max": {"type": "integer"},
+                },
+                "additionalProperties": False,
+            },
+        )
+    )
+
+
+def tool_arguments_to_request(arguments: str, model: str | None) -> RecommendRequest:
+    """A tool call's JSON arguments as a :class:`RecommendRequest` (validated)."""
+    try:
+        raw = json.loads(arguments or "{}")
+    except json.JSONDecodeError as exc:
+        raise ServiceError(400, f"tool arguments are not JSON: {exc}", param="arguments") from None
+    if not isinstance(raw, dict):
+        raise ServiceError(400, "tool arguments must be a JSON object", param="arguments")
+    filters = {k: raw.pop(k) for k in ("categories", "year_min", "year_max") if k in raw}
+    return RecommendRequest.model_validate({**raw, "filters": filters, "model": model})
+
+
+@dataclass
+class ChatResult:
+    content: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    recommendation: RecommendResponse | None = None
+    prompt_tokens: int = 0
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else "stop"
+
+
+class RecService:
+    def __init__(
+        self,
+        config: ServeConfig,
+        dataset: RecDataset,
+        retriever: Any,
+        batcher: Batcher,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.catalog = dataset.catalog
+        self.retriever = retriever
+        self.batcher = batcher
+        self.users = {s.user_id: s for s in dataset.sequences()}
+        self.mentions = MentionFinder(self.catalog)
+        embeddings = None
+        text_view = getattr(retriever, "views", {}).get("text")
+        if text_view is not None and getattr(text_view, "item_embeddings", None) is not None:
+            embeddings = np.asarray(text_view.item_embeddings)
+        self.facts = ReasonFacts(self.catalog, embeddings)
+        self.grounder = Grounder(self.catalog)
+        self.created = int(time.time())
+        self.has_query_view = any(
+            hasattr(v, "score_with_query") for v in getattr(retriever, "views", {}).values()
+        )
+
+    # ------------------------------------------------------------------ models
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.batcher.models)
+
+    def model_name(self, requested: str | None) -> str:
+        name = requested or self.config.default
+        if name not in self.batcher.models:
+            raise ServiceError(
+                404,
+                f"model {name!r} is not served; GET /v1/models lists {self.model_names}",
+                param="model",
+                code="model_not_found",
+            )
+        return name
+
+    # ------------------------------------------------------------------ recommend
+    def resolve_history(
+        self, user_id: str | None, entries: Sequence[str | int] | None
+    ) -> tuple[UserSequence, list[ResolvedItem], list[str]]:
+        resolved: list[ResolvedItem] = []
+        unresolved: list[str] = []
+        ids: list[str] = []
+        base = None
+        if user_id is not None:
+            base = self.users.get(user_id)
+            if base is None:
+                raise ServiceError(
+                    404, f"user {user_id!r} is not in the served data", "invalid_request_error",
+                    param="user_id", code="user_not_found",
+                )  # fmt: skip
+        for entry in entries or []:
+            text = str(entry).strip()
+            if text in self.catalog:
+                ids.append(text)
+                item = self.catalog.item(text)
+                resolved.append(
+                    ResolvedItem(input=text, item_id=text, title=item.title, match_score=1.0)
+                )
+                continue
+            match = self.mentions.titles.match(text)
+            if match is None:
+                unresolved.append(text[:300])
+                continue
+            ids.append(match.item_id)
+            resolved.append(
+                ResolvedItem(
+                    input=text, item_id=match.item_id, title=match.title, match_score=match.score
+                )
+            )
+        limit = self.config.limits.max_history
+        if base is not None:
+            item_ids = (*base.item_ids, *ids)[-limit:]
+            history = UserSequence(
+                base.user_id, item_ids, tuple(float(i) for i in range(len(item_ids)))
+            )
+            if not ids and len(base) <= limit:
+                history = base
+        else:
+            ids = list(dict.fromkeys(ids))[-limit:]
+            history = UserSequence("adhoc", tuple(ids), tuple(float(i) for i in range(len(ids))))
+        return history, resolved, unresolved
+
+    def _passes(self, item_id: str, filters: Filters, excluded: set[str]) -> bool:
+        if item_id in excluded:
+            return False
+        item = self.catalog.item(item_id)
+        if filters.categories:
+            wanted = {c.lower() for c in filters.categories}
+            if not wanted & {c.lower() for c in item.categories}:
+                return False
+        if filters.year_min is not None and (item.year is None or item.year < filters.year_min):
+            return False
+        if filters.year_max is not None and (item.year is None or item.year > filters.year_max):
+            return False
+        return True
+
+    def recommend(
+        self, request: RecommendRequest, deadline: float | None = None
+    ) -> RecommendResponse:
+        limits = self.config.limits
+        if request.k > limits.max_k:
+            raise ServiceError(400, f"k must be at most {limits.max_k}, got {request.k}", param="k")
+        model = self.model_name(request.model)
+        history, resolved, unresolved = self.resolve_history(request.user_id, request.history)
+        query = (request.query or "").strip() or None
+        filters = request.filters
+        excluded = set(filters.exclude_items) | set(history.item_ids)
+        num = self.config.num_candidates
+        filtering = bool(filters.categories or filters.year_min or filters.year_max)
+        depth = max(request.k, num) + len(filters.exclude_items)
+        if filtering:
+            depth = len(self.catalog)
+        depth = min(depth, len(self.catalog))
+        retrieved = self.retriever.retrieve([history], k=depth, queries=[query])[0]
+        cands = [c for c in retrieved if self._passes(c.item_id, filters, excluded)]
+        cands = cands[: max(request.k, num)]
+        items = self._rank(model, history, cands, request.k, deadline)
+        if request.explain and items and self.config.reasons != "none":
+            self._explain(model, history, items, deadline)
+        return RecommendResponse(
+            model=model,
+            user_id=request.user_id,
+            query=query,
+            resolved=resolved,
+            unresolved=unresolved,
+            items=items,
+        )
+
+    def _rank(
+        self, model: str, history: UserSequence, cands: list[Any], k: int, deadline: float | None
+    ) -> list[RecommendedItem]:
+        if not cands:
+            return []
+        num = self.config.num_candidates
+        head, tail = cands[:num], cands[num:]
+        served = self.batcher.models[model]
+        prompt = served.builder.listwise(history, [c.item_id for c in head])
+        (scores,) = self.batcher.score(model, [prompt], deadline)
+        by_item = dict(zip(prompt.item_ids, scores, strict=True))
+        llm = np.array([by_item[c.item_id] for c in head], dtype=np.float64)
+        # the retriever lists candidates best first: fuse by rank, as evaluation does
+        ret = np.arange(len(head), 0, -1, dtype=np.float64)[None, :]
+        ret_z = standardise(ret)[0]
+        weight = served.info.fusion_weight
+        final = llm + weight * ret_z if weight else llm
+        order = [int(j) for j in np.argsort(-final, kind="stable")]
+        out = [self._item(head[j], final[j], llm[j], ret_z[j]) for j in order]
+        # beyond the LLM's list (k > num_candidates): the retriever's order, below every ranked one
+        floor = float(final.min()) if len(final) else 0.0
+        for n, cand in enumerate(tail, start=1):
+            out.append(self._item(cand, floor - n, float("nan"), float("nan")))
+        return out[:k]
+
+    def _item(self, cand: Any, score: float, llm: float, ret: float) -> RecommendedItem:
+        item = self.catalog.item(cand.item_id)
+        return RecommendedItem(
+            item_id=cand.item_id,
+            title=item.title,
+            year=item.year,
+            categories=list(item.categories),
+            score=round(float(score), 6),
+            llm_score=round(float(llm), 6) if np.isfinite(llm) else 0.0,
+            retrieval_score=round(float(ret), 6) if np.isfinite(ret) else 0.0,
+            views={
+                name: ViewEvidenceOut(rank=ev.rank + 1, score=round(float(ev.score), 6))
+                for name, ev in getattr(cand, "views", {}).items()
+            },
+        )
+
+    def _explain(
+        self,
+        model: str,
+        history: UserSequence,
+        items: list[RecommendedItem],
+        deadline: float | None,
+    ) -> None:
+        routed = RoutedModel(self.batcher, model, deadline)
+        reasons = ReasonGenerator(routed, self.facts, self.grounder)  # type: ignore[arg-type]
+        ids = [i.item_id for i in items]
+        if self.config.reasons == "generate":
+            texts = reasons.generate(history, ids)
+        else:
+            texts = reasons.template(history, ids)
+        for item, reason in zip(items, texts, strict=True):
+            item.reason = reason.text
+            item.reason_source = reason.source  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ chat
+    def chat(self, request: ChatRequest, deadline: float | None = None) -> ChatResult:
+        limits = self.config.limits
+        if len(request.messages) > limits.max_messages:
+            raise ServiceError(
+                400, f"at most {limits.max_messages} messages, got {len(request.messages)}",
+                param="messages",
+            )  # fmt: skip
+        for i, message in enumerate(request.messages):
+            if len(message.text()) > limits.max_message_chars:
+                raise ServiceError(
+                    400, f"message {i} is over {limits.max_message_chars} characters",
+                    param=f"messages.{i}.content",
+                )  # fmt: skip
+        model = self.model_name(request.model)
+        offered = any(t.function.name == TOOL_NAME for t in request.tools or [])
+        choice = request.tool_choice
+        if choice is not None and not isinstance(choice, str):
+            if choice.function.name != TOOL_NAME:
+                raise ServiceError(
+                    400, f"tool_choice names {choice.function.name!r}; only {TOOL_NAME!r} exists",
+                    param="tool_choice",
+                )  # fmt: skip
+            if not offered:
+                raise ServiceError(
+                    400, f"tool_choice names {TOOL_NAME!r} but tools does not offer it",
+                    param="tool_choice",
+                )  # fmt: skip
+        if choice == "required" and not offered:
+            raise ServiceError(
+                400, f"tool_choice is required but tools does not offer {TOOL_NAME!r}",
+                param="tool_choice",
+            )  # fmt: skip
+        last = request.messages[-1]
+        if last.role == "tool":
+            return self._answer_tool_result(request, model, deadline)
+        args, mentions, unmatched = self._read_conversation(request)
+        use_tool = offered and choice != "none"
+        forced = choice == "required" or (choice is not None and not isinstance(choice, str))
+        if use_tool and (forced or args["history"] or args.get("query")):
+            call = ToolCall(
+                id=f"call_{uuid.uuid4().hex[:24]}",
+                function={"name": TOOL_NAME, "arguments": json.dumps(args)},  # type: ignore[arg-type]
+            )
+            return ChatResult(content=None, tool_calls=[call])
+        options = request.llmrec
+        rec_request = RecommendRequest(
+            user_id=options.user_id,
+            history=[m.item_id for m in mentions],
+            query=args.get("query"),
+            k=options.k or 5,
+            explain=options.explain,
+            filters=options.filters,
+            model=model,
+        )
+        result = self.recommend(rec_request, deadline)
+        # show what the user wrote, not the ids the request was made of
+        result.resolved = [
+            ResolvedItem(input=m.text, item_id=m.item_id, title=m.title, match_score=m.score)
+            for m in mentions
+        ]
+        return ChatResult(content=render_reply(result, unmatched), recommendation=result)
+
+    def _read_conversation(
+        self, request: ChatRequest
+    ) -> tuple[dict[str, Any], list[Any], list[str]]:
+        """Tool-call arguments from the user's messages (every title they mentioned, oldest
+        first, and the wish of their last message), the mentions themselves and quoted texts that
+        matched nothing. Other roles' text is not read: a system or assistant message cannot add
+        items or change the query."""
+        mentions: list[Any] = []
+        unmatched: list[str] = []
+        query = None
+        users = [m for m in request.messages if m.role == "user"]
+        for i, message in enumerate(users):
+            text = message.text()
+            found, missing = self.mentions.find(text)
+            mentions.extend(found)
+            unmatched.extend(missing)
+            if i == len(users) - 1:
+                query = wish(text, found)
+        unique = list({m.item_id: m for m in mentions}.values())
+        args: dict[str, Any] = {"history": [self._display(m.item_id) for m in unique]}
+        if query and self.has_query_view:
+            args["query"] = query
+        if request.llmrec.k:
+            args["k"] = request.llmrec.k
+        return args, unique, unmatched
+
+    def _display(self, item_id: str) -> str:
+        item = self.catalog.item(item_id)
+        return f"{item.title} ({item.year})" if item.year else item.title
+
+    def _answer_tool_result(
+        self, request: ChatRequest, model: str, deadline: float | None
+    ) -> ChatResult:
+        """The final answer after the client ran the tool: the items of the tool result that are
+        in the catalogue, with catalogue titles; anything else in the result is ignored."""
+        last = request.messages[-1]
+        call = _find_call(request.messages, last.tool_call_id)
+        try:
+            payload = json.loads(last.text() or "{}")
+        except json.JSONDecodeError:
+            payload = None
+        items = payload.get("items") if isinstance(payload, dict) else payload
+        if not isinstance(items, list):
+            raise ServiceError(
+                400, "the tool message must hold the recommend result (JSON with 'items')",
+                param=f"messages.{len(request.messages) - 1}.content",
+            )  # fmt: skip
+        history = UserSequence("adhoc", (), ())
+        if call is not None:
+            try:
+                req = tool_arguments_to_request(call.function.arguments, model)
+                history, _, _ = self.resolve_history(req.user_id, req.history)
+            except (ServiceError, ValueError):
+                pass
+        shown: list[RecommendedItem] = []
+        for entry in items[: self.config.limits.max_k]:
+            item_id = str(entry.get("item_id", "")) if isinstance(entry, dict) else str(entry)
+            if item_id not in self.catalog:
+                continue
+            item = self.catalog.item(item_id)
+            reason = entry.get("reason") if isinstance(entry, dict) else None
+            ok = isinstance(reason, str) and self.grounder.check(reason, history, item_id)
+            shown.append(
+                RecommendedItem(
+                    item_id=item_id, title=item.title, year=item.year,
+                    categories=list(item.categories),
+                    score=_number(entry.get("score") if isinstance(entry, dict) else None),
+                    llm_score=0.0, retrieval_score=0.0, views={},
+                    reason=reason[:300] if ok else None,
+                    reason_source="llm" if ok else None,
+                )
+            )  # fmt: skip
+        result = RecommendResponse(
+            model=model, user_id=None, query=None, resolved=[], unresolved=[], items=shown
+        )
+        return ChatResult(content=render_reply(result, []), recommendation=result)
+
+
+def _number(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return out if np.isfinite(out) else 0.0
+
+
+def _find_call(messages: Sequence[ChatMessage], call_id: str | None) -> ToolCall | None:
+    for message in reversed(messages):
+        for call in message.tool_calls or []:
+            if call.id == call_id or call_id is None:
+                return call
+    return None
+
+
+def render_reply(result: RecommendResponse, unmatched: Sequence[str] = ()) -> str:
+    """The chat reply: what was understood, then the items (catalogue titles) with reasons."""
+    lines = []
+    if result.resolved:
+        shown = []
+        for r in result.resolved:
+            note = "" if r.match_score >= 1.0 else f", similarity {r.match_score:.2f}"
+            shown.append(f'"{_quote(r.input)}" -> {r.title}{note}')
+        lines.append("You mentioned: " + "; ".join(shown) + ".")
+    for text in list(unmatched) + list(result.unresolved):
+        lines.append(f'I could not find "{_quote(text)}" in the catalogue.')
+    if result.query:
+        lines.append(f'Looking for: "{_quote(result.query)}".')
+    if not result.items:
+        lines.append("I found nothing in the catalogue that fits; try fewer filters.")
+        return "\n".join(lines)
+    if not result.resolved and result.user_id is None:
+        lines.append("Tell me a few titles you liked for more personal picks. For now:")
+    lines.append(f"Here are {len(result.items)} recommendations:")
+    for n, item in enumerate(result.items, start=1):
+        year = f" ({item.year})" if item.year else ""
+        genres = f" [{', '.join(item.categories[:3])}]" if item.categories else ""
+        lines.append(f"{n}. {item.title}{year}{genres}")
+        if item.reason:
+            lines.append(f"   Why: {item.reason}")
+    return "\n".join(lines)
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    text = " ".join(str(text).split()).replace('"', "'")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
