@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # `make setup TORCH_SPEC=torch` (GPU machines usually bring their own torch).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all lint format bench clean
+.PHONY: setup demo baselines-demo test test-all lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,10 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-demo: setup  ## prepare ML-100K and evaluate the baselines under both protocols
+demo: setup  ## the main job: ML-100K -> retriever -> LoRA -> top-5 with reasons -> serve on :8000
+	$(BIN)/llmrec demo
+
+baselines-demo: setup  ## prepare ML-100K and evaluate the baselines under both protocols
 	$(BIN)/llmrec quickstart
 
 test: setup  ## the default suite: offline, CPU, a few minutes

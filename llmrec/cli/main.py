@@ -174,6 +174,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve.add_parsers(sub)
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from llmrec.cli import demo  # argparse only; the command imports its dependencies
+
+    demo.add_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmrec",
@@ -188,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retrieve(sub)
     _add_llm(sub)
     _add_serve(sub)
+    _add_demo(sub)
     _add_quickstart(sub)
     return parser
 
