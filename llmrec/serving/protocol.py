@@ -34,8 +34,10 @@ class ErrorResponse(BaseModel):
 
 # --------------------------------------------------------------------------- recommend
 class Filters(Strict):
-    exclude_seen: bool = Field(
-        True, description="Leave out items in the user's history (always on: see docs)."
+    exclude_seen: Literal[True] = Field(
+        True,
+        description="Items in the user's history are always left out: the retrieval views never "
+        "propose them (false is refused).",
     )
     categories: list[str] | None = Field(
         None, max_length=32, description="Keep only items in at least one of these categories."
@@ -98,8 +100,11 @@ class RecommendedItem(BaseModel):
     year: int | None
     categories: list[str]
     score: float
-    llm_score: float
-    retrieval_score: float
+    llm_score: float | None = Field(
+        description="The LLM's log-probability; null past the LLM's candidate list (k > "
+        "num_candidates), where the retriever's order continues."
+    )
+    retrieval_score: float | None
     views: dict[str, ViewEvidenceOut] = Field(
         description="The retrieval views that proposed the item, with their 1-based rank."
     )
@@ -114,6 +119,7 @@ class RecommendResponse(BaseModel):
     query: str | None
     resolved: list[ResolvedItem]
     unresolved: list[str]
+    notes: list[str] = Field(default_factory=list, description="What the service did not do.")
     items: list[RecommendedItem]
 
 

@@ -240,6 +240,9 @@ class RecService:
         model = self.model_name(request.model)
         history, resolved, unresolved = self.resolve_history(request.user_id, request.history)
         query = (request.query or "").strip() or None
+        notes = []
+        if query and not self.has_query_view:
+            notes.append("query ignored: the served retriever has no text view")
         filters = request.filters
         excluded = set(filters.exclude_items) | set(history.item_ids)
         num = self.config.num_candidates
@@ -248,7 +251,8 @@ class RecService:
         if filtering:
             depth = len(self.catalog)
         depth = min(depth, len(self.catalog))
-        retrieved = self.retriever.retrieve([history], k=depth, queries=[query])[0]
+        asked = query if self.has_query_view else None
+        retrieved = self.retriever.retrieve([history], k=depth, queries=[asked])[0]
         cands = [c for c in retrieved if self._passes(c.item_id, filters, excluded)]
         cands = cands[: max(request.k, num)]
         items = self._rank(model, history, cands, request.k, deadline)
@@ -261,6 +265,7 @@ class RecService:
             resolved=resolved,
             unresolved=unresolved,
             items=items,
+            notes=notes,
         )
 
     def _rank(
@@ -296,8 +301,8 @@ class RecService:
             year=item.year,
             categories=list(item.categories),
             score=round(float(score), 6),
-            llm_score=round(float(llm), 6) if np.isfinite(llm) else 0.0,
-            retrieval_score=round(float(ret), 6) if np.isfinite(ret) else 0.0,
+            llm_score=round(float(llm), 6) if np.isfinite(llm) else None,
+            retrieval_score=round(float(ret), 6) if np.isfinite(ret) else None,
             views={
                 name: ViewEvidenceOut(rank=ev.rank + 1, score=round(float(ev.score), 6))
                 for name, ev in getattr(cand, "views", {}).items()
@@ -452,7 +457,7 @@ class RecService:
                     item_id=item_id, title=item.title, year=item.year,
                     categories=list(item.categories),
                     score=_number(entry.get("score") if isinstance(entry, dict) else None),
-                    llm_score=0.0, retrieval_score=0.0, views={},
+                    llm_score=None, retrieval_score=None, views={},
                     reason=reason[:300] if ok else None,
                     reason_source="llm" if ok else None,
                 )

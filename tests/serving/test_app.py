@@ -139,6 +139,7 @@ def test_recommend_with_titles_filters_and_models(client: TestClient, service: R
         "/v1/recommend",
         json={
             "history": ["Toy Story", "fargo (1996)", "i3", "No Such Film At All"],
+            "query": "something funny",
             "k": 5,
             "explain": False,
             "filters": {"categories": ["Comedy"], "exclude_items": ["i7"]},
@@ -147,6 +148,7 @@ def test_recommend_with_titles_filters_and_models(client: TestClient, service: R
     toy, fargo = ids_of(service, "Toy Story", "Fargo")
     assert [r["item_id"] for r in body["resolved"]][:2] == [toy, fargo]  # titles matched
     assert body["unresolved"] == ["No Such Film At All"]
+    assert body["notes"] == ["query ignored: the served retriever has no text view"]
     assert body["items"], body
     for item in body["items"]:
         assert "Comedy" in item["categories"] and item["item_id"] not in {toy, fargo, "i3", "i7"}
@@ -169,6 +171,7 @@ def test_recommend_with_titles_filters_and_models(client: TestClient, service: R
         ({"history": ["i0"], "model": "gpt-9"}, 404, "model"),
         ({"history": ["i0"], "filters": {"year_min": 2000, "year_max": 1990}}, 400, "filters"),
         ({"history": "i0"}, 400, "history"),
+        ({"history": ["i0"], "filters": {"exclude_seen": False}}, 400, "filters"),
     ],
 )
 def test_recommend_errors_use_openai_envelope(client: TestClient, payload, status, param) -> None:  # noqa: ANN001
