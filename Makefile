@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev,retrieval,train,quant,serve]"
+	$(BIN)/python -m pip install -q -e ".[dev,retrieval,train,quant,serve,browser]"
 	touch $@
 
 setup: $(BIN)/.installed
