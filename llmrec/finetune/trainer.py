@@ -301,6 +301,44 @@ def _fit_retriever(
     return retriever
 
 
+def _shifted_retriever(
+    recipe: Recipe,
+    dataset: RecDataset,
+    cut_train: Sequence[Any],
+    valid: Sequence[EvalCase],
+    catalog: Any,
+) -> Recommender:
+    """The "shifted" source's retriever, fitted once per (data, retrieval settings, shift,
+    held-out users) and cached under ``$LLMREC_CACHE/example-retrievers``: every adapter method
+    trained on the same data reuses it."""
+    import hashlib
+
+    from llmrec.fetch import cache_root
+    from llmrec.retrieval.fusion import FusedRetriever
+
+    key = json.dumps(
+        {
+            "data": dataset.fingerprint(),
+            "retrieval": recipe.retrieval.__dict__,
+            "shift": recipe.examples.shift,
+            "min_history": recipe.examples.min_history,
+            "heldout": sorted(c.user_id for c in valid),
+        },
+        sort_keys=True,
+        default=list,
+    )
+    folder = cache_root() / "example-retrievers" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if (folder / "fused").is_dir():
+        try:
+            logger.info("reusing the shifted retriever cached in %s", folder)
+            return FusedRetriever.load(folder / "fused", catalog)
+        except (OSError, ValueError) as exc:
+            logger.warning("cached shifted retriever unusable (%s): fitting it again", exc)
+    retriever = _fit_retriever(recipe, cut_train, valid, catalog)
+    retriever.save(folder / "fused")
+    return retriever
+
+
 def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         import torch
@@ -348,7 +386,7 @@ def finetune(
             "fitting a second retriever on the training sequences minus their last %d items "
             "(it proposes the candidates of %d cases it has never seen)", cfg.shift, len(cases),
         )  # fmt: skip
-        example_retriever = _fit_retriever(recipe, cut_train, valid_cases, catalog)
+        example_retriever = _shifted_retriever(recipe, dataset, cut_train, valid_cases, catalog)
     if not cases:
         raise ValueError("no training examples: the sequences are shorter than min_history")
     candidates = candidate_lists(cases, catalog, example_retriever, cfg, progress=progress)

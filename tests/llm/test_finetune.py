@@ -363,3 +363,39 @@ def test_require_retrieved_keeps_only_cases_the_retriever_recalls(tiny_dataset) 
             assert set(cands) == set(top) and case.target in cands
     with pytest.raises(ValueError, match="needs a retriever"):
         candidate_lists(cases, catalog, None, config, progress=False)
+
+
+def test_finetune_shifted_source_fits_its_retriever_once(
+    tiny_llm_dir, tiny_dataset, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    import llmrec.finetune.trainer as trainer_module
+
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path / "cache"))
+    split = leave_one_out(tiny_dataset)
+    retriever = Popular().fit(split.train, tiny_dataset.catalog)
+    base = _recipe(tiny_llm_dir)
+    recipe = replace(
+        base,
+        examples=replace(base.examples, source="shifted", shift=2, hard_negatives=4,
+                         max_examples=None),
+    )  # fmt: skip
+    fitted: list[int] = []
+    real_fit = trainer_module._fit_retriever
+
+    def counting_fit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        fitted.append(len(args[1]))
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "_fit_retriever", counting_fit)
+    summary = finetune(recipe, tiny_dataset, tmp_path / "a", retriever, progress=False)
+    assert fitted == [len(split.train)]  # the cut sequences, one per user
+    heldout = set(read_adapter_record(tmp_path / "a" / "adapter").training["heldout_users"])
+    _, cases = shifted_cases(split.train, split.valid, recipe.examples, heldout)
+    assert 0 < summary["training_rows"] <= len(cases)
+    assert list((tmp_path / "cache" / "example-retrievers").iterdir())
+    # a second adapter on the same data and settings reuses the cached retriever
+    again = finetune(recipe, tiny_dataset, tmp_path / "b", retriever, progress=False)
+    assert fitted == [len(split.train)]
+    assert again["training_rows"] == summary["training_rows"]
