@@ -388,7 +388,8 @@ class RecService:
             ResolvedItem(input=m.text, item_id=m.item_id, title=m.title, match_score=m.score)
             for m in mentions
         ]
-        return ChatResult(content=render_reply(result, unmatched), recommendation=result)
+        result.unresolved = list(unmatched)
+        return ChatResult(content=render_reply(result), recommendation=result)
 
     def _read_conversation(
         self, request: ChatRequest
@@ -465,7 +466,7 @@ class RecService:
         result = RecommendResponse(
             model=model, user_id=None, query=None, resolved=[], unresolved=[], items=shown
         )
-        return ChatResult(content=render_reply(result, []), recommendation=result)
+        return ChatResult(content=render_reply(result), recommendation=result)
 
 
 def _number(value: Any) -> float:
@@ -484,7 +485,7 @@ def _find_call(messages: Sequence[ChatMessage], call_id: str | None) -> ToolCall
     return None
 
 
-def render_reply(result: RecommendResponse, unmatched: Sequence[str] = ()) -> str:
+def render_reply(result: RecommendResponse) -> str:
     """The chat reply: what was understood, then the items (catalogue titles) with reasons."""
     lines = []
     if result.resolved:
@@ -493,7 +494,7 @@ def render_reply(result: RecommendResponse, unmatched: Sequence[str] = ()) -> st
             note = "" if r.match_score >= 1.0 else f", similarity {r.match_score:.2f}"
             shown.append(f'"{_quote(r.input)}" -> {r.title}{note}')
         lines.append("You mentioned: " + "; ".join(shown) + ".")
-    for text in list(unmatched) + list(result.unresolved):
+    for text in result.unresolved:
         lines.append(f'I could not find "{_quote(text)}" in the catalogue.')
     if result.query:
         lines.append(f'Looking for: "{_quote(result.query)}".')

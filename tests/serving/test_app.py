@@ -199,7 +199,9 @@ def test_chat_resolves_mentions_and_names_only_catalogue_items(
     response = client.post(
         "/v1/chat/completions",
         json={
-            "messages": [{"role": "user", "content": "I loved Toy Story and Fargo, more please"}]
+            "messages": [
+                {"role": "user", "content": 'I loved Toy Story and Fargo, and "Qwzx Blorp"'}
+            ]
         },
     )
     assert response.status_code == 200, response.text
@@ -207,6 +209,8 @@ def test_chat_resolves_mentions_and_names_only_catalogue_items(
     assert body["object"] == "chat.completion" and body["choices"][0]["finish_reason"] == "stop"
     text = body["choices"][0]["message"]["content"]
     assert '"Toy Story" -> Toy Story' in text and '"Fargo" -> Fargo' in text
+    assert 'I could not find "Qwzx Blorp" in the catalogue.' in text
+    assert body["llmrec"]["unresolved"] == ["Qwzx Blorp"]
     items = body["llmrec"]["items"]
     assert items and all(i["item_id"] in service.catalog for i in items)
     for n, item in enumerate(items, start=1):
