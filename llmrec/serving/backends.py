@@ -149,18 +149,22 @@ class TransformersBackend:
             if family == "qlora":
                 first_record = next(iter(members.values()))[1]
                 quant = AdapterConfig.from_dict(first_record.adapter).quantization
-            loaded = load_model(base, device=config.device, quantization=quant)
-            model = load_adapters(loaded.model, {n: m[0] for n, m in members.items()})
+            loaded = load_model(base, device=config.device, dtype=config.dtype, quantization=quant)
+            # peft matches adapter names as substrings of parameter names when it reloads a
+            # pruned AdaLoRA adapter: a served name like "lora" or "mlp" would collide, so peft
+            # gets names that cannot occur in a module path (and are no prefix of each other)
+            internal = {name: f"llmrec-{i}-" for i, name in enumerate(members)}
+            model = load_adapters(loaded.model, {internal[n]: m[0] for n, m in members.items()})
             for name, (folder, record, prompt, weight) in members.items():
                 builder = PromptBuilder(catalog, loaded.tokenizer, prompt, profiles)
                 scorer = LLMScorer(model, loaded.tokenizer, builder, batch_size=batch)
                 info = ModelInfo(name, base, record.method, str(folder), weight)
-                self._models[name] = _TransformersModel(info, builder, scorer, name)
+                self._models[name] = _TransformersModel(info, builder, scorer, internal[name])
                 if base_scorer is None and base == config.base_model and quant is None:
                     base_scorer = (model, loaded.tokenizer)
             logger.info("loaded %s with %s adapters %s", base, family, sorted(members))
         if base_scorer is None:
-            loaded = load_model(config.base_model, device=config.device)
+            loaded = load_model(config.base_model, device=config.device, dtype=config.dtype)
             base_scorer = (loaded.model, loaded.tokenizer)
         model, tokenizer = base_scorer
         builder = PromptBuilder(catalog, tokenizer, PromptConfig(), profiles)

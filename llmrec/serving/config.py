@@ -75,6 +75,8 @@ class ServeConfig:
     #: template fallback), "template" (facts only, fast) or "none".
     reasons: str = "generate"
     device: str = "auto"
+    #: "auto" (bf16 on GPUs and CPUs with bf16 units, else fp32), "float32", "bfloat16", ...
+    dtype: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
     #: Accepted bearer keys: listed here, or read (comma-separated) from this environment variable.

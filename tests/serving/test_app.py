@@ -66,6 +66,7 @@ def make_service(parts, **overrides) -> RecService:  # noqa: ANN001
         adapters={"tiny-lora": adapter_dir},
         reasons="template",
         device="cpu",
+        dtype="float32",
         num_candidates=8,
         limits=Limits(max_k=10, timeout_s=60),
         batching=Batching(max_batch=4, wait_ms=20),

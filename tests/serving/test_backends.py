@@ -1,0 +1,60 @@
+"""The transformers backend: several adapters per base, any served names, the base zero-shot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from llmrec.models.adapters import load_adapters
+from llmrec.models.loader import load_model
+from llmrec.prompts import PromptBuilder
+from llmrec.ranking.scorer import LLMScorer
+from llmrec.serving.backends import TransformersBackend
+from llmrec.serving.config import ServeConfig
+from tests.llm.conftest import build_tiny_llm, make_dataset
+from tests.serving.conftest import SMALL, make_adalora_adapter, make_lora_adapter
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("backend")
+    model_dir = str(build_tiny_llm(root / "tiny"))
+    ada, _, _ = make_adalora_adapter(model_dir, root / "ada", base_model=model_dir)
+    lora = make_lora_adapter(model_dir, root / "lora", base_model=model_dir)
+    # served names that peft would mistake for parts of parameter names ("lora", "mlp")
+    config = ServeConfig(
+        base_model=model_dir,
+        adapters={"lora": str(ada), "mlp": str(lora)},
+        device="cpu",
+        dtype="float32",
+    )
+    dataset = make_dataset()
+    return model_dir, {"lora": ada, "mlp": lora}, dataset, TransformersBackend(config, dataset)
+
+
+def reference_scores(model_dir: str, adapter, dataset, prompts):  # noqa: ANN001, ANN201
+    loaded = load_model(model_dir, device="cpu", dtype="float32")
+    model = loaded.model if adapter is None else load_adapters(loaded.model, {"x": adapter})
+    builder = PromptBuilder(dataset.catalog, loaded.tokenizer, SMALL, dataset.profiles())
+    return LLMScorer(model, loaded.tokenizer, builder).score(prompts)
+
+
+def test_each_served_name_scores_like_its_adapter_alone(served) -> None:  # noqa: ANN001
+    model_dir, adapters, dataset, backend = served
+    models = backend.models()
+    assert list(models) == ["base", "lora", "mlp"]
+    assert models["lora"].info.method == "adalora" and models["mlp"].info.method == "lora"
+    seqs = dataset.sequences()[:3]
+    results = {}
+    for name in ("lora", "mlp", "base", "lora"):  # switching back and forth
+        builder = models[name].builder
+        prompts = [builder.listwise(s.head(5), list(s.item_ids[5:9]) or ["i1", "i2"]) for s in seqs]
+        got = models[name].score(prompts)
+        want = reference_scores(model_dir, adapters.get(name), dataset, prompts)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, atol=1e-5)
+        results[name] = got
+    assert not np.allclose(results["lora"][0], results["base"][0], atol=1e-3)
+    assert not np.allclose(results["mlp"][0], results["base"][0], atol=1e-3)
