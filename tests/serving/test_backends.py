@@ -23,15 +23,32 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     model_dir = str(build_tiny_llm(root / "tiny"))
     ada, _, _ = make_adalora_adapter(model_dir, root / "ada", base_model=model_dir)
     lora = make_lora_adapter(model_dir, root / "lora", base_model=model_dir)
+    prefix = make_prefix_adapter(model_dir, root / "prefix")
     # served names that peft would mistake for parts of parameter names ("lora", "mlp")
     config = ServeConfig(
         base_model=model_dir,
-        adapters={"lora": str(ada), "mlp": str(lora)},
+        adapters={"lora": str(ada), "mlp": str(lora), "pre": str(prefix)},
         device="cpu",
         dtype="float32",
     )
     dataset = make_dataset()
-    return model_dir, {"lora": ada, "mlp": lora}, dataset, TransformersBackend(config, dataset)
+    adapters = {"lora": ada, "mlp": lora, "pre": prefix}
+    return model_dir, adapters, dataset, TransformersBackend(config, dataset)
+
+
+def make_prefix_adapter(model_dir: str, folder):  # noqa: ANN001, ANN201
+    from llmrec.models.adapters import AdapterConfig, attach_adapter, save_adapter
+    from tests.serving.conftest import adapter_record, fresh_model
+
+    peft_model = attach_adapter(
+        fresh_model(model_dir), AdapterConfig(method="prefix", num_virtual_tokens=4)
+    )
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param in peft_model.parameters():
+            if param.requires_grad:
+                param.copy_(torch.randn(param.shape, generator=gen))
+    return save_adapter(peft_model, folder, adapter_record("prefix", base_model=model_dir))
 
 
 def reference_scores(model_dir: str, adapter, dataset, prompts):  # noqa: ANN001, ANN201
@@ -44,11 +61,12 @@ def reference_scores(model_dir: str, adapter, dataset, prompts):  # noqa: ANN001
 def test_each_served_name_scores_like_its_adapter_alone(served) -> None:  # noqa: ANN001
     model_dir, adapters, dataset, backend = served
     models = backend.models()
-    assert list(models) == ["base", "lora", "mlp"]
+    assert list(models) == ["base", "lora", "mlp", "pre"]
+    assert models["pre"].info.method == "prefix"
     assert models["lora"].info.method == "adalora" and models["mlp"].info.method == "lora"
     seqs = dataset.sequences()[:3]
     results = {}
-    for name in ("lora", "mlp", "base", "lora"):  # switching back and forth
+    for name in ("lora", "mlp", "pre", "base", "lora"):  # switching back and forth
         builder = models[name].builder
         prompts = [builder.listwise(s.head(5), list(s.item_ids[5:9]) or ["i1", "i2"]) for s in seqs]
         got = models[name].score(prompts)
@@ -58,3 +76,4 @@ def test_each_served_name_scores_like_its_adapter_alone(served) -> None:  # noqa
         results[name] = got
     assert not np.allclose(results["lora"][0], results["base"][0], atol=1e-3)
     assert not np.allclose(results["mlp"][0], results["base"][0], atol=1e-3)
+    assert not np.allclose(results["pre"][0], results["base"][0], atol=1e-3)

@@ -106,3 +106,47 @@ def _tool_definition(base_url: str) -> dict:
 
     data = httpx.get(f"{base_url}/tools", headers={"Authorization": "Bearer sk-test"}).json()
     return data["data"][0]["function"]
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(parts) -> None:  # noqa: ANN001, F811
+    import httpx
+
+    service = make_service(parts)
+    served = service.batcher.models["tiny-lora"]
+    original = served.score
+    started = threading.Event()
+
+    def slow(prompts):  # noqa: ANN001, ANN202
+        started.set()
+        time.sleep(1.5)
+        return original(prompts)
+
+    served.score = slow
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service), host="127.0.0.1", port=port, log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    )  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    answers: list[httpx.Response] = []
+    request = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(
+                f"http://127.0.0.1:{port}/v1/recommend",
+                json={"history": ["i0"], "explain": False},
+                timeout=30,
+            )
+        )
+    )
+    request.start()
+    assert started.wait(10)
+    server.should_exit = True  # what SIGTERM does
+    request.join(20)
+    thread.join(20)
+    assert answers and answers[0].status_code == 200 and answers[0].json()["items"]
+    assert not thread.is_alive() and not service.batcher.running
