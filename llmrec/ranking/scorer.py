@@ -57,13 +57,14 @@ class LLMScorer:
 
     def encode(self, texts: Sequence[str]) -> dict[str, Any]:
         """Left-padded token ids for ``texts``; refuses prompts longer than ``max_length``."""
-        # Left padding whatever the tokenizer's default: the last position must be the answer's.
-        batch = self.tokenizer(
-            list(texts),
-            add_special_tokens=False,
-            padding=True,
-            padding_side="left",
-            return_tensors="pt",
+        # Tokenize unpadded, then pad in Python: a fast tokenizer keeps its padding settings in
+        # one shared Rust object, so a padded call racing an unpadded one in another thread (the
+        # service's request threads count prompt tokens while the batcher encodes) could come
+        # back ragged. Left padding whatever the tokenizer's default: the last position must be
+        # the answer's.
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        batch = self.tokenizer.pad(
+            {"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt"
         )
         if batch["input_ids"].shape[1] > self.max_length:
             raise ValueError(
