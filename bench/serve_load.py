@@ -16,8 +16,8 @@ alternates true/false. Warm-up requests (one of each kind) go first and are not 
 
 Any 5xx, transport error or malformed 200 fails the run (exit 1), and so do 429s unless
 ``--allow-429`` (they are counted apart either way). Writes ``runs/serve-bench/sections/load.md``
-(``--tiny``: ``runs/serve-bench-tiny``, never the docs) and regenerates docs/serving.md from
-``HEADER`` and the sections, as bench/llm.py does docs/llm.md, once ``HEADER`` is written.
+(``--tiny``: ``runs/serve-bench-tiny``, never the docs) and regenerates docs/serving-load.md from
+``HEADER`` and the sections, as bench/llm.py does docs/llm.md (the guide is docs/serving.md).
 """
 
 from __future__ import annotations
@@ -47,10 +47,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _sections import write_doc, write_section  # noqa: E402
 
 PARTS = ("load",)
-#: The text of docs/serving.md above the measured sections. The document is regenerated from it and
-#: the section files (as bench/llm.py regenerates docs/llm.md), so its prose belongs here; while
+#: The text of docs/serving-load.md above the measured sections. The document is regenerated from it
+#: and the section files (as bench/llm.py regenerates docs/llm.md), so its prose belongs here; while
 #: this is empty the document is left alone and only the section file is written.
-HEADER: list[str] = []
+HEADER: list[str] = [
+    "# Serving: load test",
+    "",
+    "Written by `bench/serve_load.py` (the guide to the service is [serving.md](serving.md)). The",
+    "service runs in the benchmark's process under uvicorn on loopback, with the client sharing",
+    "the same cores; every figure below names the machine, the date and the command.",
+    "",
+]
 
 KINDS = ("recommend (user)", "recommend (titles)", "chat", "chat (stream)")
 WEIGHTS = (0.3, 0.3, 0.2, 0.2)
@@ -89,7 +96,7 @@ def main() -> int:
     parser.add_argument("--allow-429", action="store_true", help="429s do not fail the run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="default: runs/serve-bench (--tiny: runs/serve-bench-tiny)")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "serving.md"))
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "serving-load.md"))
     args = parser.parse_args()
     if args.requests < 1 or args.concurrency < 1:
         raise SystemExit("--requests and --concurrency must be at least 1")
