@@ -106,8 +106,37 @@ class MentionFinder:
             mentions.append(Mention(written, item_id, title, 1.0, start, end))
             taken.append((start, end))
             i += n
+        mentions.extend(self._fuzzy_runs(text, words, taken))
         mentions.sort(key=lambda m: m.start)
         return mentions, unmatched
+
+    def _fuzzy_runs(
+        self, text: str, words: list[tuple[str, int, int]], taken: list[tuple[int, int]]
+    ) -> list[Mention]:
+        """Misspelt titles: runs of two or more capitalised words ("Toy Stroy", "Pulp Fictoin")
+        outside the exact matches, matched fuzzily (similarity >= the finder's cutoff)."""
+        found: list[Mention] = []
+        run: list[tuple[str, int, int]] = []
+
+        def flush() -> None:
+            # a run may start with a capitalised word that is no title ("I", "Loved")
+            while len(run) >= 2 and run[0][0].lower() in COMMON - {"the", "a", "an"}:
+                run.pop(0)
+            if len(run) >= 2:
+                start, end = run[0][1], run[-1][2]
+                match = self.titles.match(text[start:end])
+                if match is not None and match.score < 1.0:
+                    found.append(self._mention(text[start:end], match, start, end))
+            run.clear()
+
+        for word, start, end in words:
+            free = not any(s < end and start < e for s, e in taken)
+            if free and word[:1].isupper() and len(run) < _MAX_TITLE_WORDS:
+                run.append((word, start, end))
+            else:
+                flush()
+        flush()
+        return found
 
     @staticmethod
     def _single_word_ok(word: str) -> bool:
