@@ -132,6 +132,15 @@ _WITH_YEAR = re.compile(r"([A-Z0-9][\w'&.,:!?\- ]{1,80}?)\s*\((\d{4})\)")
 _BRACKET_YEAR = re.compile(r"\s*\(\d{4}\)")
 _WORD = re.compile(r"[A-Za-z0-9][\w'\-]*|[.!?;:]")
 _JOINERS = {"of", "the", "and", "a", "an", "in", "on", "to", "for", "with", "&"}
+_YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?!\d)")
+#: "rated it 4", "rating of 4.5", "4 out of 5", "4/5", "4 stars"
+_RATING = re.compile(
+    r"\brat(?:ed|ing|es?)\b[^\d.!?;]{0,60}?(?P<a>\d+(?:\.\d+)?)"
+    r"(?:\s*(?:out\s+of|/)\s*(?P<scale_a>\d+))?"
+    r"|(?P<b>\d+(?:\.\d+)?)\s*(?:out\s+of|/)\s*(?P<scale>\d+)"
+    r"|(?P<c>\d+(?:\.\d+)?)\s+stars?\b",
+    re.IGNORECASE,
+)
 
 
 def _norm(text: str) -> str:
@@ -211,7 +220,35 @@ class Grounder:
         spans += [(s, "run") for s in _capitalised_runs(_BRACKET_YEAR.sub(" ", text))]
         norm_text = f" {_norm(text)} "
         spans += [(t, "title") for t in self.multiword_titles if f" {t} " in norm_text]
-        return sorted({s for s, kind in spans if not self._refers_to_allowed(s, allowed, kind)})
+        found = {s for s, kind in spans if not self._refers_to_allowed(s, allowed, kind)}
+        return sorted(found | set(self._wrong_facts(text, history, item_id)))
+
+    def _wrong_facts(self, text: str, history: UserSequence, item_id: str) -> list[str]:
+        """Years and ratings the reason states that the data does not hold: a year that is no
+        year of the item or a history item, a rating the user never gave, a scale wider than
+        the ratings'."""
+        catalog = self.catalog
+        shown = [item_id, *[i for i in history.item_ids if i in catalog]]
+        years = {catalog.item(i).year for i in shown if catalog.item(i).year is not None}
+        wrong = [f"year {y}" for y in _YEAR.findall(text) if int(y) not in years]
+        pairs = [
+            (i, float(r))
+            for i, r in zip(history.item_ids, history.ratings or (), strict=False)
+            if i in catalog and r is not None and r == r
+        ]
+        ratings = [r for _, r in pairs]
+        # a rating stated next to history items must be the rating of one of them
+        norm = f" {_norm(text)} "
+        named = [r for i, r in pairs if any(f" {n} " in norm for n in self._names([i]))]
+        plausible = named or ratings
+        for match in _RATING.finditer(text):
+            value = float(match.group("a") or match.group("b") or match.group("c"))
+            scale = match.group("scale") or match.group("scale_a")
+            if value not in plausible:
+                wrong.append(f"rating {match.group(0).strip()}")
+            elif scale is not None and float(scale) != max(5.0, max(ratings)):
+                wrong.append(f"rating scale {match.group(0).strip()}")
+        return wrong
 
     def check(self, text: str, history: UserSequence, item_id: str) -> bool:
         return bool(text.strip()) and not self.problems(text, history, item_id)

@@ -144,3 +144,23 @@ def test_cites_needs_a_history_item_or_a_shared_genre() -> None:
     assert not grounder.cites("Another western you may like.", history, target)
     # naming only the recommended item itself is not evidence about the user
     assert not grounder.cites("Fargo is a classic film with stunning visuals.", history, target)
+
+
+def test_grounder_rejects_years_and_ratings_the_data_does_not_hold(history, grounder) -> None:  # noqa: ANN001
+    # i15 is Fargo (1996); the history holds Toy Story (1995, rated 5), Heat (rated 2), ...
+    for text in (
+        "Toy Story was released in 2003, so you will like it.",  # no such year here
+        "You rated Heat 4 out of 5.",  # the user gave Heat a 2
+        "You rated Toy Story 9.",  # never a 9
+        "You rated Toy Story 5 out of 10.",  # ratings here are on a 1-5 scale
+    ):
+        assert not grounder.check(text, history, "i15"), (
+            text,
+            grounder.problems(text, history, "i15"),
+        )  # noqa: E501
+    for text in (
+        "Fargo (1996) came out a year after Toy Story (1995).",
+        "You rated Toy Story 5 out of 5.",
+        "You gave Pulp Fiction 5 stars, and this is a crime story too.",
+    ):
+        assert grounder.check(text, history, "i15"), (text, grounder.problems(text, history, "i15"))  # noqa: E501
