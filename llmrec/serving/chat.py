@@ -35,7 +35,12 @@ COMMON = frozenset(
     way we well what when where which while who why will with woman women would yes yet you your
     """.split()
 )
-_FILLER = COMMON | {"i'd", "i'm", "i've", "also", "really", "something", "anything"}
+#: Words about who is asking ("my son loved ...") that say nothing about the items wanted.
+_PEOPLE = frozenset(
+    "son sons daughter daughters wife husband partner friend friends boy girl mom mum dad "
+    "brother sister children child grandson granddaughter".split()
+)
+_FILLER = COMMON | _PEOPLE | {"i'd", "i'm", "i've", "also", "really", "something", "anything"}
 #: Common words that still describe a wish ("something darker", "funny").
 _DESCRIBING = frozenset("dark darker funny scary fun happy sad old new kids family".split())
 _KEEP_IN_WISH = _DESCRIBING | {"something", "anything", "similar", "like"}

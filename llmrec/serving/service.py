@@ -439,10 +439,13 @@ class RecService:
                 param=f"messages.{len(request.messages) - 1}.content",
             )  # fmt: skip
         history = UserSequence("adhoc", (), ())
+        resolved: list[ResolvedItem] = []
+        user_id = query = None
         if call is not None:
             try:
                 req = tool_arguments_to_request(call.function.arguments, model)
-                history, _, _ = self.resolve_history(req.user_id, req.history)
+                history, resolved, _ = self.resolve_history(req.user_id, req.history)
+                user_id, query = req.user_id, req.query
             except (ServiceError, ValueError):
                 pass
         shown: list[RecommendedItem] = []
@@ -463,9 +466,11 @@ class RecService:
                     reason_source="llm" if ok else None,
                 )
             )  # fmt: skip
+        # what the call asked for, as the tool call's arguments said it
         result = RecommendResponse(
-            model=model, user_id=None, query=None, resolved=[], unresolved=[], items=shown
-        )
+            model=model, user_id=user_id, query=query, resolved=resolved, unresolved=[],
+            items=shown,
+        )  # fmt: skip
         return ChatResult(content=render_reply(result), recommendation=result)
 
 

@@ -297,6 +297,9 @@ def test_tool_call_round_trip(client: TestClient, service: RecService) -> None:
     for item in result["items"][:3]:
         assert item["title"] in text
     assert "Fake" not in text
+    assert text.startswith(
+        'You mentioned: "Toy Story (1995)" -> Toy Story; "Mulan (1998)" -> Mulan'
+    )
     assert [i["item_id"] for i in body["llmrec"]["items"]] == [
         i["item_id"] for i in result["items"][:3]
     ]

@@ -53,3 +53,5 @@ def test_the_wish_is_what_remains(finder: MentionFinder) -> None:
     assert wish(text, finder.find(text)[0]) is None
     assert wish("recommend something funny", []) == "something funny"
     assert wish("hello, thanks", []) is None
+    text = "My son loved Toy Story and Mulan"
+    assert wish(text, finder.find(text)[0]) is None
