@@ -351,7 +351,7 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
     gen = pipe.reasons
     grounder = gen.grounder
     cases = _sample(split.test, args.reason_users, 3)
-    raw_total = raw_bad = raw_outside = shown_bad = cites = from_llm = 0
+    raw_total = raw_bad = raw_outside = raw_facts = shown_bad = cites = from_llm = 0
     catalog_titles = {normalise_title(i.title) for i in data.catalog}
     for case in cases:
         recs = pipe.recommend(case.history, k=3, reasons="none")
@@ -365,8 +365,12 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
         for item_id, text in zip(ids, raw, strict=True):
             raw_total += 1
             problems = grounder.problems(text, case.history, item_id)
-            raw_bad += int(bool(problems))
-            raw_outside += int(any(normalise_title(p) not in catalog_titles for p in problems))
+            # the grounder's fact problems read "year 1999" / "rating ..."; the rest are names
+            facts = [p for p in problems if p.startswith(("year ", "rating "))]
+            names = [p for p in problems if p not in facts]
+            raw_bad += int(bool(names))
+            raw_facts += int(bool(facts))
+            raw_outside += int(any(normalise_title(p) not in catalog_titles for p in names))
         shown = gen.generate(case.history, ids)
         for item_id, reason in zip(ids, shown, strict=True):
             shown_bad += int(not grounder.check(reason.text, case.history, item_id))
@@ -381,7 +385,8 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
         "",
         f"- Raw generations (greedy, no check): {raw_bad / n:.1%} name something other than the "
         f"item and the user's history items; {raw_outside / n:.1%} name something that is not a "
-        "catalogue title at all.",
+        f"catalogue title at all; {raw_facts / n:.1%} state a year or a rating that the data does "
+        "not hold.",
         f"- Shown after grounding (rejected reasons regenerated once, then replaced by the "
         f"template reason): {shown_bad / n:.1%} fail the check; {from_llm / n:.1%} are generated, "
         f"the rest template reasons.",
