@@ -247,14 +247,14 @@ def create_app(service: RecService) -> FastAPI:
         """OpenAI-compatible chat: mentions of liked titles and a wish in, recommendations with
         reasons out (or a ``recommend`` tool call when the request offers the tool)."""
         result = service.chat(body, deadline())
-        model = service.model_name(body.model)
+        model = result.model
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        content_tokens = len((result.content or "").split())
+        # usage counts whitespace-separated words: the reply is a template, not model tokens
+        asked = sum(len(m.text().split()) for m in body.messages)
+        answered = len((result.content or "").split())
         usage = Usage(
-            prompt_tokens=sum(len(m.text().split()) for m in body.messages),
-            completion_tokens=content_tokens,
-            total_tokens=sum(len(m.text().split()) for m in body.messages) + content_tokens,
+            prompt_tokens=asked, completion_tokens=answered, total_tokens=asked + answered
         )
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

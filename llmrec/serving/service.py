@@ -119,9 +119,9 @@ def tool_arguments_to_request(arguments: str, model: str | None) -> RecommendReq
 @dataclass
 class ChatResult:
     content: str | None
+    model: str
     tool_calls: list[ToolCall] = field(default_factory=list)
     recommendation: RecommendResponse | None = None
-    prompt_tokens: int = 0
 
     @property
     def finish_reason(self) -> str:
@@ -371,7 +371,7 @@ class RecService:
                 id=f"call_{uuid.uuid4().hex[:24]}",
                 function={"name": TOOL_NAME, "arguments": json.dumps(args)},  # type: ignore[arg-type]
             )
-            return ChatResult(content=None, tool_calls=[call])
+            return ChatResult(content=None, model=model, tool_calls=[call])
         options = request.llmrec
         rec_request = RecommendRequest(
             user_id=options.user_id,
@@ -389,7 +389,7 @@ class RecService:
             for m in mentions
         ]
         result.unresolved = list(unmatched)
-        return ChatResult(content=render_reply(result), recommendation=result)
+        return ChatResult(content=render_reply(result), model=model, recommendation=result)
 
     def _read_conversation(
         self, request: ChatRequest
@@ -471,7 +471,7 @@ class RecService:
             model=model, user_id=user_id, query=query, resolved=resolved, unresolved=[],
             items=shown,
         )  # fmt: skip
-        return ChatResult(content=render_reply(result), recommendation=result)
+        return ChatResult(content=render_reply(result), model=model, recommendation=result)
 
 
 def _number(value: Any) -> float:
