@@ -53,7 +53,12 @@ METHODS = ("lora", "adalora", "prefix", "qlora")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--retriever", default=str(ROOT / "runs" / "retriever"))
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="adapters to rank: NAME reads runs/adapter-NAME (lora, adalora, prefix, qlora or "
+        "any other trained folder)",
+    )
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--users", type=int, default=0, help="test users (0: all 943)")
     parser.add_argument("--tune-users", type=int, default=300)
@@ -68,9 +73,11 @@ def main() -> int:
     (out / "sections").mkdir(parents=True, exist_ok=True)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = (set(parts) - set(PARTS)) | (set(methods) - set(METHODS))
+    bad = set(parts) - set(PARTS)
     if bad:
-        raise SystemExit(f"unknown parts/methods {sorted(bad)}")
+        raise SystemExit(f"unknown parts {sorted(bad)}")
+    if args.train and set(methods) - set(METHODS):
+        raise SystemExit(f"--train knows the recipes {', '.join(METHODS)}")
     data = load_builtin("ml-100k")
     split = leave_one_out(data)
     for part in PARTS:
@@ -132,6 +139,12 @@ def _train(method: str, retriever: str) -> None:
     ]  # fmt: skip
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def _residual_weight(adapter: Path) -> float | None:
+    from llmrec.models.adapters import read_adapter_record
+
+    return (read_adapter_record(adapter).training or {}).get("residual_weight")
 
 
 def _sample(cases, n: int, seed: int):  # noqa: ANN001, ANN202
@@ -197,11 +210,16 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         pipe = load_pipeline(args.retriever, data, adapter, fusion_weight=0.0, prompt=prompt)
         ranker = pipe.ranker
         ranker.progress = True
-        # adapters trained on validation targets are tuned on the users they held out
-        tune_on = tuning_cases(split.valid, folder / "adapter") if folder else valid
-        tune_on = _sample(tune_on, args.tune_users, 1)
-        quality = ranker.tune(tune_on)
-        weight = ranker.config.fusion_weight
+        residual = _residual_weight(folder / "adapter") if folder else None
+        if residual is not None:
+            # a residual adapter learned its scores as a correction at this weight: no tuning
+            quality, weight = {}, residual
+        else:
+            # adapters trained on validation targets are tuned on the users they held out
+            tune_on = tuning_cases(split.valid, folder / "adapter") if folder else valid
+            tune_on = _sample(tune_on, args.tune_users, 1)
+            quality = ranker.tune(tune_on)
+            weight = ranker.config.fusion_weight
         metrics = {}
         for proto, cfg in (("full", full_cfg), ("sampled", sampled_cfg)):
             for mode, w in (("llm", 0.0), ("fused", weight)):
@@ -235,7 +253,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
             _fmt(metrics["full_fused"]["HR@10"]),
             _fmt(metrics["sampled_llm"]["HR@1"]),
             _fmt(metrics["sampled_fused"]["HR@1"]),
-            f"{weight:g}",
+            f"{weight:g}" + (" (trained)" if residual is not None else ""),
         ])  # fmt: skip
         print(rows[-1], f"({time.perf_counter() - started:.0f} s)", flush=True)
         (out / "rank-results.json").write_text(json.dumps(results, indent=2))
@@ -248,7 +266,9 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "pipeline reranks the retriever's top 20 (a target outside them is a miss). Sampled: "
         "target + 19 uniform negatives the user never rated (seed 0); the retriever scores them "
         "directly and the LLM ranks them in one prompt. Retriever and SASRec rows show the model "
-        "alone, in the fused columns.",
+        "alone, in the fused columns. A residual adapter (`training.residual`) learned its "
+        "scores as a correction to the retriever's order at the weight marked (trained): its "
+        "fused columns are its ranking, its LLM columns the correction alone.",
         "",
         "| model | trainable params | training | peak RSS | adapter | full NDCG@10 (LLM) | full HR@10 (LLM) | full NDCG@10 (fused) | full HR@10 (fused) | sampled HR@1 (LLM) | sampled HR@1 (fused) | fusion weight |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -201,8 +201,8 @@ def build_examples(
     reasons: Any | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Render cases into training rows: ``{"kind": "rank", "text", "labels", "target"}`` or
-    ``{"kind": "reason", "text", "answer"}``."""
+    """Render cases into training rows, ``{"kind": "rank", "text", "labels", "target",
+    "ranks"}`` or ``{"kind": "reason", "text", "answer"}``."""
     rows: list[dict[str, Any]] = []
     rng = np.random.default_rng(stable_seed(config.seed, "reasons"))
     for case, cands in tqdm(
@@ -210,12 +210,16 @@ def build_examples(
     ):
         salt = ("train", len(case.history))
         prompt = builder.listwise(case.history, list(cands), target=case.target, salt=salt)
+        order = {item: k for k, item in enumerate(cands)}
         rows.append(
             {
                 "kind": "rank",
                 "text": prompt.text,
                 "labels": list(prompt.labels),
                 "target": prompt.labels.index(prompt.target_label),
+                # each label's candidate's place in the list handed over (the retriever's
+                # order when there is a retriever): what a residual ranker adds its prior to
+                "ranks": [order[i] + 1 for i in prompt.item_ids],
             }
         )
         if reasons is not None and config.reason_fraction and rng.random() < config.reason_fraction:

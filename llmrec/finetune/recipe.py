@@ -40,6 +40,12 @@ class TrainingConfig:
     seed: int = 0
     save_total_limit: int = 2
     tensorboard: bool = True
+    #: Train the LLM as a correction to the retriever: the loss reads ``llm + w * z(rank)`` over
+    #: the candidates (``z``: the retrieval rank standardised over the list, as fusion uses it),
+    #: with ``w`` fitted to the training rows before training. The adapter then ranks fused with
+    #: that weight; its pure-LLM scores are the correction alone. Needs
+    #: ``examples.require_retrieved`` (candidates are the retriever's top list, in its order).
+    residual: bool = False
 
     def __post_init__(self) -> None:
         check_number("batch_size", self.batch_size, minimum=1)
@@ -112,7 +118,13 @@ class Recipe:
                     values[name] = klass(**section)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from exc
-        return cls(**values)
+        recipe = cls(**values)
+        if recipe.training.residual and not recipe.examples.require_retrieved:
+            raise ValueError(
+                f"{where}: training.residual needs examples.require_retrieved: true (the "
+                "candidates must be the retriever's top list for its ranks to mean anything)"
+            )
+        return recipe
 
 
 def _plain(value: Any) -> Any:

@@ -44,8 +44,9 @@ from llmrec.models.adapters import (
 )
 from llmrec.models.loader import load_model
 from llmrec.prompts.builder import PromptBuilder, RankPrompt, label_token_ids
-from llmrec.ranking.pipeline import candidates_from_scores
+from llmrec.ranking.pipeline import candidates_from_scores, rank_prior
 from llmrec.ranking.reasons import ReasonFacts
+from llmrec.ranking.recommend import RANKER_FILE
 from llmrec.ranking.scorer import LLMScorer
 from llmrec.recommender import Recommender
 
@@ -58,8 +59,9 @@ SUMMARY_FILE = "training.json"
 class RankCollator:
     """Tokenize rows into left-padded batches.
 
-    Rank rows carry the candidates' label token ids and the target's position; reason rows carry
-    causal-LM labels on the answer tokens only (-100 elsewhere).
+    Rank rows carry the candidates' label token ids, the target's position and, for a residual
+    ranker, each label's prior (zero otherwise); reason rows carry causal-LM labels on the answer
+    tokens only (-100 elsewhere).
     """
 
     def __init__(self, tokenizer: Any, max_length: int = 2048) -> None:
@@ -99,6 +101,7 @@ class RankCollator:
         target = torch.zeros(len(rows), dtype=torch.long)
         lm_labels = torch.full_like(enc["input_ids"], -100)
         kind = torch.zeros(len(rows), dtype=torch.long)
+        prior = torch.zeros((len(rows), width), dtype=torch.float32)
         for i, row in enumerate(rows):
             if row["kind"] == "rank":
                 ids = self.label_ids(row["text"], row["labels"])
@@ -106,6 +109,8 @@ class RankCollator:
                 label_mask[i, : len(ids)] = True
                 target[i] = int(row["target"])
                 kind[i] = 1
+                if "prior" in row:
+                    prior[i, : len(ids)] = torch.as_tensor(row["prior"], dtype=torch.float32)
             else:
                 n = answer_lengths[i]
                 lm_labels[i, -n:] = enc["input_ids"][i, -n:]
@@ -117,6 +122,7 @@ class RankCollator:
             "label_mask": label_mask,
             "target": target,
             "lm_labels": lm_labels,
+            "prior": prior,
         }
 
 
@@ -138,6 +144,8 @@ def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
         )
         logits = out.logits[:, -1, :].float()
         picked = logits.gather(1, batch["label_ids"][rank])
+        if "prior" in batch:  # a residual ranker: the LLM corrects the retriever's order
+            picked = picked + batch["prior"][rank].to(picked.device)
         picked = picked.masked_fill(~batch["label_mask"][rank], float("-inf"))
         loss = F.cross_entropy(picked, batch["target"][rank])
         total = total + loss * rank.sum() / n
@@ -150,6 +158,31 @@ def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
         )
         total = total + out.loss.float() * (~rank).sum() / n
     return total
+
+
+def fit_residual_weight(rows: Sequence[dict[str, Any]], top: float = 8.0) -> float:
+    """The weight ``w`` for which ``softmax(w * z(rank))`` best predicts the rank rows' targets
+    (maximum likelihood over a 0.01 grid up to ``top``): the retriever's order as a prior, as
+    sure of itself as it has earned on these examples."""
+    rank_rows = [r for r in rows if r["kind"] == "rank"]
+    if not rank_rows:
+        raise ValueError("no rank rows to fit the residual weight on")
+    grid = np.arange(0.0, top + 1e-9, 0.01)
+    loglik = np.zeros_like(grid)
+    for row in rank_rows:
+        z = rank_prior(row["ranks"])
+        logits = grid[:, None] * z[None, :]
+        top_logit = logits.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(logits - top_logit).sum(axis=1)) + top_logit[:, 0]
+        loglik += logits[:, int(row["target"])] - lse
+    return float(grid[int(np.argmax(loglik))])
+
+
+def add_residual_prior(rows: list[dict[str, Any]], weight: float) -> None:
+    """Give each rank row its prior, ``weight * z(rank)`` per label, for the residual loss."""
+    for row in rows:
+        if row["kind"] == "rank":
+            row["prior"] = (weight * rank_prior(row["ranks"])).tolist()
 
 
 def orthogonal_penalty(model: Any, weight: float) -> Any:
@@ -177,14 +210,22 @@ class Validation:
     prompts: list[RankPrompt]
     targets: list[str]
     retriever_metrics: dict[str, float]
+    #: Each prompt's candidates' retrieval ranks, in the prompt's order.
+    retrieval_ranks: list[list[int]] | None = None
+    #: A residual ranker is scored fused with the retriever at this weight (0: the pure LLM).
+    residual_weight: float = 0.0
 
     def evaluate(self, scorer: LLMScorer) -> dict[str, float]:
         scores = scorer.score(self.prompts)
         ranks: list[int | None] = []
-        for prompt, s, target in zip(self.prompts, scores, self.targets, strict=True):
+        for i, (prompt, s, target) in enumerate(
+            zip(self.prompts, scores, self.targets, strict=True)
+        ):
             if target not in prompt.item_ids:
                 ranks.append(None)
                 continue
+            if self.residual_weight and self.retrieval_ranks is not None:
+                s = np.asarray(s) + self.residual_weight * rank_prior(self.retrieval_ranks[i])
             t = prompt.item_ids.index(target)
             ranks.append(int((s > s[t]).sum()))
         return metrics_from_ranks(ranks, (1, 5, 10, 20))
@@ -199,12 +240,19 @@ def build_validation(
     catalog = builder.catalog
     histories = [c.history for c in cases]
     top, _ = candidates_from_scores(retriever.score(histories), histories, catalog, k)
-    prompts, ranks = [], []
+    prompts, ranks, shown_ranks = [], [], []
     for case, row in zip(cases, top, strict=True):
         ids = [catalog.ids[int(i)] for i in row]
-        prompts.append(builder.listwise(case.history, ids, salt="valid"))
+        prompt = builder.listwise(case.history, ids, salt="valid")
+        prompts.append(prompt)
+        shown_ranks.append([ids.index(i) + 1 for i in prompt.item_ids])
         ranks.append(ids.index(case.target) if case.target in ids else None)
-    return Validation(prompts, [c.target for c in cases], metrics_from_ranks(ranks, (1, 5, 10, 20)))
+    return Validation(
+        prompts,
+        [c.target for c in cases],
+        metrics_from_ranks(ranks, (1, 5, 10, 20)),
+        shown_ranks,
+    )
 
 
 def heldout_cases(valid: Sequence[EvalCase], training: Any) -> list[EvalCase]:
@@ -403,6 +451,16 @@ def finetune(
     reasons = ReasonFacts(catalog) if cfg.reason_fraction else None
     rows = build_examples(cases, candidates, builder, cfg, reasons, progress=progress)
     validation = build_validation(valid_cases, retriever, builder, cfg.num_candidates)
+    residual_weight = 0.0
+    if tcfg.residual:
+        residual_weight = fit_residual_weight(rows)
+        add_residual_prior(rows, residual_weight)
+        validation.residual_weight = residual_weight
+        logger.info(
+            "residual training: the retriever's rank prior enters the loss with weight %.2f; "
+            "validation scores the fused ranking",
+            residual_weight,
+        )
     logger.info(
         "%d training rows from %d prefixes; %d validation users (retriever alone: NDCG@10 %.4f)",
         len(rows),
@@ -500,9 +558,14 @@ def finetune(
             "example_source": cfg.source,
             # validation users never trained on: tune the fusion weight on these
             "heldout_users": [c.user_id for c in valid_cases],
+            "residual_weight": residual_weight if tcfg.residual else None,
         },
     )
     adapter_dir = save_adapter(trainer.model, out / "adapter", record)
+    if tcfg.residual:
+        # the adapter's scores are a correction to the retriever: rank fused at the trained weight
+        settings = {"fusion_weight": residual_weight, "source": "residual training"}
+        atomic_write_text(adapter_dir / RANKER_FILE, json.dumps(settings, indent=2) + "\n")
     adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
     summary = {
         "method": recipe.adapter.method,
@@ -522,6 +585,7 @@ def finetune(
         "adapter_bytes": adapter_bytes,
         "train_loss": result.training_loss,
         "best_checkpoint": trainer.state.best_model_checkpoint,
+        "residual_weight": residual_weight if tcfg.residual else None,
         "validation_users": len(valid_cases),
         "validation_retriever": validation.retriever_metrics,
         "validation_zero_shot": _strip(zero_shot, "zero_shot_"),

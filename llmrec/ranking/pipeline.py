@@ -83,6 +83,12 @@ def standardise(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def rank_prior(ranks: Sequence[int]) -> np.ndarray:
+    """The fusion term of candidates at retrieval ranks ``ranks`` (1 = best) of one list: the
+    same z-scored rank that :meth:`LLMRanker.combine` adds, for training a residual ranker."""
+    return standardise(rank_scores(-np.asarray(ranks, dtype=np.float64)[None, :]))[0]
+
+
 class LLMRanker(Recommender):
     """Retriever + prompt builder + LLM scorer, scored by the evaluation harness like any model."""
 

@@ -399,3 +399,85 @@ def test_finetune_shifted_source_fits_its_retriever_once(
     again = finetune(recipe, tiny_dataset, tmp_path / "b", retriever, progress=False)
     assert fitted == [len(split.train)]
     assert again["training_rows"] == summary["training_rows"]
+
+
+# --------------------------------------------------------------------------- residual training
+def _rank_rows(target_ranks: list[int], n: int = 5) -> list[dict]:
+    return [
+        {"kind": "rank", "labels": list("ABCDE")[:n], "ranks": list(range(1, n + 1)),
+         "target": r - 1}
+        for r in target_ranks
+    ]  # fmt: skip
+
+
+def test_residual_weight_follows_how_often_the_retriever_is_right() -> None:
+    from llmrec.finetune.trainer import add_residual_prior, fit_residual_weight
+
+    always_first = fit_residual_weight(_rank_rows([1] * 20))
+    uniform = fit_residual_weight(_rank_rows([1, 2, 3, 4, 5] * 4))
+    mostly_first = fit_residual_weight(_rank_rows([1] * 10 + [2, 3, 4, 5, 2, 3, 4, 5, 2, 3]))
+    assert always_first == 8.0  # the grid's top: no finite weight is sure enough
+    assert uniform == 0.0
+    assert 0.0 < mostly_first < 8.0
+    rows = _rank_rows([2, 3])
+    add_residual_prior(rows, 2.0)
+    prior = np.array(rows[0]["prior"])
+    assert np.all(np.diff(prior) < 0) and abs(prior.sum()) < 1e-9  # rank 1 highest, centred
+    with pytest.raises(ValueError, match="no rank rows"):
+        fit_residual_weight([{"kind": "reason", "text": "x", "answer": "y"}])
+
+
+def test_residual_loss_reads_llm_scores_plus_the_prior(tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
+    from llmrec.finetune.trainer import ranking_loss
+
+    loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32")
+    split = leave_one_out(tiny_dataset)
+    builder = PromptBuilder(tiny_dataset.catalog, loaded.tokenizer, SMALL_PROMPT)
+    cases = training_cases(split.train, SMALL_EXAMPLES)[:2]
+    lists = candidate_lists(cases, tiny_dataset.catalog, None, SMALL_EXAMPLES, progress=False)
+    rows = build_examples(cases, lists, builder, SMALL_EXAMPLES, progress=False)
+    collate = RankCollator(loaded.tokenizer)
+
+    def loss() -> float:
+        return float(ranking_loss(loaded.model, collate(rows)).detach())
+
+    plain = loss()
+    for row in rows:  # a prior that is sure of the target: the loss all but vanishes
+        row["prior"] = [50.0 if i == row["target"] else 0.0 for i in range(len(row["labels"]))]
+    sure = loss()
+    for row in rows:  # and one sure of a wrong candidate: the loss explodes
+        wrong = (row["target"] + 1) % len(row["labels"])
+        row["prior"] = [50.0 if i == wrong else 0.0 for i in range(len(row["labels"]))]
+    assert sure < 0.01 < plain < loss()
+
+
+def test_residual_recipe_needs_retrieved_candidates() -> None:
+    with pytest.raises(ValueError, match="require_retrieved"):
+        Recipe.from_dict({"training": {"residual": True}})
+    recipe = Recipe.from_dict(
+        {"training": {"residual": True}, "examples": {"require_retrieved": True}}
+    )
+    assert recipe.training.residual
+
+
+def test_finetune_residual_ranks_fused_at_the_trained_weight(
+    tiny_llm_dir, tiny_dataset, tmp_path
+) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from llmrec.ranking.recommend import read_ranker_settings
+
+    split = leave_one_out(tiny_dataset)
+    retriever = Popular().fit(split.train, tiny_dataset.catalog)
+    base = _recipe(tiny_llm_dir)
+    recipe = replace(
+        base,
+        examples=replace(base.examples, hard_negatives=4, require_retrieved=True),
+        training=replace(base.training, residual=True),
+    )
+    summary = finetune(recipe, tiny_dataset, tmp_path / "run", retriever, progress=False)
+    weight = summary["residual_weight"]
+    assert weight is not None and 0.0 <= weight <= 8.0
+    adapter = tmp_path / "run" / "adapter"
+    assert read_adapter_record(adapter).training["residual_weight"] == weight
+    assert read_ranker_settings(adapter)["fusion_weight"] == weight
