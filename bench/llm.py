@@ -38,7 +38,7 @@ from llmrec.data import leave_one_out, load_builtin
 from llmrec.data.titles import normalise_title
 from llmrec.evaluation import EvalConfig, evaluate
 from llmrec.finetune.recipe import load_recipe
-from llmrec.finetune.trainer import tuning_cases
+from llmrec.finetune.trainer import residual_weight, tuning_cases
 from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.recommend import first_sentence, load_pipeline
 
@@ -141,12 +141,6 @@ def _train(method: str, retriever: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _residual_weight(adapter: Path) -> float | None:
-    from llmrec.models.adapters import read_adapter_record
-
-    return (read_adapter_record(adapter).training or {}).get("residual_weight")
-
-
 def _sample(cases, n: int, seed: int):  # noqa: ANN001, ANN202
     if not n or n >= len(cases):
         return list(cases)
@@ -210,7 +204,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         pipe = load_pipeline(args.retriever, data, adapter, fusion_weight=0.0, prompt=prompt)
         ranker = pipe.ranker
         ranker.progress = True
-        residual = _residual_weight(folder / "adapter") if folder else None
+        residual = residual_weight(folder / "adapter") if folder else None
         if residual is not None:
             # a residual adapter learned its scores as a correction at this weight: no tuning
             quality, weight = {}, residual

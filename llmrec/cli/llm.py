@@ -177,11 +177,15 @@ def evaluate_llm(args: argparse.Namespace) -> int:
     if args.users and args.users < len(cases):
         rng = np.random.default_rng(0)
         cases = [cases[i] for i in np.sort(rng.choice(len(cases), args.users, replace=False))]
+    from llmrec.finetune.trainer import residual_weight, tuning_cases
+
+    trained = residual_weight(args.adapter)
     if args.fusion_weight is not None:
         weight = float(args.fusion_weight)
+    elif trained is not None:
+        weight = trained
+        print(f"fusion weight {weight:g}: the residual adapter was trained at it (not tuned)")
     else:
-        from llmrec.finetune.trainer import tuning_cases
-
         valid = tuning_cases(split.valid, args.adapter)
         if args.tune_users and args.tune_users < len(valid):
             rng = np.random.default_rng(1)

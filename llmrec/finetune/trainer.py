@@ -289,6 +289,17 @@ def tuning_cases(valid: Sequence[EvalCase], adapter_dir: str | os.PathLike[str] 
     return [c for c in valid if c.user_id in keep]
 
 
+def residual_weight(adapter_dir: str | os.PathLike[str] | None) -> float | None:
+    """The fusion weight a residual adapter (``training.residual``) was trained at, else None:
+    its scores are a correction to the retriever at that weight, so it is not tuned again."""
+    from llmrec.models.adapters import read_adapter_record
+
+    if adapter_dir is None:
+        return None
+    weight = (read_adapter_record(adapter_dir).training or {}).get("residual_weight")
+    return None if weight is None else float(weight)
+
+
 # --------------------------------------------------------------------------- trainer
 def make_trainer_class() -> type:
     from transformers import Trainer

@@ -109,3 +109,27 @@ def test_evaluate_model_llm_reports_pure_and_fused_rankings(parts, tmp_path, cap
     assert len(lines) == 6 and all(len(x["ranked"]) <= 20 for x in lines)
     split = leave_one_out(parts["dataset"])
     assert {x["user_id"] for x in lines} <= {c.user_id for c in split.test}
+
+
+def test_evaluate_keeps_a_residual_adapters_trained_weight(parts, tmp_path, capsys) -> None:  # noqa: ANN001
+    from llmrec.ranking.recommend import read_ranker_settings
+
+    recipe = load_recipe(
+        REPO / "finetune" / "lora.yaml",
+        [f"model={parts['model']}", "dtype=float32", "adapter.layers=1", "training.max_steps=1",
+         "training.eval_steps=1", "training.eval_users=5", "training.batch_size=2",
+         "training.tensorboard=false", "examples.num_candidates=5", "examples.hard_negatives=4",
+         "examples.source=valid", "training.residual=true"],
+    )  # fmt: skip
+    ret = FusedRetriever.load(parts["retriever"] / "fused", parts["dataset"].catalog)
+    summary = finetune(recipe, parts["dataset"], tmp_path / "run", ret, progress=False)
+    adapter = tmp_path / "run" / "adapter"
+    code = main(["evaluate", "--model", "llm", "--data", str(parts["data"]),
+                 "--retriever", str(parts["retriever"]), "--adapter", str(adapter),
+                 "--users", "4"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    weight = summary["residual_weight"]
+    assert f"fusion weight {weight:g}: the residual adapter was trained at it" in out
+    assert "tuned on" not in out
+    assert read_ranker_settings(adapter)["fusion_weight"] == weight
