@@ -46,6 +46,11 @@ class TrainingConfig:
     #: that weight; its pure-LLM scores are the correction alone. Needs
     #: ``examples.require_retrieved`` (candidates are the retriever's top list, in its order).
     residual: bool = False
+    #: In residual training the LLM's label log-probabilities enter the loss multiplied by this
+    #: (the fused weight becomes ``w / residual_scale``). Small values start the adapter as a
+    #: tie-breaker of the retriever's order (an untrained model's log-probabilities spread over
+    #: several nats, against a prior within about one) and let it earn a larger say.
+    residual_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_number("batch_size", self.batch_size, minimum=1)
@@ -55,6 +60,8 @@ class TrainingConfig:
         check_number("patience", self.patience, minimum=1)
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 < self.residual_scale <= 1:
+            raise ValueError(f"residual_scale must be in (0, 1], got {self.residual_scale}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("max_steps must be positive or -1 (train for epochs)")
 

@@ -64,9 +64,11 @@ class RankCollator:
     tokens only (-100 elsewhere).
     """
 
-    def __init__(self, tokenizer: Any, max_length: int = 2048) -> None:
+    def __init__(self, tokenizer: Any, max_length: int = 2048, scale: float = 1.0) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        #: residual training: the multiplier of (LLM log-probs + prior) in the loss
+        self.scale = scale
         self._label_ids: dict[tuple[str, ...], dict[str, int]] = {}
 
     def label_ids(self, text: str, labels: Sequence[str]) -> list[int]:
@@ -114,7 +116,7 @@ class RankCollator:
             else:
                 n = answer_lengths[i]
                 lm_labels[i, -n:] = enc["input_ids"][i, -n:]
-        return {
+        batch = {
             "input_ids": enc["input_ids"],
             "attention_mask": enc["attention_mask"],
             "kind": kind,
@@ -122,8 +124,11 @@ class RankCollator:
             "label_mask": label_mask,
             "target": target,
             "lm_labels": lm_labels,
-            "prior": prior,
         }
+        if any("prior" in row for row in rows):
+            batch["prior"] = prior
+            batch["scale"] = torch.tensor(self.scale)
+        return batch
 
 
 def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
@@ -145,7 +150,8 @@ def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
         logits = out.logits[:, -1, :].float()
         picked = logits.gather(1, batch["label_ids"][rank])
         if "prior" in batch:  # a residual ranker: the LLM corrects the retriever's order
-            picked = picked + batch["prior"][rank].to(picked.device)
+            prior = batch["prior"][rank].to(picked.device)
+            picked = (picked + prior) * batch["scale"].to(picked.device)
         picked = picked.masked_fill(~batch["label_mask"][rank], float("-inf"))
         loss = F.cross_entropy(picked, batch["target"][rank])
         total = total + loss * rank.sum() / n
@@ -464,14 +470,17 @@ def finetune(
     validation = build_validation(valid_cases, retriever, builder, cfg.num_candidates)
     residual_weight = 0.0
     if tcfg.residual:
-        residual_weight = fit_residual_weight(rows)
+        prior_weight = fit_residual_weight(rows)
+        # loss logits: scale * (llm + prior), i.e. scale * llm + prior_weight * z
+        residual_weight = prior_weight / tcfg.residual_scale
         add_residual_prior(rows, residual_weight)
         validation.residual_weight = residual_weight
         logger.info(
-            "residual training: the retriever's rank prior enters the loss with weight %.2f; "
-            "validation scores the fused ranking",
-            residual_weight,
-        )
+            "residual training: the retriever's rank prior fits with weight %.2f; the LLM's "
+            "log-probs enter at scale %g, so the adapter ranks fused at weight %.2f (validation "
+            "scores that fused ranking)",
+            prior_weight, tcfg.residual_scale, residual_weight,
+        )  # fmt: skip
     logger.info(
         "%d training rows from %d prefixes; %d validation users (retriever alone: NDCG@10 %.4f)",
         len(rows),
@@ -536,7 +545,9 @@ def finetune(
         args=args,
         train_dataset=rows,
         eval_dataset=validation.prompts,
-        data_collator=RankCollator(loaded.tokenizer),
+        data_collator=RankCollator(
+            loaded.tokenizer, scale=tcfg.residual_scale if tcfg.residual else 1.0
+        ),
         callbacks=callbacks,
         validation=validation,
         scorer=scorer,

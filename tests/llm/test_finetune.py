@@ -481,3 +481,26 @@ def test_finetune_residual_ranks_fused_at_the_trained_weight(
     adapter = tmp_path / "run" / "adapter"
     assert read_adapter_record(adapter).training["residual_weight"] == weight
     assert read_ranker_settings(adapter)["fusion_weight"] == weight
+
+
+def test_residual_scale_shrinks_the_llms_say(tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
+    from llmrec.finetune.trainer import ranking_loss
+
+    loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32")
+    split = leave_one_out(tiny_dataset)
+    builder = PromptBuilder(tiny_dataset.catalog, loaded.tokenizer, SMALL_PROMPT)
+    cases = training_cases(split.train, SMALL_EXAMPLES)[:3]
+    lists = candidate_lists(cases, tiny_dataset.catalog, None, SMALL_EXAMPLES, progress=False)
+    rows = build_examples(cases, lists, builder, SMALL_EXAMPLES, progress=False)
+    for row in rows:
+        row["prior"] = [0.0] * len(row["labels"])
+    losses = [
+        float(ranking_loss(loaded.model, RankCollator(loaded.tokenizer, scale=s)(rows)).detach())
+        for s in (1.0, 1e-4)
+    ]
+    # at a tiny scale every candidate is as likely as the prior (here flat) makes it
+    assert abs(losses[1] - np.log(5)) < 1e-3 and abs(losses[0] - np.log(5)) > 1e-3
+    plain = [{k: v for k, v in r.items() if k != "prior"} for r in rows]
+    assert "prior" not in RankCollator(loaded.tokenizer)(plain)  # no prior: a plain ranker
+    with pytest.raises(ValueError, match="residual_scale"):
+        TrainingConfig(residual_scale=0.0)
