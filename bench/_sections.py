@@ -16,7 +16,7 @@ def write_section(out: Path, part: str, lines: Sequence[str], started: float, sc
     stamp = (
         f"_Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in "
         f"{time.perf_counter() - started:.0f} s by `python {script} "
-        + " ".join(a for a in sys.argv[1:] if not a.startswith("--out"))
+        + " ".join(_without_out(sys.argv[1:]))
         + "`._"
     )
     (out / "sections").mkdir(parents=True, exist_ok=True)
@@ -32,3 +32,17 @@ def write_doc(out: Path, doc: Path, header: Sequence[str], parts: Sequence[str])
     ]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join([*header, *sections]))
+
+
+def _without_out(argv: Sequence[str]) -> list[str]:
+    """The command's arguments without ``--out DIR`` / ``--out=DIR`` (a scratch folder)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            kept.append(arg)
+    return kept

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def parts(tiny_llm_dir, tmp_path_factory):  # noqa: ANN001, ANN201
-    """A saved dataset, a retriever built by the CLI, and a LoRA adapter from the shipped recipe."""
+    """A saved dataset, a retriever built by the CLI, and a LoRA adapter from the shipped recipe
+    (trained as a plain ranker, so that its fusion weight is tuned)."""
     from tests.llm.conftest import make_dataset
 
     root = tmp_path_factory.mktemp("cli-llm")
@@ -34,7 +35,8 @@ def parts(tiny_llm_dir, tmp_path_factory):  # noqa: ANN001, ANN201
         REPO / "finetune" / "lora.yaml",
         [f"model={tiny_llm_dir}", "dtype=float32", "adapter.layers=1", "training.max_steps=2",
          "training.eval_steps=1", "training.eval_users=5", "training.batch_size=2",
-         "training.tensorboard=false", "examples.num_candidates=5", "examples.hard_negatives=4"],
+         "training.tensorboard=false", "examples.num_candidates=5", "examples.hard_negatives=4",
+         "training.residual=false"],
     )  # fmt: skip
     recipe = replace(recipe, training=replace(recipe.training, warmup=0.0))
     ret = FusedRetriever.load(retriever / "fused", dataset.catalog)
