@@ -2,7 +2,8 @@
 
 :func:`finetune` runs the whole recipe: split the data, get a retriever (a saved one or fitted
 from the recipe), build supervised examples with the serving prompt builder, attach the adapter,
-train with validation NDCG@10 (pure LLM over retrieved candidates) for early stopping, keep
+train with validation NDCG@10 over retrieved candidates (the pure LLM, or for a residual ranker
+the LLM fused with the retriever's rank at the trained weight) for early stopping, keep
 checkpoints (``--resume`` continues from the last one), log to TensorBoard, and write the adapter
 atomically with its llmrec record and a training summary.
 """
@@ -60,8 +61,8 @@ class RankCollator:
     """Tokenize rows into left-padded batches.
 
     Rank rows carry the candidates' label token ids, the target's position and, for a residual
-    ranker, each label's prior (zero otherwise); reason rows carry causal-LM labels on the answer
-    tokens only (-100 elsewhere).
+    ranker, each label's prior (then the batch also holds the loss scale); reason rows carry
+    causal-LM labels on the answer tokens only (-100 elsewhere).
     """
 
     def __init__(self, tokenizer: Any, max_length: int = 2048, scale: float = 1.0) -> None:
