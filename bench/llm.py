@@ -39,6 +39,7 @@ from llmrec.data.titles import normalise_title
 from llmrec.evaluation import EvalConfig, evaluate
 from llmrec.finetune.recipe import load_recipe
 from llmrec.finetune.trainer import residual_weight, tuning_cases
+from llmrec.io import atomic_write_text
 from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.recommend import first_sentence, load_pipeline
 
@@ -180,6 +181,18 @@ def _paired(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> str:
     return f"{diff.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
+def _dump_llm_scores(ranker, path: Path) -> None:  # noqa: ANN001
+    """Every candidate list the LLM scored in this run (test and tuning users, both protocols),
+    in the retriever's order (position = retrieval rank) with the LLM's label log-probabilities:
+    fusion can then be studied again without another LLM pass."""
+    lines = [
+        json.dumps({"user_id": user, "history_len": len(history), "candidates": list(ids),
+                    "llm": [round(float(x), 5) for x in scores]})
+        for user, history, ids, scores in ranker.scored_lists()
+    ]  # fmt: skip
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -268,6 +281,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
                         str(out / f"{label}-full-fused.metrics.json"),
                         str(out / f"{label}-full-fused.rankings.jsonl"),
                     )
+        _dump_llm_scores(ranker, out / f"{label}-llm-scores.jsonl")
         summary = {}
         if folder is not None and (folder / "training.json").is_file():
             summary = json.loads((folder / "training.json").read_text())

@@ -148,6 +148,11 @@ class LLMRanker(Recommender):
             out[row] = aligned
         return out
 
+    def scored_lists(self) -> list[tuple[str, tuple[str, ...], tuple[str, ...], np.ndarray]]:
+        """Every (user, history item ids, candidate ids, LLM scores) scored so far, candidates in
+        the order they were handed over (the retriever's, for the lists this ranker builds)."""
+        return [(user, hist, ids, scores) for (user, hist, ids), scores in self._cache.items()]
+
     def combine(self, llm: np.ndarray, retrieval: np.ndarray, weight: float) -> np.ndarray:
         return llm + weight * standardise(retrieval)
 
