@@ -427,15 +427,19 @@ def test_residual_weight_follows_how_often_the_retriever_is_right() -> None:
         fit_residual_weight([{"kind": "reason", "text": "x", "answer": "y"}])
 
 
+def _model_and_rows(model_dir: str, dataset, n: int):  # noqa: ANN001, ANN202
+    loaded = load_model(model_dir, device="cpu", dtype="float32")
+    split = leave_one_out(dataset)
+    builder = PromptBuilder(dataset.catalog, loaded.tokenizer, SMALL_PROMPT)
+    cases = training_cases(split.train, SMALL_EXAMPLES)[:n]
+    lists = candidate_lists(cases, dataset.catalog, None, SMALL_EXAMPLES, progress=False)
+    return loaded, build_examples(cases, lists, builder, SMALL_EXAMPLES, progress=False)
+
+
 def test_residual_loss_reads_llm_scores_plus_the_prior(tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
     from llmrec.finetune.trainer import ranking_loss
 
-    loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32")
-    split = leave_one_out(tiny_dataset)
-    builder = PromptBuilder(tiny_dataset.catalog, loaded.tokenizer, SMALL_PROMPT)
-    cases = training_cases(split.train, SMALL_EXAMPLES)[:2]
-    lists = candidate_lists(cases, tiny_dataset.catalog, None, SMALL_EXAMPLES, progress=False)
-    rows = build_examples(cases, lists, builder, SMALL_EXAMPLES, progress=False)
+    loaded, rows = _model_and_rows(tiny_llm_dir, tiny_dataset, 2)
     collate = RankCollator(loaded.tokenizer)
 
     def loss() -> float:
@@ -486,12 +490,7 @@ def test_finetune_residual_ranks_fused_at_the_trained_weight(
 def test_residual_scale_shrinks_the_llms_say(tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
     from llmrec.finetune.trainer import ranking_loss
 
-    loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32")
-    split = leave_one_out(tiny_dataset)
-    builder = PromptBuilder(tiny_dataset.catalog, loaded.tokenizer, SMALL_PROMPT)
-    cases = training_cases(split.train, SMALL_EXAMPLES)[:3]
-    lists = candidate_lists(cases, tiny_dataset.catalog, None, SMALL_EXAMPLES, progress=False)
-    rows = build_examples(cases, lists, builder, SMALL_EXAMPLES, progress=False)
+    loaded, rows = _model_and_rows(tiny_llm_dir, tiny_dataset, 3)
     for row in rows:
         row["prior"] = [0.0] * len(row["labels"])
     losses = [
