@@ -253,13 +253,15 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         ranker = pipe.ranker
         ranker.progress = True
         residual = residual_weight(folder / "adapter") if folder else None
+        # adapters trained on validation targets are tuned on the users they held out
+        tune_on = tuning_cases(split.valid, folder / "adapter") if folder else valid
+        tune_on = _sample(tune_on, args.tune_users, 1)
         if residual is not None:
-            # a residual adapter learned its scores as a correction at this weight: no tuning
-            quality, weight = {}, residual
+            # a residual adapter learned its scores as a correction at this weight: it ranks at
+            # it; other weights are scored on the tuning users for the record only
+            quality = ranker.tune(tune_on, [residual * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)])
+            weight = ranker.config.fusion_weight = residual
         else:
-            # adapters trained on validation targets are tuned on the users they held out
-            tune_on = tuning_cases(split.valid, folder / "adapter") if folder else valid
-            tune_on = _sample(tune_on, args.tune_users, 1)
             quality = ranker.tune(tune_on)
             weight = ranker.config.fusion_weight
         metrics = {}
@@ -325,7 +327,8 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "directly and the LLM ranks them in one prompt. Retriever and SASRec rows show the model "
         "alone, in the fused columns. A residual adapter (`training.residual`) learned its "
         "scores as a correction to the retriever's order at the weight marked (trained): its "
-        "fused columns are its ranking, its LLM columns the correction alone.",
+        "fused columns are its ranking, its LLM columns the correction alone (rank-results.json "
+        "also holds its tuning users' NDCG@10 at 0.25 to 4 times that weight, for the record).",
         "",
         "| model | trainable params | training | peak RSS | adapter | full NDCG@10 (LLM) | full HR@10 (LLM) | full NDCG@10 (fused) | full HR@10 (fused) | sampled HR@1 (LLM) | sampled HR@1 (fused) | fusion weight |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
