@@ -328,6 +328,24 @@ def make_trainer_class() -> type:
                     loss = loss + penalty
             return (loss, None) if return_outputs else loss
 
+        def _load_best_model(self):  # noqa: ANN202
+            """AdaLoRA prunes ranks while it trains, so an earlier best checkpoint no longer fits
+            the live adapter's shapes (loading it in place fails): rebuild the adapter from the
+            checkpoint, whose config carries its rank pattern, on the unwrapped base model."""
+            config = getattr(self.model, "peft_config", {}).get("default")
+            if getattr(config, "peft_type", None) != "ADALORA":
+                return super()._load_best_model()
+            from peft import PeftModel
+
+            best = self.state.best_model_checkpoint
+            logger.info("reloading the best AdaLoRA checkpoint %s with its own ranks", best)
+            base = self.model.unload()
+            self.model = PeftModel.from_pretrained(base, best, is_trainable=False)
+            self.model_wrapped = self.model
+            if self.scorer is not None:
+                self.scorer.model = self.model
+            return None
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             was_training = self.model.training
             self.model.eval()

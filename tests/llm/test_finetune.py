@@ -503,3 +503,42 @@ def test_residual_scale_shrinks_the_llms_say(tiny_llm_dir, tiny_dataset) -> None
     assert "prior" not in RankCollator(loaded.tokenizer)(plain)  # no prior: a plain ranker
     with pytest.raises(ValueError, match="residual_scale"):
         TrainingConfig(residual_scale=0.0)
+
+
+def test_adalora_best_checkpoint_from_before_pruning_is_reloaded_with_its_ranks(
+    tiny_llm_dir, tiny_dataset, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    """The best validation score comes first, while AdaLoRA still holds more rank than at the
+    end: loading that checkpoint into the pruned live adapter used to fail on shapes."""
+    from dataclasses import replace
+
+    import llmrec.finetune.trainer as trainer_module
+
+    scores = iter([0.9, 0.8, 0.5, 0.4, 0.3, 0.2, 0.1])  # zero-shot, steps 2, 4, 6, final
+
+    def falling(self, scorer):  # noqa: ANN001, ANN202
+        return {"NDCG@10": next(scores)}
+
+    monkeypatch.setattr(trainer_module.Validation, "evaluate", falling)
+    split = leave_one_out(tiny_dataset)
+    retriever = Popular().fit(split.train, tiny_dataset.catalog)
+    base = _recipe(tiny_llm_dir, "adalora")
+    recipe = replace(base, training=replace(base.training, max_steps=6, eval_steps=2))
+    summary = finetune(recipe, tiny_dataset, tmp_path / "ada", retriever, progress=False)
+    best = Path(summary["best_checkpoint"])
+    assert best.name == "checkpoint-2"
+    saved = json.loads((tmp_path / "ada" / "adapter" / "adapter_config.json").read_text())
+    at_best = json.loads((best / "adapter_config.json").read_text())
+    last = json.loads((best.parent / "checkpoint-6" / "adapter_config.json").read_text())
+    assert saved["rank_pattern"] == at_best["rank_pattern"] != last["rank_pattern"]
+    # what was saved scores like the best checkpoint loaded on its own
+    builder = PromptBuilder(tiny_dataset.catalog, load_model(tiny_llm_dir).tokenizer, SMALL_PROMPT)
+    prompt = builder.listwise(split.valid[0].history, tiny_dataset.catalog.ids[30:35])
+    got = []
+    for folder in (tmp_path / "ada" / "adapter", best):
+        from peft import PeftModel
+
+        loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32")
+        model = PeftModel.from_pretrained(loaded.model, str(folder))
+        got.append(LLMScorer(model, loaded.tokenizer, builder).score([prompt])[0])
+    np.testing.assert_allclose(got[0], got[1], atol=1e-5)
