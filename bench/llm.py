@@ -38,7 +38,7 @@ from llmrec.data import leave_one_out, load_builtin
 from llmrec.data.titles import normalise_title
 from llmrec.evaluation import EvalConfig, evaluate
 from llmrec.finetune.recipe import load_recipe
-from llmrec.finetune.trainer import residual_weight, tuning_cases
+from llmrec.finetune.trainer import RESIDUAL_GRID, residual_weight, tuning_cases
 from llmrec.io import atomic_write_text
 from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.recommend import first_sentence, load_pipeline
@@ -256,14 +256,10 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         # adapters trained on validation targets are tuned on the users they held out
         tune_on = tuning_cases(split.valid, folder / "adapter") if folder else valid
         tune_on = _sample(tune_on, args.tune_users, 1)
-        if residual is not None:
-            # a residual adapter learned its scores as a correction at this weight: it ranks at
-            # it; other weights are scored on the tuning users for the record only
-            quality = ranker.tune(tune_on, [residual * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)])
-            weight = ranker.config.fusion_weight = residual
-        else:
-            quality = ranker.tune(tune_on)
-            weight = ranker.config.fusion_weight
+        # a residual adapter learned its scores as a correction at about its trained weight
+        grid = [residual * f for f in RESIDUAL_GRID] if residual is not None else None
+        quality = ranker.tune(tune_on, grid) if grid else ranker.tune(tune_on)
+        weight = ranker.config.fusion_weight
         metrics = {}
         paired: dict[str, dict[str, str]] = {}
         for proto, cfg in (("full", full_cfg), ("sampled", sampled_cfg)):
@@ -312,7 +308,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
             _fmt(metrics["full_fused"]["HR@10"]),
             _fmt(metrics["sampled_llm"]["HR@1"]),
             _fmt(metrics["sampled_fused"]["HR@1"]),
-            f"{weight:g}" + (" (trained)" if residual is not None else ""),
+            f"{weight:.3g}" + (f" (trained at {residual:g})" if residual is not None else ""),
         ])  # fmt: skip
         print(rows[-1], f"({time.perf_counter() - started:.0f} s)", flush=True)
         (out / "rank-results.json").write_text(json.dumps(results, indent=2))
@@ -326,9 +322,9 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "target + 19 uniform negatives the user never rated (seed 0); the retriever scores them "
         "directly and the LLM ranks them in one prompt. Retriever and SASRec rows show the model "
         "alone, in the fused columns. A residual adapter (`training.residual`) learned its "
-        "scores as a correction to the retriever's order at the weight marked (trained): its "
-        "fused columns are its ranking, its LLM columns the correction alone (rank-results.json "
-        "also holds its tuning users' NDCG@10 at 0.25 to 4 times that weight, for the record).",
+        "scores as a correction to the retriever's order at the weight it was trained at; its "
+        "weight is tuned over 0.25 to 4 times that one, its LLM columns are the correction "
+        "alone.",
         "",
         "| model | trainable params | training | peak RSS | adapter | full NDCG@10 (LLM) | full HR@10 (LLM) | full NDCG@10 (fused) | full HR@10 (fused) | sampled HR@1 (LLM) | sampled HR@1 (fused) | fusion weight |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

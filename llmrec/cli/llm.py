@@ -177,21 +177,21 @@ def evaluate_llm(args: argparse.Namespace) -> int:
     if args.users and args.users < len(cases):
         rng = np.random.default_rng(0)
         cases = [cases[i] for i in np.sort(rng.choice(len(cases), args.users, replace=False))]
-    from llmrec.finetune.trainer import residual_weight, tuning_cases
+    from llmrec.finetune.trainer import RESIDUAL_GRID, residual_weight, tuning_cases
 
     trained = residual_weight(args.adapter)
     if args.fusion_weight is not None:
         weight = float(args.fusion_weight)
-    elif trained is not None:
-        weight = trained
-        print(f"fusion weight {weight:g}: the residual adapter was trained at it (not tuned)")
     else:
         valid = tuning_cases(split.valid, args.adapter)
         if args.tune_users and args.tune_users < len(valid):
             rng = np.random.default_rng(1)
             pick = np.sort(rng.choice(len(valid), args.tune_users, replace=False))
             valid = [valid[i] for i in pick]
-        quality = ranker.tune(valid)
+        if trained is not None:  # a residual adapter: around the weight it was trained at
+            quality = ranker.tune(valid, [trained * f for f in RESIDUAL_GRID])
+        else:
+            quality = ranker.tune(valid)
         weight = ranker.config.fusion_weight
         print(f"fusion weight {weight:g} tuned on {len(valid)} validation users: {quality}")
         if args.adapter:

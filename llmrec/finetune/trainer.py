@@ -296,9 +296,14 @@ def tuning_cases(valid: Sequence[EvalCase], adapter_dir: str | os.PathLike[str] 
     return [c for c in valid if c.user_id in keep]
 
 
+#: A residual adapter's fusion weight is tuned over these multiples of its trained weight.
+RESIDUAL_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
 def residual_weight(adapter_dir: str | os.PathLike[str] | None) -> float | None:
-    """The fusion weight a residual adapter (``training.residual``) was trained at, else None:
-    its scores are a correction to the retriever at that weight, so it is not tuned again."""
+    """The fusion weight a residual adapter (``training.residual``) was trained at, else None.
+    Its scores are a correction to the retriever at about that weight: validation tunes it over
+    :data:`RESIDUAL_GRID` times it, not over the grid for plain adapters."""
     from llmrec.models.adapters import read_adapter_record
 
     if adapter_dir is None:
