@@ -37,8 +37,9 @@ import torch
 from llmrec.data import leave_one_out, load_builtin
 from llmrec.data.titles import normalise_title
 from llmrec.evaluation import EvalConfig, evaluate
+from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.finetune.recipe import load_recipe
-from llmrec.finetune.trainer import RESIDUAL_GRID, residual_weight, tuning_cases
+from llmrec.finetune.trainer import fusion_grid, residual_weight, tuning_cases
 from llmrec.io import atomic_write_text
 from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.recommend import first_sentence, load_pipeline
@@ -159,15 +160,11 @@ def _sample(cases, n: int, seed: int):  # noqa: ANN001, ANN202
 
 def _per_user(result, metric: str) -> np.ndarray:  # noqa: ANN001
     """Per-user NDCG@10 or HR@1 from an evaluation's rankings (one target a user)."""
-    out = []
-    for row in result.rankings:
-        ranked = row["ranked"]
-        rank = ranked.index(row["target"]) if row["target"] in ranked else None
-        if metric == "NDCG@10":
-            out.append(0.0 if rank is None or rank >= 10 else 1.0 / np.log2(rank + 2))
-        else:  # HR@1
-            out.append(float(rank == 0))
-    out = np.asarray(out)
+    ranks = [
+        row["ranked"].index(row["target"]) if row["target"] in row["ranked"] else None
+        for row in result.rankings
+    ]
+    out = np.array([metrics_from_ranks([rank], (1, 10))[metric] for rank in ranks])
     # the rankings hold the whole top of the list: the mean is the reported metric
     assert abs(out.mean() - result.metrics[metric]) < 1e-9, (out.mean(), result.metrics[metric])
     return out
@@ -257,9 +254,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         # adapters trained on validation targets are tuned on the users they held out
         tune_on = tuning_cases(split.valid, folder / "adapter") if folder else valid
         tune_on = _sample(tune_on, args.tune_users, 1)
-        # a residual adapter learned its scores as a correction at about its trained weight
-        grid = [residual * f for f in RESIDUAL_GRID] if residual is not None else None
-        quality = ranker.tune(tune_on, grid) if grid else ranker.tune(tune_on)
+        quality = ranker.tune(tune_on, fusion_grid(folder / "adapter" if folder else None))
         weight = ranker.config.fusion_weight
         metrics = {}
         paired: dict[str, dict[str, str]] = {}

@@ -177,9 +177,8 @@ def evaluate_llm(args: argparse.Namespace) -> int:
     if args.users and args.users < len(cases):
         rng = np.random.default_rng(0)
         cases = [cases[i] for i in np.sort(rng.choice(len(cases), args.users, replace=False))]
-    from llmrec.finetune.trainer import RESIDUAL_GRID, residual_weight, tuning_cases
+    from llmrec.finetune.trainer import fusion_grid, tuning_cases
 
-    trained = residual_weight(args.adapter)
     if args.fusion_weight is not None:
         weight = float(args.fusion_weight)
     else:
@@ -188,10 +187,7 @@ def evaluate_llm(args: argparse.Namespace) -> int:
             rng = np.random.default_rng(1)
             pick = np.sort(rng.choice(len(valid), args.tune_users, replace=False))
             valid = [valid[i] for i in pick]
-        if trained is not None:  # a residual adapter: around the weight it was trained at
-            quality = ranker.tune(valid, [trained * f for f in RESIDUAL_GRID])
-        else:
-            quality = ranker.tune(valid)
+        quality = ranker.tune(valid, fusion_grid(args.adapter))
         weight = ranker.config.fusion_weight
         print(f"fusion weight {weight:g} tuned on {len(valid)} validation users: {quality}")
         if args.adapter:

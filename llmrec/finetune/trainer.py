@@ -45,7 +45,7 @@ from llmrec.models.adapters import (
 )
 from llmrec.models.loader import load_model
 from llmrec.prompts.builder import PromptBuilder, RankPrompt, label_token_ids
-from llmrec.ranking.pipeline import candidates_from_scores, rank_prior
+from llmrec.ranking.pipeline import DEFAULT_WEIGHT_GRID, candidates_from_scores, rank_prior
 from llmrec.ranking.reasons import ReasonFacts
 from llmrec.ranking.recommend import RANKER_FILE
 from llmrec.ranking.scorer import LLMScorer
@@ -298,6 +298,13 @@ def tuning_cases(valid: Sequence[EvalCase], adapter_dir: str | os.PathLike[str] 
 
 #: A residual adapter's fusion weight is tuned over these multiples of its trained weight.
 RESIDUAL_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def fusion_grid(adapter_dir: str | os.PathLike[str] | None) -> tuple[float, ...]:
+    """The fusion weights validation tries for this adapter: multiples of a residual adapter's
+    trained weight, else the default grid."""
+    trained = residual_weight(adapter_dir)
+    return DEFAULT_WEIGHT_GRID if trained is None else tuple(trained * f for f in RESIDUAL_GRID)
 
 
 def residual_weight(adapter_dir: str | os.PathLike[str] | None) -> float | None:
