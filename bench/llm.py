@@ -23,6 +23,7 @@ Adapters are read from ``runs/adapter-<method>/adapter`` (train them with
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -42,7 +43,7 @@ from llmrec.finetune.recipe import load_recipe
 from llmrec.finetune.trainer import fusion_grid, residual_weight, tuning_cases
 from llmrec.io import atomic_write_text
 from llmrec.ranking.pipeline import candidates_from_scores
-from llmrec.ranking.recommend import first_sentence, load_pipeline
+from llmrec.ranking.recommend import RANKER_FILE, first_sentence, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -65,6 +66,12 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=0, help="test users (0: all 943)")
     parser.add_argument("--tune-users", type=int, default=300)
     parser.add_argument("--no-zero-shot", action="store_true")
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="rank every method again, even one whose row for the same adapter, retriever and "
+        "users is kept in OUT/rank-methods",
+    )
     parser.add_argument("--train", action="store_true", help="train missing adapters first")
     parser.add_argument("--speed-prompts", type=int, default=20)
     parser.add_argument("--reason-users", type=int, default=30)
@@ -195,6 +202,107 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+#: Bump when what a method's rank row measures changes: rows cached under another version are
+#: measured again.
+RANK_VERSION = 2
+RETRIEVER = "retriever (fused RRF)"
+SASREC = "SASRec (retriever view)"
+
+
+def _digest(paths: list[Path], extra: object) -> str:
+    """sha256 over files' names and contents, and a JSON-able ``extra``."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for path in sorted(paths):
+        h.update(str(path.name).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _method_key(folder: Path | None, args, test, tune_on) -> str:  # noqa: ANN001
+    """What a cached rank row depends on: the retriever's and the adapter's files (not the ranker
+    settings that `llmrec evaluate` rewrites), the users ranked and the measurement's version."""
+    files = [p for p in Path(args.retriever).rglob("*") if p.is_file()]
+    if folder is not None:
+        files += [
+            p for p in (folder / "adapter").iterdir() if p.is_file() and p.name != RANKER_FILE
+        ]
+        if (folder / "training.json").is_file():
+            files.append(folder / "training.json")
+    users = {
+        "test": [c.user_id for c in test],
+        "tune": [c.user_id for c in tune_on],
+        "version": RANK_VERSION,
+    }
+    return _digest(files, users)
+
+
+def _git_commit() -> str:
+    """HEAD's short hash, with "+changes" when the working tree differs from it."""
+
+    def git(*cmd: str) -> str:
+        run = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True)
+        return run.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def _measure(label, folder, data, test, tune_on, args, out, baselines) -> dict:  # noqa: ANN001
+    """One method's rank row: fusion weights tuned per protocol on validation users, then the
+    pure-LLM and fused rankings of the test users under both protocols."""
+    full_cfg = EvalConfig(ks=(1, 5, 10, 20))
+    sampled_cfg = EvalConfig(protocol="sampled", ks=(1, 5, 10))
+    # the zero-shot model reads the prompts the shipped LoRA recipe trains with
+    prompt = None if folder else load_recipe(ROOT / "finetune" / "lora.yaml").prompt
+    adapter = folder / "adapter" if folder else None
+    pipe = load_pipeline(args.retriever, data, adapter, fusion_weight=0.0, prompt=prompt)
+    ranker = pipe.ranker
+    ranker.progress = True
+    grid = fusion_grid(adapter)
+    weights, tuning = {}, {}
+    for proto, cfg in (("full", full_cfg), ("sampled", sampled_cfg)):
+        # each protocol's weight is tuned on its own kind of list: the retriever's top 20, or
+        # the target among 19 random negatives
+        tuning[proto] = ranker.tune(tune_on, grid, dataset=data, protocol=cfg)
+        weights[proto] = ranker.config.fusion_weight
+    metrics, per_user, paired = {}, {}, {}
+    for proto, cfg in (("full", full_cfg), ("sampled", sampled_cfg)):
+        for mode, w in (("llm", 0.0), ("fused", weights[proto])):
+            ranker.config.fusion_weight = w
+            res = evaluate(ranker, data, test, cfg)
+            metrics[f"{proto}_{mode}"] = res.metrics
+            if mode == "fused":
+                mine = _per_user(res, "NDCG@10" if proto == "full" else "HR@1")
+                per_user[proto] = mine.tolist()
+                at = 0 if proto == "full" else 1
+                paired[proto] = {
+                    name: _paired(mine, baselines[name][at]) for name in (RETRIEVER, SASREC)
+                }
+            if proto == "full" and mode == "fused":
+                res.write(
+                    str(out / f"{label}-full-fused.metrics.json"),
+                    str(out / f"{label}-full-fused.rankings.jsonl"),
+                )
+    _dump_llm_scores(ranker, out / f"{label}-llm-scores.jsonl")
+    summary = {}
+    if folder is not None and (folder / "training.json").is_file():
+        summary = json.loads((folder / "training.json").read_text())
+    return {
+        "metrics": metrics,
+        "paired_differences": paired,
+        "per_user": per_user,
+        "weights": weights,
+        "tuning": tuning,
+        "tuned_on": len(tune_on),
+        "trained_weight": residual_weight(adapter) if folder else None,
+        "training": summary,
+    }
+
+
 def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
     test = _sample(split.test, args.users, 0)
     valid = _sample(split.valid, args.tune_users, 1)
@@ -202,35 +310,19 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
     sampled_cfg = EvalConfig(protocol="sampled", ks=(1, 5, 10))
     rows: list[list[str]] = []
     results: dict[str, dict] = {}
-    per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    baselines: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     deltas: list[str] = []
+    measured: list[str] = []
 
     base = load_pipeline(args.retriever, data, None, fusion_weight=0.0)
     retriever = base.retriever
-    for name, model in (
-        ("retriever (fused RRF)", retriever),
-        ("SASRec (retriever view)", retriever.views["sasrec"]),
-    ):
+    for name, model in ((RETRIEVER, retriever), (SASREC, retriever.views["sasrec"])):
         full = evaluate(model, data, test, full_cfg)
         sampled = evaluate(model, data, test, sampled_cfg)
         results[name] = {"full": full.metrics, "sampled": sampled.metrics}
-        per_user[name] = (_per_user(full, "NDCG@10"), _per_user(sampled, "HR@1"))
-        rows.append(
-            [
-                name,
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                _fmt(full.metrics["NDCG@10"]),
-                _fmt(full.metrics["HR@10"]),
-                "-",
-                _fmt(sampled.metrics["HR@1"]),
-                "-",
-            ]
-        )
+        baselines[name] = (_per_user(full, "NDCG@10"), _per_user(sampled, "HR@1"))
+        cells = [_fmt(full.metrics["NDCG@10"]), _fmt(full.metrics["HR@10"]), "-"]
+        rows.append([name, *["-"] * 6, *cells, _fmt(sampled.metrics["HR@1"]), "-"])
 
     runs = [] if args.no_zero_shot else [("zero-shot", None)]
     for method in methods:
@@ -242,56 +334,54 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
             continue
         runs.append((method, folder))
     del base
+    cache = out / "rank-methods"
+    cache.mkdir(parents=True, exist_ok=True)
     for label, folder in runs:
         started = time.perf_counter()
-        # the zero-shot model reads the prompts the shipped LoRA recipe trains with
-        prompt = None if folder else load_recipe(ROOT / "finetune" / "lora.yaml").prompt
         adapter = folder / "adapter" if folder else None
-        pipe = load_pipeline(args.retriever, data, adapter, fusion_weight=0.0, prompt=prompt)
-        ranker = pipe.ranker
-        ranker.progress = True
-        residual = residual_weight(folder / "adapter") if folder else None
         # adapters trained on validation targets are tuned on the users they held out
-        tune_on = tuning_cases(split.valid, folder / "adapter") if folder else valid
+        tune_on = tuning_cases(split.valid, adapter) if folder else valid
         tune_on = _sample(tune_on, args.tune_users, 1)
-        quality = ranker.tune(tune_on, fusion_grid(folder / "adapter" if folder else None))
-        weight = ranker.config.fusion_weight
-        metrics = {}
-        paired: dict[str, dict[str, str]] = {}
-        for proto, cfg in (("full", full_cfg), ("sampled", sampled_cfg)):
-            for mode, w in (("llm", 0.0), ("fused", weight)):
-                ranker.config.fusion_weight = w
-                res = evaluate(ranker, data, test, cfg)
-                metrics[f"{proto}_{mode}"] = res.metrics
-                if mode == "fused":
-                    mine = _per_user(res, "NDCG@10" if proto == "full" else "HR@1")
-                    at = 0 if proto == "full" else 1
-                    paired[proto] = {
-                        name: _paired(mine, per_user[name][at])
-                        for name in ("retriever (fused RRF)", "SASRec (retriever view)")
-                    }
-                if proto == "full" and mode == "fused":
-                    res.write(
-                        str(out / f"{label}-full-fused.metrics.json"),
-                        str(out / f"{label}-full-fused.rankings.jsonl"),
-                    )
-        _dump_llm_scores(ranker, out / f"{label}-llm-scores.jsonl")
-        summary = {}
-        if folder is not None and (folder / "training.json").is_file():
-            summary = json.loads((folder / "training.json").read_text())
-        deltas.append(
-            f"| {label} | {paired['full']['retriever (fused RRF)']} | "
-            f"{paired['full']['SASRec (retriever view)']} | "
-            f"{paired['sampled']['SASRec (retriever view)']} |"
+        key = _method_key(folder, args, test, tune_on)
+        cached = cache / f"{label}.json"
+        record = None
+        if cached.is_file() and not args.remeasure:
+            old = json.loads(cached.read_text())
+            if old.get("key") == key:
+                record = old
+                print(f"{label}: reusing the row measured {old['measured']} ({cached})", flush=True)
+        if record is None:
+            record = _measure(label, folder, data, test, tune_on, args, out, baselines)
+            record.update(
+                key=key,
+                measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                commit=_git_commit(),
+                seconds=round(time.perf_counter() - started),
+            )
+            atomic_write_text(cached, json.dumps(record, indent=2))
+        else:
+            # the baselines are measured afresh each run: pair against today's
+            record["paired_differences"] = {
+                proto: {
+                    name: _paired(np.asarray(record["per_user"][proto]), baselines[name][at])
+                    for name in (RETRIEVER, SASREC)
+                }
+                for at, proto in enumerate(("full", "sampled"))
+            }
+        measured.append(
+            f"{label}: {record['measured']}, commit {record['commit']}, {record['seconds']} s"
         )
-        results[label] = {
-            "metrics": metrics,
-            "paired_differences": paired,
-            "weight": weight,
-            "tuning": quality,
-            "training": summary,
-        }
+        metrics, paired = record["metrics"], record["paired_differences"]
+        summary, weights, trained = record["training"], record["weights"], record["trained_weight"]
+        deltas.append(
+            f"| {label} | {paired['full'][RETRIEVER]} | {paired['full'][SASREC]} | "
+            f"{paired['sampled'][SASREC]} |"
+        )
+        results[label] = {k: v for k, v in record.items() if k != "per_user"}
         train_s = summary.get("train_seconds")
+        weight = f"{weights['full']:.3g} / {weights['sampled']:.3g}"
+        if trained is not None:
+            weight += f" (trained at {trained:.3g})"
         rows.append([
             label,
             f"{summary['trainable_parameters']:,}" if summary else "-",
@@ -304,25 +394,25 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
             _fmt(metrics["full_fused"]["HR@10"]),
             _fmt(metrics["sampled_llm"]["HR@1"]),
             _fmt(metrics["sampled_fused"]["HR@1"]),
-            f"{weight:.3g}" + (f" (trained at {residual:g})" if residual is not None else ""),
+            weight,
         ])  # fmt: skip
         print(rows[-1], f"({time.perf_counter() - started:.0f} s)", flush=True)
-        (out / "rank-results.json").write_text(json.dumps(results, indent=2))
+        atomic_write_text(out / "rank-results.json", json.dumps(results, indent=2))
     head = [
         "## Ranking quality",
         "",
         f"{len(test)} test users{' (seeded sample)' if len(test) < len(split.test) else ''}; "
-        f"fusion weight tuned on up to {len(valid)} validation users (NDCG@10); an adapter "
-        "trained on validation targets is tuned only on the users it held out. Full ranking: the "
-        "pipeline reranks the retriever's top 20 (a target outside them is a miss). Sampled: "
-        "target + 19 uniform negatives the user never rated (seed 0); the retriever scores them "
-        "directly and the LLM ranks them in one prompt. Retriever and SASRec rows show the model "
-        "alone, in the fused columns. A residual adapter (`training.residual`) learned its "
-        "scores as a correction to the retriever's order at the weight it was trained at; its "
-        "weight is tuned over 0.25 to 4 times that one, its LLM columns are the correction "
-        "alone.",
+        f"fusion weights tuned on up to {len(valid)} validation users (NDCG@10), one per "
+        "protocol, each on that protocol's lists; an adapter trained on validation targets is "
+        "tuned only on the users it held out. Full ranking: the pipeline reranks the retriever's "
+        "top 20 (a target outside them is a miss). Sampled: target + 19 uniform negatives the "
+        "user never rated (seed 0); the retriever scores them directly and the LLM ranks them in "
+        "one prompt. Retriever and SASRec rows show the model alone, in the fused columns. A "
+        "residual adapter (`training.residual`) learned its scores as a correction to the "
+        "retriever's order at the weight it was trained at; its weights are tuned over 0.25 to "
+        "4 times that one, its LLM columns are the correction alone.",
         "",
-        "| model | trainable params | training | peak RSS | adapter | full NDCG@10 (LLM) | full HR@10 (LLM) | full NDCG@10 (fused) | full HR@10 (fused) | sampled HR@1 (LLM) | sampled HR@1 (fused) | fusion weight |",  # noqa: E501
+        "| model | trainable params | training | peak RSS | adapter | full NDCG@10 (LLM) | full HR@10 (LLM) | full NDCG@10 (fused) | full HR@10 (fused) | sampled HR@1 (LLM) | sampled HR@1 (fused) | fusion weight (full / sampled) |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     tail = [
@@ -333,6 +423,13 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "| model | full NDCG@10 vs retriever | full NDCG@10 vs SASRec | sampled HR@1 vs SASRec |",
         "|---|---|---|---|",
         *deltas,
+        "",
+        "Each model row is measured once per adapter, retriever and set of users and kept in "
+        "`rank-methods/` under the output folder; a rerun measures only what changed "
+        "(`--remeasure` measures all). The retriever and SASRec rows are measured on every run. "
+        "When each row was measured:",
+        "",
+        *[f"- {m}" for m in measured],
     ]
     return head + ["| " + " | ".join(r) + " |" for r in rows] + tail + [""]
 

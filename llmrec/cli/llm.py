@@ -179,6 +179,9 @@ def evaluate_llm(args: argparse.Namespace) -> int:
         cases = [cases[i] for i in np.sort(rng.choice(len(cases), args.users, replace=False))]
     from llmrec.finetune.trainer import fusion_grid, tuning_cases
 
+    eval_config = EvalConfig(
+        protocol=args.protocol, seed=args.seed, depth=args.depth, n_negatives=args.negatives
+    )
     if args.fusion_weight is not None:
         weight = float(args.fusion_weight)
     else:
@@ -187,15 +190,20 @@ def evaluate_llm(args: argparse.Namespace) -> int:
             rng = np.random.default_rng(1)
             pick = np.sort(rng.choice(len(valid), args.tune_users, replace=False))
             valid = [valid[i] for i in pick]
-        quality = ranker.tune(valid, fusion_grid(args.adapter))
+        # tuned under the protocol it is evaluated with: the sampled lists (target + random
+        # negatives) want another weight than the retriever's own top-k
+        quality = ranker.tune(
+            valid, fusion_grid(args.adapter), dataset=dataset, protocol=eval_config
+        )
         weight = ranker.config.fusion_weight
-        print(f"fusion weight {weight:g} tuned on {len(valid)} validation users: {quality}")
-        if args.adapter:
+        print(
+            f"fusion weight {weight:g} tuned on {len(valid)} validation users "
+            f"({eval_config.protocol.value} protocol): {quality}"
+        )
+        # serving reranks the retriever's top-k, as full ranking does: only that weight is kept
+        if args.adapter and eval_config.protocol.value == "full":
             settings = {"fusion_weight": weight, "tuned_on": len(valid), "validation": quality}
             atomic_write_text(Path(args.adapter) / RANKER_FILE, json.dumps(settings, indent=2))
-    eval_config = EvalConfig(
-        protocol=args.protocol, seed=args.seed, depth=args.depth, n_negatives=args.negatives
-    )
     results = []
     for label, w in (("llm", 0.0), ("llm+retrieval", weight)):
         ranker.config.fusion_weight = w

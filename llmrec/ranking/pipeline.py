@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from llmrec.data.catalog import Catalog
+from llmrec.data.dataset import RecDataset
 from llmrec.data.records import EvalCase, UserSequence
+from llmrec.evaluation.harness import EvalConfig, Protocol, evaluate
 from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.prompts.builder import PromptBuilder
 from llmrec.ranking.scorer import LLMScorer
@@ -190,9 +192,28 @@ class LLMRanker(Recommender):
 
     # ------------------------------------------------------------------ tuning
     def tune(
-        self, cases: Sequence[EvalCase], grid: Sequence[float] = DEFAULT_WEIGHT_GRID
+        self,
+        cases: Sequence[EvalCase],
+        grid: Sequence[float] = DEFAULT_WEIGHT_GRID,
+        *,
+        dataset: RecDataset | None = None,
+        protocol: EvalConfig | None = None,
     ) -> dict[str, float]:
-        """Pick the fusion weight with the best ``tune_metric`` on ``cases`` (full ranking)."""
+        """Pick the fusion weight with the best ``tune_metric`` on ``cases`` and set it.
+
+        By default the cases are ranked as in full ranking (the retriever's top
+        ``num_candidates``). With a sampled ``protocol`` (and the ``dataset`` its negatives come
+        from) they are ranked as that protocol ranks them: target + random negatives, lists on
+        which the retriever's order tells a different amount than on its own top-k, so the best
+        weight differs. One LLM pass either way: the scores are cached across weights.
+        """
+        if protocol is not None and Protocol(protocol.protocol) is not Protocol.FULL:
+            if dataset is None:
+                raise ValueError(
+                    "tuning under the sampled protocol needs the dataset: its negatives are items "
+                    "the user never rated"
+                )
+            return self._tune_with_harness(cases, grid, dataset, protocol)
         catalog = self._require_fitted()
         histories = [c.history for c in cases]
         cands, ret = self.retrieve(histories)
@@ -211,6 +232,21 @@ class LLMRanker(Recommender):
                 s = final[row]
                 ranks.append(int((s > s[hit[0]]).sum()))
             quality[weight] = metrics_from_ranks(ranks)[self.config.tune_metric]
+        return self._pick(grid, quality)
+
+    def _tune_with_harness(self, cases, grid, dataset, protocol) -> dict[str, float]:  # noqa: ANN001
+        metric = self.config.tune_metric
+        k = int(metric.split("@")[1])
+        config = replace(protocol, ks=(*protocol.ks, k))
+        quality = {}
+        for weight in grid:
+            self.config.fusion_weight = float(weight)
+            result = evaluate(self, dataset, cases, config, part="valid", progress=False)
+            quality[weight] = result.metrics[metric]
+        return self._pick(grid, quality)
+
+    def _pick(self, grid: Sequence[float], quality: dict[float, float]) -> dict[str, float]:
+        # ties go to the smaller weight: the LLM keeps the say validation could not take from it
         best = max(grid, key=lambda w: (quality[w], -w))
         self.config.fusion_weight = float(best)
         return {str(w): q for w, q in quality.items()}

@@ -137,3 +137,42 @@ def test_evaluate_tunes_a_residual_adapter_near_its_weight(parts, tmp_path, caps
     tuned = read_ranker_settings(adapter)
     assert {float(w) for w in tuned["validation"]} == {trained * f for f in RESIDUAL_GRID}
     assert tuned["fusion_weight"] in {trained * f for f in RESIDUAL_GRID}
+
+
+def test_tuning_under_the_sampled_protocol_scores_what_that_protocol_scores(parts) -> None:  # noqa: ANN001
+    from llmrec.evaluation import EvalConfig, evaluate
+    from llmrec.ranking.recommend import load_pipeline
+
+    dataset = parts["dataset"]
+    ranker = load_pipeline(parts["retriever"], dataset, parts["adapter"], fusion_weight=0.0).ranker
+    valid = leave_one_out(dataset).valid
+    sampled = EvalConfig(protocol="sampled", ks=(1, 5), n_negatives=4)
+    with pytest.raises(ValueError, match="needs the dataset"):
+        ranker.tune(valid, (0.0, 1.0), protocol=sampled)
+    grid = (0.0, 1.0, 4.0, 1000.0)
+    quality = ranker.tune(valid, grid, dataset=dataset, protocol=sampled)
+    picked = ranker.config.fusion_weight
+    # the tune metric (NDCG@10) is added to the protocol's cut-offs
+    for w in grid:
+        ranker.config.fusion_weight = w
+        result = evaluate(ranker, dataset, valid, replace(sampled, ks=(1, 5, 10)), progress=False)
+        assert quality[str(w)] == pytest.approx(result.metrics["NDCG@10"])
+    assert quality[str(picked)] == max(quality.values())
+
+
+def test_evaluate_sampled_tunes_on_sampled_lists_and_keeps_the_serving_weight(
+    parts, tmp_path, capsys
+) -> None:  # noqa: ANN001
+    from llmrec.ranking.recommend import RANKER_FILE
+
+    ranker_file = Path(parts["adapter"]) / RANKER_FILE
+    before = ranker_file.read_text() if ranker_file.is_file() else None
+    code = main(["evaluate", "--model", "llm", "--data", str(parts["data"]),
+                 "--retriever", str(parts["retriever"]), "--adapter", str(parts["adapter"]),
+                 "--users", "4", "--protocol", "sampled", "--negatives", "4"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "(sampled protocol)" in out
+    # serving reranks the retriever's top-k: a weight tuned on sampled lists is not saved for it
+    after = ranker_file.read_text() if ranker_file.is_file() else None
+    assert after == before
