@@ -54,6 +54,8 @@ from llmrec.recommender import Recommender
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "training.json"
+#: TensorBoard event files, under the run's folder: ``tensorboard --logdir OUT/tensorboard``.
+TENSORBOARD_DIR = "tensorboard"
 
 
 # --------------------------------------------------------------------------- batches
@@ -320,6 +322,19 @@ def residual_weight(adapter_dir: str | os.PathLike[str] | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- trainer
+def tensorboard_callback(log_dir: Path) -> Any | None:
+    """transformers' TensorBoard callback writing to ``log_dir``, or None (with a warning) when
+    tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.warning("tensorboard is not installed: no training curves are logged")
+        return None
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+
+
 def make_trainer_class() -> type:
     from transformers import Trainer
 
@@ -531,14 +546,11 @@ def finetune(
 
     use_cpu = loaded.device == "cpu"
     bf16 = not use_cpu and loaded.dtype.is_floating_point and str(loaded.dtype) == "torch.bfloat16"
-    report_to = "none"
+    callbacks: list[Any] = [EarlyStoppingCallback(early_stopping_patience=tcfg.patience)]
     if tcfg.tensorboard:
-        try:
-            import tensorboard  # noqa: F401
-
-            report_to = "tensorboard"
-        except ImportError:
-            logger.warning("tensorboard is not installed: no training curves are logged")
+        board = tensorboard_callback(out / TENSORBOARD_DIR)
+        if board is not None:
+            callbacks.append(board)
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=tcfg.epochs,
@@ -561,14 +573,15 @@ def finetune(
         seed=tcfg.seed,
         use_cpu=use_cpu,
         bf16=bf16,
-        report_to=report_to,
+        # curves go through our own TensorBoard callback: transformers' would write to
+        # ./runs/ of the working directory when the zero-shot evaluation logs before training
+        report_to="none",
         remove_unused_columns=False,
         label_names=["target"],
         dataloader_num_workers=0,
         disable_tqdm=not progress,
         max_grad_norm=1.0,
     )
-    callbacks: list[Any] = [EarlyStoppingCallback(early_stopping_patience=tcfg.patience)]
     if recipe.adapter.method == "adalora":
         callbacks.append(adalora_callback())
     trainer = make_trainer_class()(

@@ -252,9 +252,12 @@ def test_finetune_adalora_reallocates_ranks_through_the_trainer(
     assert np.isfinite(scores).all() and np.exp(scores).sum() == pytest.approx(1, abs=1e-5)
 
 
-def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys, monkeypatch) -> None:  # noqa: ANN001, E501
     from llmrec.cli.main import main
 
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     data = tmp_path / "data"
     tiny_dataset.save(data)
     out = tmp_path / "cli-run"
@@ -282,8 +285,6 @@ def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys) -
             "--set",
             "training.batch_size=2",
             "--set",
-            "training.tensorboard=false",
-            "--set",
             "examples.num_candidates=5",
             "--set",
             "examples.hard_negatives=2",
@@ -299,6 +300,9 @@ def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys) -
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["method"] == "prefix" and summary["steps"] == 2
     assert read_adapter_record(out / "adapter").method == "prefix"
+    # training curves, the zero-shot evaluation's included, land in the run's folder only
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert list(cwd.iterdir()) == []
 
 
 def test_finetune_on_validation_targets_keeps_the_early_stopping_users_out(
