@@ -54,6 +54,8 @@ from llmrec.recommender import Recommender
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "training.json"
+#: In each checkpoint: the training seconds spent up to it, so a resumed run reports the whole.
+ELAPSED_FILE = "llmrec_elapsed.json"
 #: TensorBoard event files, under the run's folder: ``tensorboard --logdir OUT/tensorboard``.
 TENSORBOARD_DIR = "tensorboard"
 
@@ -335,6 +337,39 @@ def tensorboard_callback(log_dir: Path) -> Any | None:
     return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
 
 
+def elapsed_callback(before: float) -> Any:
+    """A TrainerCallback that writes the training seconds so far (``before`` + this run's) into
+    every checkpoint it saves (:data:`ELAPSED_FILE`)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class _Elapsed(TrainerCallback):
+        started = time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201, ARG002
+            self.started = time.perf_counter()
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201, ARG002
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if folder.is_dir():
+                seconds = before + time.perf_counter() - self.started
+                payload = {"train_seconds": round(seconds, 1), "step": state.global_step}
+                atomic_write_text(folder / ELAPSED_FILE, json.dumps(payload) + "\n")
+
+    return _Elapsed()
+
+
+def elapsed_before(checkpoint: str | None) -> float | None:
+    """Training seconds recorded in ``checkpoint`` (0 without one; None for a checkpoint saved
+    before they were recorded)."""
+    if checkpoint is None:
+        return 0.0
+    path = Path(checkpoint) / ELAPSED_FILE
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text())["train_seconds"])
+
+
 def make_trainer_class() -> type:
     from transformers import Trainer
 
@@ -602,12 +637,20 @@ def finetune(
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume else None
     if resume and checkpoint is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", out / "checkpoints")
+    before = elapsed_before(checkpoint)
+    if before is None:
+        logger.warning(
+            "%s records no training time: train_seconds will count only the resumed part",
+            checkpoint,
+        )
+    trainer.add_callback(elapsed_callback(before or 0.0))
     zero_shot = None
     if checkpoint is None:
         zero_shot = trainer.evaluate(metric_key_prefix="zero_shot")
     train_start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = time.perf_counter() - train_start
+    run_seconds = time.perf_counter() - train_start
+    train_seconds = (before or 0.0) + run_seconds
     final = trainer.evaluate(metric_key_prefix="final")
 
     record = AdapterRecord(
@@ -645,7 +688,10 @@ def finetune(
         "steps": trainer.state.global_step,
         "planned_steps": total_steps,
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(train_seconds / max(1, result.global_step), 2),
+        # over the steps this process ran: a resumed run repeats none of the earlier ones
+        "seconds_per_step": round(
+            run_seconds / max(1, result.global_step - _step_of(checkpoint)), 2
+        ),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "peak_memory_mb": round(peak_memory_mb(loaded.device), 1),
         "adapter_bytes": adapter_bytes,
@@ -657,6 +703,8 @@ def finetune(
         "validation_zero_shot": _strip(zero_shot, "zero_shot_"),
         "validation_final": _strip(final, "final_"),
         "resumed_from": checkpoint,
+        # False when a resumed checkpoint recorded no time: train_seconds is then a lower bound
+        "train_seconds_complete": before is not None,
         "adapter": str(adapter_dir),
     }
     if recipe.adapter.method == "adalora":
@@ -668,6 +716,10 @@ def finetune(
         }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return 0 if checkpoint is None else int(Path(checkpoint).name.rsplit("-", 1)[1])
 
 
 def _strip(metrics: dict[str, float] | None, prefix: str) -> dict[str, float] | None:

@@ -17,7 +17,7 @@ from llmrec.finetune.examples import (
     training_cases,
 )
 from llmrec.finetune.recipe import Recipe, RetrievalConfig, TrainingConfig, load_recipe
-from llmrec.finetune.trainer import SUMMARY_FILE, RankCollator, finetune
+from llmrec.finetune.trainer import ELAPSED_FILE, SUMMARY_FILE, RankCollator, finetune
 from llmrec.models.adapters import AdapterConfig, load_adapters, read_adapter_record
 from llmrec.models.loader import load_model
 from llmrec.prompts import PromptBuilder, PromptConfig
@@ -341,11 +341,23 @@ def test_finetune_resumes_from_the_last_checkpoint(tiny_llm_dir, tiny_dataset, t
     retriever = Popular().fit(split.train, tiny_dataset.catalog)
     out = tmp_path / "run"
     recipe = _recipe(tiny_llm_dir)
-    finetune(recipe, tiny_dataset, out, retriever, progress=False)
+    first = finetune(recipe, tiny_dataset, out, retriever, progress=False)
+    elapsed = out / "checkpoints" / "checkpoint-2" / ELAPSED_FILE
+    recorded = json.loads(elapsed.read_text())
+    assert recorded["step"] == 2 and 0 < recorded["train_seconds"] <= first["train_seconds"] + 0.1
+    # the resumed run adds its own time to what the checkpoint says the first run spent
+    elapsed.write_text(json.dumps({"train_seconds": 1000.0, "step": 2}))
     longer = replace(recipe, training=replace(recipe.training, max_steps=3))
     summary = finetune(longer, tiny_dataset, out, retriever, resume=True, progress=False)
     assert summary["resumed_from"] and summary["resumed_from"].endswith("checkpoint-2")
     assert summary["steps"] == 3 and summary["validation_zero_shot"] is None
+    assert 1000.0 < summary["train_seconds"] < 1000.0 + first["train_seconds"] * 10
+    assert summary["train_seconds_complete"] is True
+    # a checkpoint from before times were recorded: the summary says its time is partial
+    (out / "checkpoints" / "checkpoint-3" / ELAPSED_FILE).unlink()
+    again = replace(recipe, training=replace(recipe.training, max_steps=4))
+    summary = finetune(again, tiny_dataset, out, retriever, resume=True, progress=False)
+    assert summary["train_seconds"] < 1000.0 and summary["train_seconds_complete"] is False
 
 
 def test_require_retrieved_keeps_only_cases_the_retriever_recalls(tiny_dataset) -> None:  # noqa: ANN001
