@@ -136,7 +136,7 @@ def _write_doc(out: Path, doc: Path) -> None:
         "with w fitted to the training examples (0.43 here), so the adapter starts as a "
         "tie-breaker of the retriever's order and learns corrections to it; it was trained to rank "
         "fused at weight w / 0.025 = 17.2, and its weight is tuned on the held-out validation "
-        "users over 0.25 to 4 times that. Each adapter's training.json holds its validation "
+        "users over 0.25 to 4 times that, one weight per protocol. Each adapter's training.json holds its validation "
         "curve; the trainable parameters, training time, peak memory and adapter size below "
         "come from it.",
         "",
@@ -304,6 +304,7 @@ def _measure(label, folder, data, test, tune_on, args, out, baselines) -> dict: 
 
 
 def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
+    commit = _git_commit()  # the code as it was when this run started
     test = _sample(split.test, args.users, 0)
     valid = _sample(split.valid, args.tune_users, 1)
     full_cfg = EvalConfig(ks=(1, 5, 10, 20))
@@ -355,7 +356,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
             record.update(
                 key=key,
                 measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                commit=_git_commit(),
+                commit=commit,
                 seconds=round(time.perf_counter() - started),
             )
             atomic_write_text(cached, json.dumps(record, indent=2))
