@@ -135,9 +135,9 @@ def _write_doc(out: Path, doc: Path) -> None:
         "0.025 x the LLM's label log-probabilities plus w x the retriever's standardised rank, "
         "with w fitted to the training examples (0.43 here), so the adapter starts as a "
         "tie-breaker of the retriever's order and learns corrections to it; it was trained to rank "
-        "fused at weight w / 0.025 = 17.2, and its weight is tuned on the held-out validation "
-        "users over 0.25 to 4 times that, one weight per protocol. Each adapter's training.json holds its validation "
-        "curve; the trainable parameters, training time, peak memory and adapter size below "
+        "fused at weight w / 0.025 = 17.2, and its weights (one per protocol) are tuned on the "
+        "held-out validation users over 0.25 to 4 times that. Each adapter's training.json "
+        "holds its validation curve; the trainable parameters, training time, peak memory and adapter size below "
         "come from it.",
         "",
     ]
