@@ -137,8 +137,8 @@ def _write_doc(out: Path, doc: Path) -> None:
         "tie-breaker of the retriever's order and learns corrections to it; it was trained to rank "
         "fused at weight w / 0.025 = 17.2, and its weights (one per protocol) are tuned on the "
         "held-out validation users over 0.25 to 4 times that. Each adapter's training.json "
-        "holds its validation curve; the trainable parameters, training time, peak memory and adapter size below "
-        "come from it.",
+        "holds its validation curve; the trainable parameters, training time, peak memory and "
+        "adapter size below come from it.",
         "",
     ]
     write_doc(out, doc, header, PARTS)
