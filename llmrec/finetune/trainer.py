@@ -668,6 +668,8 @@ def finetune(
             # validation users never trained on: tune the fusion weight on these
             "heldout_users": [c.user_id for c in valid_cases],
             "residual_weight": residual_weight if tcfg.residual else None,
+            # 0: trained only to rank; text generation then runs on the base (writes_text)
+            "reason_fraction": cfg.reason_fraction,
         },
     )
     adapter_dir = save_adapter(trainer.model, out / "adapter", record)

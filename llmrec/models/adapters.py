@@ -280,6 +280,27 @@ def read_adapter_record(folder: str | os.PathLike[str]) -> AdapterRecord:
     return AdapterRecord(**{k: v for k, v in raw.items() if k in known})
 
 
+def writes_text(folder: str | os.PathLike[str]) -> bool:
+    """Whether free text (reasons, chat replies) should be generated through this adapter.
+
+    Only an adapter trained on reason examples (``examples.reason_fraction`` > 0) has learned to
+    write. One trained only to put probability on candidate labels can forget how: the residual
+    LoRA of docs/llm.md answers a reason prompt with "M, M, M, ...". Its text comes from the base
+    model; it still ranks. An adapter whose training is unknown (no record of it, no
+    ``recipe.yaml`` beside it) writes, as any peft adapter would.
+    """
+    fraction = (read_adapter_record(folder).training or {}).get("reason_fraction")
+    if fraction is None:
+        recipe = Path(folder).parent / "recipe.yaml"
+        if not recipe.is_file():
+            return True
+        import yaml
+
+        raw = yaml.safe_load(recipe.read_text()) or {}
+        fraction = (raw.get("examples") or {}).get("reason_fraction", 0.0)
+    return float(fraction) > 0
+
+
 def load_adapters(model: Any, adapters: dict[str, str | os.PathLike[str]]) -> Any:
     """Attach several saved adapters to one base model, by name; the first is active."""
     from peft import PeftModel

@@ -238,7 +238,7 @@ def load_pipeline(
     batch_size: int = 8,
 ) -> RecPipeline:
     """Assemble the pipeline from saved parts. Without an adapter the base model ranks zero-shot."""
-    from llmrec.models.adapters import load_adapters, read_adapter_record
+    from llmrec.models.adapters import load_adapters, read_adapter_record, writes_text
     from llmrec.models.loader import load_model
     from llmrec.retrieval.saved import load_retriever
 
@@ -262,7 +262,11 @@ def load_pipeline(
     if adapter_dir is not None:
         model = load_adapters(model, {Path(adapter_dir).name: adapter_dir})
     builder = PromptBuilder(catalog, loaded.tokenizer, prompt or PromptConfig(), dataset.profiles())
-    scorer = LLMScorer(model, loaded.tokenizer, builder, batch_size=batch_size)
+    # an adapter trained only to rank writes its reasons with the base model
+    writes = writes_text(adapter_dir) if adapter_dir is not None else True
+    scorer = LLMScorer(
+        model, loaded.tokenizer, builder, batch_size=batch_size, write_with_adapter=writes
+    )
     settings = read_ranker_settings(adapter_dir)
     weight = fusion_weight if fusion_weight is not None else settings.get("fusion_weight", 1.0)
     ranker = LLMRanker(retriever, scorer, RankerConfig(num_candidates, float(weight)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,12 @@ class LLMScorer:
         builder: PromptBuilder,
         batch_size: int = 8,
         max_length: int = 2048,
+        write_with_adapter: bool = True,
     ) -> None:
         self.model = model
+        #: False: :meth:`generate` runs the base with the adapters disabled, for an adapter
+        #: trained only to rank (see :func:`llmrec.models.adapters.writes_text`)
+        self.write_with_adapter = write_with_adapter
         self.tokenizer = tokenizer
         self.builder = builder
         self.batch_size = int(batch_size)
@@ -136,7 +141,10 @@ class LLMScorer:
         if sample_seed is not None:
             torch.manual_seed(sample_seed)
             kwargs = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
-        with torch.inference_mode():
+        writer = nullcontext()
+        if not self.write_with_adapter and hasattr(self.model, "disable_adapter"):
+            writer = self.model.disable_adapter()
+        with torch.inference_mode(), writer:
             out = self.model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,

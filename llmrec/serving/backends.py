@@ -40,6 +40,9 @@ class ModelInfo:
     method: str | None  # None: the base model, zero-shot
     adapter_dir: str | None
     fusion_weight: float
+    #: False: reasons and chat replies come from the base model, the adapter only ranks
+    #: (an adapter trained without reason examples; :func:`llmrec.models.adapters.writes_text`)
+    writes_text: bool = True
 
 
 class ServedModel(Protocol):
@@ -118,7 +121,7 @@ class TransformersBackend:
     kind = "transformers"
 
     def __init__(self, config: ServeConfig, dataset: RecDataset) -> None:
-        from llmrec.models.adapters import AdapterConfig, load_adapters
+        from llmrec.models.adapters import AdapterConfig, load_adapters, writes_text
         from llmrec.models.loader import load_model
         from llmrec.ranking.scorer import LLMScorer
 
@@ -157,8 +160,11 @@ class TransformersBackend:
             model = load_adapters(loaded.model, {internal[n]: m[0] for n, m in members.items()})
             for name, (folder, record, prompt, weight) in members.items():
                 builder = PromptBuilder(catalog, loaded.tokenizer, prompt, profiles)
-                scorer = LLMScorer(model, loaded.tokenizer, builder, batch_size=batch)
-                info = ModelInfo(name, base, record.method, str(folder), weight)
+                writes = writes_text(folder)
+                scorer = LLMScorer(
+                    model, loaded.tokenizer, builder, batch_size=batch, write_with_adapter=writes
+                )
+                info = ModelInfo(name, base, record.method, str(folder), weight, writes)
                 self._models[name] = _TransformersModel(info, builder, scorer, internal[name])
                 if base_scorer is None and base == config.base_model and quant is None:
                     base_scorer = (model, loaded.tokenizer)

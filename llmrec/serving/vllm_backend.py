@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.data.dataset import RecDataset
+from llmrec.models.adapters import writes_text
 from llmrec.models.convert import (
     VLLM_LORA_RANKS,
     WEIGHTS_FILE,
@@ -98,6 +99,8 @@ class ServedAdapter:
     base_model: str
     prompt: PromptConfig
     fusion_weight: float
+    #: False: text is generated without the LoRA (it was trained only to rank)
+    writes_text: bool = True
 
 
 def lora_rank(folder: str | Path) -> int:
@@ -185,7 +188,15 @@ def plan_adapter(
     else:
         raise ValueError(f"adapter {name!r}: unknown adapter method {method!r}")
     return ServedAdapter(
-        name, str(folder), str(lora_path), method, lora_rank(lora_path), base, prompt, weight
+        name,
+        str(folder),
+        str(lora_path),
+        method,
+        lora_rank(lora_path),
+        base,
+        prompt,
+        weight,
+        writes_text(folder),
     )
 
 
@@ -457,7 +468,9 @@ class VLLMModel:
         min_new_tokens: int = 0,
         sample_seed: int | None = None,
     ) -> list[str]:
-        return self.engine.generate(texts, self.lora, max_new_tokens, min_new_tokens, sample_seed)
+        # an adapter trained only to rank writes with the base (ModelInfo.writes_text)
+        lora = self.lora if self.info.writes_text else None
+        return self.engine.generate(texts, lora, max_new_tokens, min_new_tokens, sample_seed)
 
 
 class VLLMBackend:
@@ -501,6 +514,7 @@ class VLLMBackend:
                 adapter.method,
                 adapter.folder,
                 adapter.fusion_weight,
+                adapter.writes_text,
             )
             self._models[adapter.name] = VLLMModel(self._engine, info, builder, lora)
 

@@ -336,3 +336,26 @@ def test_adapter_config_round_trip_and_validation() -> None:
         AdapterConfig(method="adalora").to_peft(num_layers=2)
     short = AdapterConfig(method="adalora", tinit=5, tfinal=10, delta_t=1).to_peft(2, 12)
     assert short.tinit + short.tfinal < short.total_step  # a budgeting phase is kept
+
+
+def test_writes_text_only_for_adapters_trained_on_reasons(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from llmrec.models.adapters import META_FILE, writes_text
+
+    def adapter(folder, training, recipe=None):  # noqa: ANN001, ANN202
+        (folder / "adapter").mkdir(parents=True)
+        record = {"method": "lora", "adapter": {}, "base_model": "m", "prompt": {},
+                  "templates": {}, "training": training}  # fmt: skip
+        (folder / "adapter" / META_FILE).write_text(json.dumps(record))
+        if recipe is not None:
+            (folder / "recipe.yaml").write_text(recipe)
+        return folder / "adapter"
+
+    assert writes_text(adapter(tmp_path / "a", {"reason_fraction": 0.3}))
+    assert not writes_text(adapter(tmp_path / "b", {"reason_fraction": 0.0}))
+    # older adapters: the recipe beside them says; without one, peft's default (it writes)
+    assert not writes_text(adapter(tmp_path / "c", {}, "examples:\n  reason_fraction: 0.0\n"))
+    assert not writes_text(adapter(tmp_path / "d", {}, "examples: {}\n"))
+    assert writes_text(adapter(tmp_path / "e", {}, "examples:\n  reason_fraction: 0.2\n"))
+    assert writes_text(adapter(tmp_path / "f", {}))

@@ -176,3 +176,13 @@ def test_evaluate_sampled_tunes_on_sampled_lists_and_keeps_the_serving_weight(
     # serving reranks the retriever's top-k: a weight tuned on sampled lists is not saved for it
     after = ranker_file.read_text() if ranker_file.is_file() else None
     assert after == before
+
+
+def test_a_pipeline_writes_reasons_with_the_base_when_its_adapter_only_ranks(parts) -> None:  # noqa: ANN001
+    from llmrec.ranking.recommend import load_pipeline
+
+    pipe = load_pipeline(parts["retriever"], parts["dataset"], parts["adapter"])
+    assert pipe.reasons.scorer.write_with_adapter is False  # the shipped recipe trains no reasons
+    assert load_pipeline(
+        parts["retriever"], parts["dataset"], None
+    ).reasons.scorer.write_with_adapter

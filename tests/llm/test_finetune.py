@@ -300,6 +300,8 @@ def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys, m
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["method"] == "prefix" and summary["steps"] == 2
     assert read_adapter_record(out / "adapter").method == "prefix"
+    # trained only to rank: its text is written by the base (writes_text)
+    assert read_adapter_record(out / "adapter").training["reason_fraction"] == 0.0
     # training curves, the zero-shot evaluation's included, land in the run's folder only
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert list(cwd.iterdir()) == []

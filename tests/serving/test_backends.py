@@ -77,3 +77,36 @@ def test_each_served_name_scores_like_its_adapter_alone(served) -> None:  # noqa
     assert not np.allclose(results["lora"][0], results["base"][0], atol=1e-3)
     assert not np.allclose(results["mlp"][0], results["base"][0], atol=1e-3)
     assert not np.allclose(results["pre"][0], results["base"][0], atol=1e-3)
+
+
+def test_an_adapter_trained_only_to_rank_writes_with_the_base(served, tmp_path) -> None:  # noqa: ANN001
+    import json
+    import shutil
+
+    from llmrec.models.adapters import META_FILE
+
+    model_dir, adapters, dataset, _ = served
+    ranker = tmp_path / "ranker"
+    shutil.copytree(adapters["mlp"], ranker)
+    record = json.loads((ranker / META_FILE).read_text())
+    record["training"] = {"reason_fraction": 0.0}
+    (ranker / META_FILE).write_text(json.dumps(record))
+    config = ServeConfig(
+        base_model=model_dir,
+        adapters={"writer": str(adapters["mlp"]), "ranker": str(ranker)},
+        device="cpu",
+        dtype="float32",
+    )
+    models = TransformersBackend(config, dataset).models()
+    assert models["writer"].info.writes_text and not models["ranker"].info.writes_text
+    seq = dataset.sequences()[0]
+    texts = [models["base"].builder.reason(seq.head(4), seq.item_ids[5], []).text]
+    written = {name: models[name].generate(texts, 12) for name in ("base", "writer", "ranker")}
+    assert written["ranker"] == written["base"]
+    assert written["writer"] != written["base"]
+    # it still ranks with its adapter
+    prompts = [models["ranker"].builder.listwise(seq.head(5), list(seq.item_ids[5:9]))]
+    np.testing.assert_allclose(
+        models["ranker"].score(prompts)[0], models["writer"].score(prompts)[0]
+    )
+    assert not np.allclose(models["ranker"].score(prompts)[0], models["base"].score(prompts)[0])

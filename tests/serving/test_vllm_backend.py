@@ -719,3 +719,18 @@ def test_adapter_settings_are_the_ones_served(backend, adapter_dirs) -> None:  #
         record, prompt, weight = adapter_settings(str(folder))
         assert backend.models()[name].builder.config == prompt
         assert backend.models()[name].info.fusion_weight == weight
+
+
+def test_a_rank_only_adapter_generates_without_its_lora(backend) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    model = backend.models()["rec-lora"]
+    texts = [p.text for p in rank_prompts(model.builder, n=2)]
+    (llm,) = FakeLLM.instances
+    model.generate(texts, max_new_tokens=3)
+    assert llm.calls[-1][2] is model.lora  # an adapter of unknown training writes
+    model.info = replace(model.info, writes_text=False)
+    model.generate(texts, max_new_tokens=3)
+    assert llm.calls[-1][2] is None  # the base writes
+    model.score(rank_prompts(model.builder, n=1))
+    assert llm.calls[-1][2] is model.lora  # and the adapter still ranks
