@@ -559,8 +559,14 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
     return [
         "## Reasons and grounding",
         "",
-        f"Top 3 items of {len(cases)} sampled test users ({raw_total} reasons), model "
-        f"{'adapter ' + str(folder) if folder else 'zero-shot base'}.",
+        f"Top 3 items of {len(cases)} sampled test users ({raw_total} reasons), ranked by "
+        f"{'adapter ' + str(folder.relative_to(ROOT)) if folder else 'the zero-shot base'}; "
+        + (
+            "reasons written by the base model with the adapter off (it was trained only to "
+            "rank: `writes_text`)."
+            if not gen.scorer.write_with_adapter
+            else "reasons written by the same model."
+        ),
         "",
         f"- Raw generations (greedy, no check): {raw_bad / n:.1%} name something other than the "
         f"item and the user's history items; {raw_outside / n:.1%} name something that is not a "
