@@ -458,6 +458,8 @@ def _speed(data, split, methods, args) -> list[str]:  # noqa: ANN001
     prompt = None if folder else load_recipe(ROOT / "finetune" / "lora.yaml").prompt
     pipe = load_pipeline(args.retriever, data, folder, fusion_weight=0.0, prompt=prompt)
     scorer = pipe.ranker.scorer
+    # the same model both ways: generation keeps the adapter on even if it only learned to rank
+    scorer.write_with_adapter = True
     prompts = _prompts(pipe, data, split, args.speed_prompts)
     tokens = [len(scorer.tokenizer(p.text)["input_ids"]) for p in prompts]
     scorer.score(prompts[:2])  # warm-up
