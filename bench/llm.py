@@ -11,8 +11,9 @@ Adapters are read from ``runs/adapter-<method>/adapter`` (train them with
 1. rank: full ranking (leave-one-out test, history excluded; the pipeline ranks the retriever's
    top 20, anything else counts as a miss) and the sampled protocol (target + 19 negatives), for
    the retriever alone, its SASRec view, the zero-shot base model and each adapter, pure LLM and
-   fused with the retrieval score (weight tuned on validation users). Training cost comes from
-   each adapter's training.json.
+   fused with the retrieval score (one weight per protocol, tuned on validation users). Training
+   cost comes from each adapter's training.json. Each method's row is kept in
+   OUT/rank-methods/ and reused while its adapter, the retriever and the users are unchanged.
 2. speed: one-pass ranking of 20 candidates against generating the ranked labels, same model
    and prompts, one prompt at a time; one-pass throughput at several batch sizes.
 3. reasons: generated reasons for the top 3 of sampled test users: the share that names an item
