@@ -163,6 +163,7 @@ def evaluate_llm(args: argparse.Namespace) -> int:
     from llmrec.data import make_split
     from llmrec.evaluation import EvalConfig, format_table
     from llmrec.evaluation import evaluate as run_evaluation
+    from llmrec.evaluation.harness import Protocol
     from llmrec.io import atomic_write_text
     from llmrec.ranking.recommend import RANKER_FILE, load_pipeline
 
@@ -201,7 +202,7 @@ def evaluate_llm(args: argparse.Namespace) -> int:
             f"({eval_config.protocol.value} protocol): {quality}"
         )
         # serving reranks the retriever's top-k, as full ranking does: only that weight is kept
-        if args.adapter and eval_config.protocol.value == "full":
+        if args.adapter and eval_config.protocol is Protocol.FULL:
             settings = {"fusion_weight": weight, "tuned_on": len(valid), "validation": quality}
             atomic_write_text(Path(args.adapter) / RANKER_FILE, json.dumps(settings, indent=2))
     results = []

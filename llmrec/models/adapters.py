@@ -281,7 +281,7 @@ def read_adapter_record(folder: str | os.PathLike[str]) -> AdapterRecord:
 
 
 def writes_text(folder: str | os.PathLike[str]) -> bool:
-    """Whether free text (reasons, chat replies) should be generated through this adapter.
+    """Whether reasons (the only free text the pipeline generates) are written by this adapter.
 
     Only an adapter trained on reason examples (``examples.reason_fraction`` > 0) has learned to
     write. One trained only to put probability on candidate labels can forget how: the residual

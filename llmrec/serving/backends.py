@@ -40,7 +40,7 @@ class ModelInfo:
     method: str | None  # None: the base model, zero-shot
     adapter_dir: str | None
     fusion_weight: float
-    #: False: reasons and chat replies come from the base model, the adapter only ranks
+    #: False: reasons are written by the base model, the adapter only ranks
     #: (an adapter trained without reason examples; :func:`llmrec.models.adapters.writes_text`)
     writes_text: bool = True
 
