@@ -43,7 +43,7 @@ from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.finetune.recipe import load_recipe
 from llmrec.finetune.trainer import fusion_grid, residual_weight, tuning_cases
 from llmrec.io import atomic_write_text
-from llmrec.ranking.pipeline import candidates_from_scores
+from llmrec.ranking.pipeline import DEFAULT_WEIGHT_GRID, candidates_from_scores
 from llmrec.ranking.recommend import RANKER_FILE, first_sentence, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -412,7 +412,10 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "one prompt. Retriever and SASRec rows show the model alone, in the fused columns. A "
         "residual adapter (`training.residual`) learned its scores as a correction to the "
         "retriever's order at the weight it was trained at; its weights are tuned over 0.25 to "
-        "4 times that one, its LLM columns are the correction alone.",
+        "4 times that one, its LLM columns are the correction alone. The zero-shot row is the "
+        "base model without an adapter reading the same prompts (the candidates in the "
+        "retriever's order, each with its rank), its weights tuned over the plain grid "
+        f"{', '.join(f'{w:g}' for w in DEFAULT_WEIGHT_GRID)}.",
         "",
         "| model | trainable params | training | peak RSS | adapter | full NDCG@10 (LLM) | full HR@10 (LLM) | full NDCG@10 (fused) | full HR@10 (fused) | sampled HR@1 (LLM) | sampled HR@1 (fused) | fusion weight (full / sampled) |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
