@@ -43,7 +43,7 @@ from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.finetune.recipe import load_recipe
 from llmrec.finetune.trainer import fusion_grid, residual_weight, tuning_cases
 from llmrec.io import atomic_write_text
-from llmrec.ranking.pipeline import DEFAULT_WEIGHT_GRID, candidates_from_scores
+from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.recommend import RANKER_FILE, first_sentence, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -415,7 +415,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "4 times that one, its LLM columns are the correction alone. The zero-shot row is the "
         "base model without an adapter reading the same prompts (the candidates in the "
         "retriever's order, each with its rank), its weights tuned over the plain grid "
-        f"{', '.join(f'{w:g}' for w in DEFAULT_WEIGHT_GRID)}.",
+        f"{', '.join(f'{w:g}' for w in fusion_grid(None))}.",
         "",
         "| model | trainable params | training | peak RSS | adapter | full NDCG@10 (LLM) | full HR@10 (LLM) | full NDCG@10 (fused) | full HR@10 (fused) | sampled HR@1 (LLM) | sampled HR@1 (fused) | fusion weight (full / sampled) |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -40,7 +40,7 @@ from llmrec.models.adapters import (
     adalora_callback,
     adalora_ranks,
     attach_adapter,
-    load_peft,
+    quiet_adalora_rank_patterns,
     save_adapter,
     trainable_parameters,
 )
@@ -398,10 +398,13 @@ def make_trainer_class() -> type:
             config = getattr(self.model, "peft_config", {}).get("default")
             if getattr(config, "peft_type", None) != "ADALORA":
                 return super()._load_best_model()
+            from peft import PeftModel
+
             best = self.state.best_model_checkpoint
             logger.info("reloading the best AdaLoRA checkpoint %s with its own ranks", best)
             base = self.model.unload()
-            self.model = load_peft(base, best, is_trainable=False)
+            with quiet_adalora_rank_patterns():
+                self.model = PeftModel.from_pretrained(base, best, is_trainable=False)
             self.model_wrapped = self.model
             if self.scorer is not None:
                 self.scorer.model = self.model

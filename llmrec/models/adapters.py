@@ -303,51 +303,38 @@ def writes_text(folder: str | os.PathLike[str]) -> bool:
     return float(fraction) > 0
 
 
+#: peft's check of pattern keys (huggingface/peft#3588) reads every ``rank_pattern`` key as a module
+#: name, as LoRA's per-module ranks are. AdaLoRA's keys name the pruning mask of a ``...lora_E``
+#: parameter, which peft's AdaLoRA applies itself when it loads the weights
+#: (``resize_modules_by_rank_pattern``), so each reload warned that the ranks "were ignored" while
+#: they were not. Only keys of that AdaLoRA form are silenced; LoRA's patterns still warn.
+_ADALORA_PATTERN_ALARM = (
+    r"The following rank_pattern keys did not match any targeted module and were ignored: "
+    r"\['[^']*\.lora_E[.']"
+)
+
+
 @contextlib.contextmanager
-def _adalora_patterns_understood(folder: str | os.PathLike[str]) -> Iterator[None]:
-    """Silence peft's "rank_pattern keys did not match any targeted module" for AdaLoRA.
-
-    peft (huggingface/peft#3588) checks every ``rank_pattern`` key against the targeted module
-    names, as LoRA's per-module ranks are; AdaLoRA's rank pattern is another thing, the pruning
-    mask of each ``...lora_E`` parameter, which peft's AdaLoRA applies when it loads the weights
-    (``resize_modules_by_rank_pattern``). So every reload of an AdaLoRA adapter warned that its
-    ranks "were ignored" while they were not (``test_round_trip_of_other_methods`` compares the
-    reloaded scores). The warning stays for every other method.
-    """
-    config = Path(folder) / "adapter_config.json"
-    try:
-        adalora = json.loads(config.read_text()).get("peft_type") == "ADALORA"
-    except (OSError, ValueError):
-        adalora = False
+def quiet_adalora_rank_patterns() -> Iterator[None]:
+    """Load peft adapters without its false alarm about AdaLoRA rank patterns."""
     with warnings.catch_warnings():
-        if adalora:
-            warnings.filterwarnings(
-                "ignore",
-                message=r"The following rank_pattern keys did not match any targeted module",
-                category=RuntimeWarning,
-            )
+        warnings.filterwarnings("ignore", message=_ADALORA_PATTERN_ALARM, category=RuntimeWarning)
         yield
-
-
-def load_peft(model: Any, folder: str | os.PathLike[str], **kwargs: Any) -> Any:
-    """``PeftModel.from_pretrained`` without peft's false alarm about AdaLoRA rank patterns."""
-    from peft import PeftModel
-
-    with _adalora_patterns_understood(folder):
-        return PeftModel.from_pretrained(model, str(folder), **kwargs)
 
 
 def load_adapters(model: Any, adapters: dict[str, str | os.PathLike[str]]) -> Any:
     """Attach several saved adapters to one base model, by name; the first is active."""
+    from peft import PeftModel
+
     if not adapters:
         raise ValueError("no adapters to load")
     peft_model = None
     for name, folder in adapters.items():
         read_adapter_record(folder)  # fail early with a clear message
-        if peft_model is None:
-            peft_model = load_peft(model, folder, adapter_name=name)
-        else:
-            with _adalora_patterns_understood(folder):
+        with quiet_adalora_rank_patterns():
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+            else:
                 peft_model.load_adapter(str(folder), adapter_name=name)
     first = next(iter(adapters))
     peft_model.set_adapter(first)

@@ -21,6 +21,7 @@ from llmrec.models.adapters import (
     attach_adapter,
     load_adapters,
     merge_adapter,
+    quiet_adalora_rank_patterns,
     read_adapter_record,
     save_adapter,
     trainable_parameters,
@@ -306,6 +307,19 @@ def test_merge_keeps_scores_and_prefix_refuses(
         np.testing.assert_allclose(got, want, atol=1e-4)
     with pytest.raises(ValueError, match="prefix adapters cannot be merged"):
         merge_adapter(object(), "prefix")
+
+
+def test_only_adalora_rank_pattern_alarms_are_silenced() -> None:
+    head = "The following rank_pattern keys did not match any targeted module and were ignored: "
+    mask = "model.layers.2.mlp.up_proj.lora_E"
+    keys = [f"['{mask}']", f"['{mask}.default']"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_adalora_rank_patterns():
+            # AdaLoRA's masks, saved and live; then a LoRA user's typo, which must still warn
+            for listed in [*keys, "['^q_proj']"]:
+                warnings.warn(f"{head}{listed}.", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == [head + "['^q_proj']."]
 
 
 def test_read_adapter_record_errors(tmp_path: Path, tiny_llm_dir) -> None:  # noqa: ANN001
