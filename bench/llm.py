@@ -41,10 +41,11 @@ from llmrec.data.titles import normalise_title
 from llmrec.evaluation import EvalConfig, evaluate
 from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.finetune.recipe import load_recipe
-from llmrec.finetune.trainer import fusion_grid, residual_weight, tuning_cases
 from llmrec.io import atomic_write_text
 from llmrec.ranking.pipeline import candidates_from_scores
-from llmrec.ranking.recommend import RANKER_FILE, first_sentence, load_pipeline
+from llmrec.ranking.recommend import first_sentence, load_pipeline
+from llmrec.ranking.settings import RANKER_FILE
+from llmrec.ranking.tuning import fusion_grid, residual_weight, tuning_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -12,11 +12,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from llmrec.baselines._common import config_from_dict, encode, item_counts, merge_config
+from llmrec.baselines._common import encode, item_counts
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
+from llmrec.validation import config_from_dict, merge_config
 
 logger = logging.getLogger(__name__)
 

@@ -36,18 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from llmrec.baselines._common import (
-    check_number,
-    config_from_dict,
-    encode,
-    item_counts,
-    merge_config,
-    ndcg_hr_at_k,
-)
+from llmrec.baselines._common import encode, item_counts, ndcg_hr_at_k
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
+from llmrec.validation import check_number, config_from_dict, merge_config
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from typing import Any
 import yaml
 
 from llmrec.data import (
-    BUILTIN_DATASETS,
     ColumnMapping,
     LoadOptions,
     RecDataset,
@@ -21,6 +20,7 @@ from llmrec.data import (
     load_builtin,
     load_files,
     make_split,
+    open_dataset,
 )
 from llmrec.data.splits import Split
 from llmrec.evaluation import EvalConfig, EvalResult, format_table
@@ -111,19 +111,6 @@ def _print_stats(dataset: RecDataset) -> None:
         print("behaviours    " + ", ".join(f"{k}: {v:,}" for k, v in s["behaviors"].items()))
     for line in dataset.report:
         print(f"report        {line}")
-
-
-def open_dataset(spec: str) -> RecDataset:
-    """A prepared dataset folder, or a built-in dataset by name (fetched and cached)."""
-    path = Path(spec)
-    if (path / "manifest.json").is_file():
-        return RecDataset.load(path)
-    if spec in BUILTIN_DATASETS:
-        return load_builtin(spec)
-    raise FileNotFoundError(
-        f"{spec!r} is neither a prepared dataset folder nor a built-in dataset "
-        f"({', '.join(BUILTIN_DATASETS)}); run `llmrec data prepare` first"
-    )
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -42,7 +42,7 @@ def default_recipe() -> Path | None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from llmrec.cli.commands import open_dataset
+    from llmrec.data import open_dataset
     from llmrec.finetune.recipe import load_recipe
     from llmrec.finetune.trainer import SUMMARY_FILE, finetune
 
@@ -121,7 +121,7 @@ def parse_history(text: str, dataset: Any) -> tuple[Any, list[str]]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from llmrec.cli.commands import open_dataset
+    from llmrec.data import open_dataset
     from llmrec.ranking.recommend import load_pipeline
     from llmrec.retrieval.saved import read_manifest
 
@@ -159,13 +159,14 @@ def evaluate_llm(args: argparse.Namespace) -> int:
     the pure LLM ranking and the fusion with retrieval scores (weight tuned on validation)."""
     import numpy as np
 
-    from llmrec.cli.commands import _print_result, open_dataset
-    from llmrec.data import make_split
+    from llmrec.cli.commands import _print_result
+    from llmrec.data import make_split, open_dataset
     from llmrec.evaluation import EvalConfig, format_table
     from llmrec.evaluation import evaluate as run_evaluation
     from llmrec.evaluation.harness import Protocol
-    from llmrec.io import atomic_write_text
-    from llmrec.ranking.recommend import RANKER_FILE, load_pipeline
+    from llmrec.ranking.recommend import load_pipeline
+    from llmrec.ranking.settings import RankerSettings, write_ranker_settings
+    from llmrec.ranking.tuning import fusion_grid, tuning_cases
 
     if not args.retriever:
         raise ValueError("--model llm needs --retriever (a folder from `llmrec retrieve build`)")
@@ -178,8 +179,6 @@ def evaluate_llm(args: argparse.Namespace) -> int:
     if args.users and args.users < len(cases):
         rng = np.random.default_rng(0)
         cases = [cases[i] for i in np.sort(rng.choice(len(cases), args.users, replace=False))]
-    from llmrec.finetune.trainer import fusion_grid, tuning_cases
-
     eval_config = EvalConfig(
         protocol=args.protocol, seed=args.seed, depth=args.depth, n_negatives=args.negatives
     )
@@ -201,10 +200,13 @@ def evaluate_llm(args: argparse.Namespace) -> int:
             f"fusion weight {weight:g} tuned on {len(valid)} validation users "
             f"({eval_config.protocol.value} protocol): {quality}"
         )
-        # serving reranks the retriever's top-k, as full ranking does: only that weight is kept
-        if args.adapter and eval_config.protocol is Protocol.FULL:
-            settings = {"fusion_weight": weight, "tuned_on": len(valid), "validation": quality}
-            atomic_write_text(Path(args.adapter) / RANKER_FILE, json.dumps(settings, indent=2))
+        # serving reranks the retriever's top-k, as full ranking does: only that weight can be
+        # kept, and only when asked (evaluation does not write into an adapter folder by itself)
+        if args.save_weight:
+            if not args.adapter or eval_config.protocol is not Protocol.FULL:
+                raise ValueError("--save-weight needs --adapter and --protocol full")
+            settings = RankerSettings(weight, "validation", len(valid), quality)
+            print(f"fusion weight saved to {write_ranker_settings(args.adapter, settings)}")
     results = []
     for label, w in (("llm", 0.0), ("llm+retrieval", weight)):
         ranker.config.fusion_weight = w

@@ -120,6 +120,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--tune-users", type=int, default=300, help="validation users for tuning (default 300)"
     )
     llm.add_argument("--users", type=int, help="evaluate a seeded sample of this many users")
+    llm.add_argument(
+        "--save-weight",
+        action="store_true",
+        help="write the weight tuned under --protocol full into the adapter folder "
+        "(llmrec_ranker.json), where recommend and serve read it",
+    )
     ev.add_argument("--save", metavar="DIR", help="save the fitted model here")
     ev.add_argument(
         "--split",

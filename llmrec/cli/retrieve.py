@@ -84,8 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- fit
 def cmd_fit(args: argparse.Namespace) -> int:
-    from llmrec.cli.commands import open_dataset
-    from llmrec.data import make_split
+    from llmrec.data import make_split, open_dataset
     from llmrec.retrieval.text_finetune import TextFinetuneConfig, finetune_text_encoder
 
     dataset = open_dataset(args.data)
@@ -118,8 +117,8 @@ def _finetune_settings(pairs: list[str]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- build
 def cmd_build(args: argparse.Namespace) -> int:
-    from llmrec.cli.commands import _split_names, open_dataset, parse_settings
-    from llmrec.data import make_split
+    from llmrec.cli.commands import _split_names, parse_settings
+    from llmrec.data import make_split, open_dataset
     from llmrec.io import atomic_write_text
     from llmrec.retrieval import registry
 
@@ -175,7 +174,7 @@ def _build_index(text_view: Any, catalog: Any, kind: str, out: Path) -> Path:
 
 # --------------------------------------------------------------------------- query
 def cmd_query(args: argparse.Namespace) -> int:
-    from llmrec.cli.commands import open_dataset
+    from llmrec.data import open_dataset
     from llmrec.retrieval.saved import load_retriever, read_manifest
 
     manifest = read_manifest(args.retriever)

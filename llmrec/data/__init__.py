@@ -3,7 +3,7 @@
 from llmrec.data.catalog import Catalog
 from llmrec.data.dataset import RecDataset
 from llmrec.data.errors import DataError
-from llmrec.data.loaders import BUILTIN_DATASETS, load_builtin, load_files
+from llmrec.data.loaders import BUILTIN_DATASETS, load_builtin, load_files, open_dataset
 from llmrec.data.records import EvalCase, Interaction, Item, User, UserSequence
 from llmrec.data.schema import ColumnMapping, LoadOptions
 from llmrec.data.sequences import Dedup, SequenceOptions, apply_options
@@ -30,5 +30,6 @@ __all__ = [
     "load_builtin",
     "load_files",
     "make_split",
+    "open_dataset",
     "time_split",
 ]

@@ -77,3 +77,16 @@ def load_builtin(name: str, cache_dir: PathLike | None = None) -> RecDataset:
 
 
 BUILTIN_DATASETS = ("ml-100k",)
+
+
+def open_dataset(spec: str) -> RecDataset:
+    """A prepared dataset folder, or a built-in dataset by name (fetched and cached)."""
+    path = Path(spec)
+    if (path / "manifest.json").is_file():
+        return RecDataset.load(path)
+    if spec in BUILTIN_DATASETS:
+        return load_builtin(spec)
+    raise FileNotFoundError(
+        f"{spec!r} is neither a prepared dataset folder nor a built-in dataset "
+        f"({', '.join(BUILTIN_DATASETS)}); run `llmrec data prepare` first"
+    )

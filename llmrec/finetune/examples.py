@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from llmrec.baselines._common import check_number, reject_unknown
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.prompts.builder import MAX_CANDIDATES, PromptBuilder, stable_seed
 from llmrec.recommender import Recommender
+from llmrec.validation import check_number, reject_unknown
 
 SOURCES = ("train", "valid", "both", "shifted")
 

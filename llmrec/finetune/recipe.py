@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from llmrec.baselines._common import check_number, reject_unknown
 from llmrec.finetune.examples import ExampleConfig
 from llmrec.models.adapters import AdapterConfig
 from llmrec.prompts.builder import PromptConfig
+from llmrec.validation import check_number, reject_unknown
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,11 @@ from llmrec.models.adapters import (
 )
 from llmrec.models.loader import load_model
 from llmrec.prompts.builder import PromptBuilder, RankPrompt, label_token_ids
-from llmrec.ranking.pipeline import DEFAULT_WEIGHT_GRID, candidates_from_scores, rank_prior
+from llmrec.ranking.fuse import fuse, rank_prior, ranks_to_scores
+from llmrec.ranking.pipeline import candidates_from_scores
 from llmrec.ranking.reasons import ReasonFacts
-from llmrec.ranking.recommend import RANKER_FILE
 from llmrec.ranking.scorer import LLMScorer
+from llmrec.ranking.settings import RankerSettings, write_ranker_settings
 from llmrec.recommender import Recommender
 
 logger = logging.getLogger(__name__)
@@ -237,7 +238,8 @@ class Validation:
                 ranks.append(None)
                 continue
             if self.residual_weight and self.retrieval_ranks is not None:
-                s = np.asarray(s) + self.residual_weight * rank_prior(self.retrieval_ranks[i])
+                ret = ranks_to_scores(self.retrieval_ranks[i])
+                s = fuse(np.asarray(s)[None, :], ret, self.residual_weight)[0]
             t = prompt.item_ids.index(target)
             ranks.append(int((s > s[t]).sum()))
         return metrics_from_ranks(ranks, (1, 5, 10, 20))
@@ -275,53 +277,6 @@ def heldout_cases(valid: Sequence[EvalCase], training: Any) -> list[EvalCase]:
         pick = np.sort(rng.choice(len(cases), size=training.eval_users, replace=False))
         cases = [cases[i] for i in pick]
     return cases
-
-
-def tuning_cases(valid: Sequence[EvalCase], adapter_dir: str | os.PathLike[str] | None) -> list:
-    """Validation cases on which an adapter's fusion weight may be tuned: all of them, unless the
-    adapter trained on validation targets; then only the users it held out."""
-    from llmrec.finetune.recipe import load_recipe
-    from llmrec.models.adapters import read_adapter_record
-
-    if adapter_dir is None:
-        return list(valid)
-    training = read_adapter_record(adapter_dir).training or {}
-    users = training.get("heldout_users")
-    if users is None:
-        recipe_file = Path(adapter_dir).parent / "recipe.yaml"
-        if not recipe_file.is_file():
-            return list(valid)
-        recipe = load_recipe(recipe_file)
-        if recipe.examples.source == "train":
-            return list(valid)
-        users = [c.user_id for c in heldout_cases(valid, recipe.training)]
-    elif training.get("example_source", "train") == "train":
-        return list(valid)
-    keep = set(users)
-    return [c for c in valid if c.user_id in keep]
-
-
-#: A residual adapter's fusion weight is tuned over these multiples of its trained weight.
-RESIDUAL_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
-
-
-def fusion_grid(adapter_dir: str | os.PathLike[str] | None) -> tuple[float, ...]:
-    """The fusion weights validation tries for this adapter: multiples of a residual adapter's
-    trained weight, else the default grid."""
-    trained = residual_weight(adapter_dir)
-    return DEFAULT_WEIGHT_GRID if trained is None else tuple(trained * f for f in RESIDUAL_GRID)
-
-
-def residual_weight(adapter_dir: str | os.PathLike[str] | None) -> float | None:
-    """The fusion weight a residual adapter (``training.residual``) was trained at, else None.
-    Its scores are a correction to the retriever at about that weight: validation tunes it over
-    :data:`RESIDUAL_GRID` times it, not over the grid for plain adapters."""
-    from llmrec.models.adapters import read_adapter_record
-
-    if adapter_dir is None:
-        return None
-    weight = (read_adapter_record(adapter_dir).training or {}).get("residual_weight")
-    return None if weight is None else float(weight)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -677,8 +632,7 @@ def finetune(
     adapter_dir = save_adapter(trainer.model, out / "adapter", record)
     if tcfg.residual:
         # the adapter's scores are a correction to the retriever: rank fused at the trained weight
-        settings = {"fusion_weight": residual_weight, "source": "residual training"}
-        atomic_write_text(adapter_dir / RANKER_FILE, json.dumps(settings, indent=2) + "\n")
+        write_ranker_settings(adapter_dir, RankerSettings(residual_weight, "residual training"))
     adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
     summary = {
         "method": recipe.adapter.method,

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from llmrec.baselines._common import check_number, reject_unknown
 from llmrec.models.loader import QuantizationConfig
+from llmrec.validation import check_number, reject_unknown
 
 METHODS = ("lora", "adalora", "prefix", "qlora")
 META_FILE = "llmrec_adapter.json"

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.baselines._common import check_number, reject_unknown
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import UserSequence
 from llmrec.prompts.templates import load_template
 from llmrec.retrieval.candidates import Candidate
 from llmrec.retrieval.text import ItemTextRenderer
+from llmrec.validation import check_number, reject_unknown
 
 LABELS = tuple(string.ascii_uppercase)
 MAX_CANDIDATES = len(LABELS)

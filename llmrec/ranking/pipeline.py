@@ -5,8 +5,8 @@
   target the retriever missed counts as a miss).
 - Sampled protocol: the given candidates go to the LLM directly.
 
-The final score of a candidate is ``llm + weight * z(retriever)``: the LLM's log-probability of
-the candidate's label plus the retriever's rank of the candidate, standardised over the list.
+The final score of a candidate is :func:`llmrec.ranking.fuse.fuse`: the LLM's log-probability of
+the candidate's label plus ``weight`` times the retriever's rank of it, standardised over the list.
 ``weight`` 0 is the pure LLM ranking; the weight is tuned on validation (:meth:`LLMRanker.tune`).
 LLM scores are cached per (user, history length, candidate list), so both rankings of the same
 cases cost one LLM pass.
@@ -28,10 +28,10 @@ from llmrec.data.records import EvalCase, UserSequence
 from llmrec.evaluation.harness import EvalConfig, Protocol, evaluate
 from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.prompts.builder import PromptBuilder
+from llmrec.ranking.fuse import fuse, rank_scores
 from llmrec.ranking.scorer import LLMScorer
+from llmrec.ranking.tuning import DEFAULT_WEIGHT_GRID
 from llmrec.recommender import Recommender
-
-DEFAULT_WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 @dataclass
@@ -54,41 +54,6 @@ def candidates_from_scores(
     k = min(k, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return top, np.take_along_axis(scores, top, axis=1)
-
-
-def rank_scores(x: np.ndarray) -> np.ndarray:
-    """Per-row rank transform: the best finite entry gets the row's count of finite entries, the
-    worst 1, non-finite stay ``-inf``. The retriever's scores differ in scale between its methods
-    (RRF, z-scores, cold-slot positions); ranks put them on one scale for fusion."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.full(x.shape, -np.inf)
-    for row in range(x.shape[0]):
-        finite = np.flatnonzero(np.isfinite(x[row]))
-        order = finite[np.argsort(-x[row, finite], kind="stable")]
-        out[row, order] = np.arange(len(order), 0, -1, dtype=np.float64)
-    return out
-
-
-def standardise(x: np.ndarray) -> np.ndarray:
-    """Per-row z-scores over finite entries (non-finite become the row minimum)."""
-    x = np.array(x, dtype=np.float64, copy=True)
-    out = np.zeros_like(x)
-    for row in range(x.shape[0]):
-        finite = np.isfinite(x[row])
-        if not finite.any():
-            continue
-        values = x[row, finite]
-        sd = values.std()
-        z = (values - values.mean()) / sd if sd > 0 else np.zeros_like(values)
-        out[row, finite] = z
-        out[row, ~finite] = z.min() if z.size else 0.0
-    return out
-
-
-def rank_prior(ranks: Sequence[int]) -> np.ndarray:
-    """The fusion term of candidates at retrieval ranks ``ranks`` (1 = best) of one list: the
-    same z-scored rank that :meth:`LLMRanker.combine` adds, for training a residual ranker."""
-    return standardise(rank_scores(-np.asarray(ranks, dtype=np.float64)[None, :]))[0]
 
 
 class LLMRanker(Recommender):
@@ -156,7 +121,7 @@ class LLMRanker(Recommender):
         return [(user, hist, ids, scores) for (user, hist, ids), scores in self._cache.items()]
 
     def combine(self, llm: np.ndarray, retrieval: np.ndarray, weight: float) -> np.ndarray:
-        return llm + weight * standardise(retrieval)
+        return fuse(llm, retrieval, weight)
 
     def retrieve(self, histories: Sequence[UserSequence]) -> tuple[np.ndarray, np.ndarray]:
         catalog = self._require_fitted()
@@ -180,15 +145,15 @@ class LLMRanker(Recommender):
         return self._final(histories, candidates, ret, self.config.fusion_weight)
 
     def _final(self, histories, cands, ret, weight: float) -> np.ndarray:
-        if weight == float("inf"):
-            return ret
+        if weight == float("inf"):  # the retriever's order alone: no LLM pass needed
+            return fuse(np.zeros_like(ret), ret, weight)
         # the prompt lists candidates with their retrieval rank when evidence is on, so hand them
         # over in the retriever's order (a no-op for retrieved lists) and map the scores back
         order = np.argsort(-np.where(np.isfinite(ret), ret, -1e300), axis=1, kind="stable")
         sorted_llm = self.llm_scores(histories, np.take_along_axis(cands, order, axis=1))
         llm = np.empty_like(sorted_llm)
         np.put_along_axis(llm, order, sorted_llm, axis=1)
-        return self.combine(llm, ret, weight) if weight else llm
+        return fuse(llm, ret, weight)
 
     # ------------------------------------------------------------------ tuning
     def tune(

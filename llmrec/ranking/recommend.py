@@ -9,7 +9,6 @@ that passed the grounding check (a generated one, else the template reason built
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -22,13 +21,14 @@ import numpy as np
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import UserSequence
 from llmrec.prompts.builder import PromptBuilder, PromptConfig, stable_seed
-from llmrec.ranking.pipeline import LLMRanker, RankerConfig, standardise
+from llmrec.ranking.fuse import fuse, retrieval_order_scores, standardise
+from llmrec.ranking.pipeline import LLMRanker, RankerConfig
 from llmrec.ranking.reasons import Grounder, ReasonFacts
 from llmrec.ranking.scorer import LLMScorer
+from llmrec.ranking.settings import read_ranker_settings
 
 logger = logging.getLogger(__name__)
 
-RANKER_FILE = "llmrec_ranker.json"
 REASON_MODES = ("generate", "template", "none")
 
 
@@ -185,9 +185,8 @@ class RecPipeline:
         idx = self.catalog.indices(c.item_id for c in cands)[None, :]
         llm = self.ranker.llm_scores([history], idx)[0]
         # the retriever returns candidates best first: fuse by rank, as evaluation does
-        ret = np.arange(len(cands), 0, -1, dtype=np.float64)[None, :]
-        weight = self.ranker.config.fusion_weight
-        final = self.ranker.combine(llm[None, :], ret, weight)[0] if weight else llm
+        ret = retrieval_order_scores(len(cands))
+        final = fuse(llm[None, :], ret, self.ranker.config.fusion_weight)[0]
         order = np.argsort(-final, kind="stable")[:k]
         ret_z = standardise(ret)[0]
         out = []
@@ -217,13 +216,6 @@ class RecPipeline:
             for rec, reason in zip(out, texts, strict=True):
                 rec.reason = reason
         return out
-
-
-def read_ranker_settings(adapter_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
-    if adapter_dir is None:
-        return {}
-    path = Path(adapter_dir) / RANKER_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_pipeline(
@@ -268,7 +260,7 @@ def load_pipeline(
         model, loaded.tokenizer, builder, batch_size=batch_size, write_with_adapter=writes
     )
     settings = read_ranker_settings(adapter_dir)
-    weight = fusion_weight if fusion_weight is not None else settings.get("fusion_weight", 1.0)
+    weight = fusion_weight if fusion_weight is not None else settings.fusion_weight
     ranker = LLMRanker(retriever, scorer, RankerConfig(num_candidates, float(weight)))
     embeddings = None
     text_view = getattr(retriever, "views", {}).get("text")

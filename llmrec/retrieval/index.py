@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.baselines._common import check_number
 from llmrec.data.catalog import Catalog
 from llmrec.io import atomic_dir
+from llmrec.validation import check_number
 
 logger = logging.getLogger(__name__)
 

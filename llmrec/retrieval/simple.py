@@ -17,12 +17,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from llmrec.baselines._common import check_number, config_from_dict, encode, merge_config
+from llmrec.baselines._common import encode
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
 from llmrec.sparse import ItemMatrix
+from llmrec.validation import check_number, config_from_dict, merge_config
 
 logger = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from llmrec.baselines._common import check_number, config_from_dict, merge_config
 from llmrec.data.catalog import ITEM_CORE_COLUMNS, Catalog
 from llmrec.data.records import EvalCase, Item, UserSequence
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
+from llmrec.validation import check_number, config_from_dict, merge_config
 
 if TYPE_CHECKING:
     from jinja2 import Template

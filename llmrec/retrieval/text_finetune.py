@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.baselines._common import check_number
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
@@ -51,6 +50,7 @@ from llmrec.retrieval.text import (
     load_encoder,
     resolve_encoder,
 )
+from llmrec.validation import check_number
 
 logger = logging.getLogger(__name__)
 

@@ -334,7 +334,7 @@ def _sse(
 
 def build_service(config: Any) -> RecService:
     """Load the data, the retriever and the models a serve config names."""
-    from llmrec.cli.commands import open_dataset
+    from llmrec.data import open_dataset
     from llmrec.retrieval.saved import load_retriever
     from llmrec.serving.backends import make_backend
     from llmrec.serving.batching import Batcher

@@ -73,11 +73,11 @@ class Backend(Protocol):
 def adapter_settings(adapter_dir: str) -> tuple[Any, PromptConfig, float]:
     """(record, prompt settings, fusion weight) of a saved adapter."""
     from llmrec.models.adapters import read_adapter_record
-    from llmrec.ranking.recommend import read_ranker_settings
+    from llmrec.ranking.settings import read_ranker_settings
 
     record = read_adapter_record(adapter_dir)
     prompt = PromptConfig.from_dict(record.prompt)
-    weight = float(read_ranker_settings(adapter_dir).get("fusion_weight", 1.0))
+    weight = read_ranker_settings(adapter_dir).fusion_weight
     return record, prompt, weight
 
 

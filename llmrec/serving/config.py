@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from llmrec.baselines._common import check_number, reject_unknown
+from llmrec.validation import check_number, reject_unknown
 
 BACKENDS = ("transformers", "vllm")
 REASONS = ("generate", "template", "none")

@@ -23,7 +23,7 @@ import numpy as np
 
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import UserSequence
-from llmrec.ranking.pipeline import standardise
+from llmrec.ranking.fuse import fuse, retrieval_order_scores, standardise
 from llmrec.ranking.reasons import Grounder, ReasonFacts
 from llmrec.ranking.recommend import ReasonGenerator
 from llmrec.serving.batching import Batcher, RoutedModel
@@ -281,10 +281,9 @@ class RecService:
         by_item = dict(zip(prompt.item_ids, scores, strict=True))
         llm = np.array([by_item[c.item_id] for c in head], dtype=np.float64)
         # the retriever lists candidates best first: fuse by rank, as evaluation does
-        ret = np.arange(len(head), 0, -1, dtype=np.float64)[None, :]
+        ret = retrieval_order_scores(len(head))
         ret_z = standardise(ret)[0]
-        weight = served.info.fusion_weight
-        final = llm + weight * ret_z if weight else llm
+        final = fuse(llm[None, :], ret, served.info.fusion_weight)[0]
         order = [int(j) for j in np.argsort(-final, kind="stable")]
         out = [self._item(head[j], final[j], llm[j], ret_z[j]) for j in order]
         # beyond the LLM's list (k > num_candidates): the retriever's order, below every ranked one

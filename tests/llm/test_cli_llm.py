@@ -11,7 +11,8 @@ import pytest
 from llmrec.cli.main import main
 from llmrec.data import leave_one_out
 from llmrec.finetune.recipe import load_recipe
-from llmrec.finetune.trainer import RESIDUAL_GRID, finetune
+from llmrec.finetune.trainer import finetune
+from llmrec.ranking.tuning import RESIDUAL_GRID
 from llmrec.ranking.reasons import Grounder
 from llmrec.retrieval.fusion import FusedRetriever
 
@@ -114,7 +115,7 @@ def test_evaluate_model_llm_reports_pure_and_fused_rankings(parts, tmp_path, cap
 
 
 def test_evaluate_tunes_a_residual_adapter_near_its_weight(parts, tmp_path, capsys) -> None:  # noqa: ANN001
-    from llmrec.ranking.recommend import read_ranker_settings
+    from llmrec.ranking.settings import RANKER_FILE, read_ranker_settings
 
     recipe = load_recipe(
         REPO / "finetune" / "lora.yaml",
@@ -126,17 +127,24 @@ def test_evaluate_tunes_a_residual_adapter_near_its_weight(parts, tmp_path, caps
     ret = FusedRetriever.load(parts["retriever"] / "fused", parts["dataset"].catalog)
     summary = finetune(recipe, parts["dataset"], tmp_path / "run", ret, progress=False)
     adapter = tmp_path / "run" / "adapter"
-    code = main(["evaluate", "--model", "llm", "--data", str(parts["data"]),
-                 "--retriever", str(parts["retriever"]), "--adapter", str(adapter),
-                 "--users", "4"])  # fmt: skip
+    args = ["evaluate", "--model", "llm", "--data", str(parts["data"]),
+            "--retriever", str(parts["retriever"]), "--adapter", str(adapter),
+            "--users", "4"]  # fmt: skip
+    trained_settings = (adapter / RANKER_FILE).read_text()
+    assert main(args) == 0
+    assert "tuned on" in capsys.readouterr().out
+    # evaluation does not write into the adapter folder unless asked to
+    assert (adapter / RANKER_FILE).read_text() == trained_settings
+    code = main([*args, "--save-weight"])
     out = capsys.readouterr().out
     assert code == 0, out
     trained = summary["residual_weight"]
-    assert "tuned on" in out
+    assert "fusion weight saved to" in out
     # tuned over multiples of the trained weight, not over the plain grid
     tuned = read_ranker_settings(adapter)
-    assert {float(w) for w in tuned["validation"]} == {trained * f for f in RESIDUAL_GRID}
-    assert tuned["fusion_weight"] in {trained * f for f in RESIDUAL_GRID}
+    assert tuned.source == "validation"
+    assert {float(w) for w in tuned.validation} == {trained * f for f in RESIDUAL_GRID}
+    assert tuned.fusion_weight in {trained * f for f in RESIDUAL_GRID}
 
 
 def test_tuning_under_the_sampled_protocol_scores_what_that_protocol_scores(parts) -> None:  # noqa: ANN001
@@ -163,7 +171,7 @@ def test_tuning_under_the_sampled_protocol_scores_what_that_protocol_scores(part
 def test_evaluate_sampled_tunes_on_sampled_lists_and_keeps_the_serving_weight(
     parts, tmp_path, capsys
 ) -> None:  # noqa: ANN001
-    from llmrec.ranking.recommend import RANKER_FILE
+    from llmrec.ranking.settings import RANKER_FILE
 
     ranker_file = Path(parts["adapter"]) / RANKER_FILE
     before = ranker_file.read_text() if ranker_file.is_file() else None

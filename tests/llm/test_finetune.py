@@ -313,7 +313,7 @@ def test_finetune_on_validation_targets_keeps_the_early_stopping_users_out(
 ) -> None:  # noqa: ANN001
     from dataclasses import replace
 
-    from llmrec.finetune.trainer import tuning_cases
+    from llmrec.ranking.tuning import tuning_cases
 
     split = leave_one_out(tiny_dataset)
     retriever = Popular().fit(split.train, tiny_dataset.catalog)
@@ -488,7 +488,7 @@ def test_finetune_residual_ranks_fused_at_the_trained_weight(
 ) -> None:  # noqa: ANN001
     from dataclasses import replace
 
-    from llmrec.ranking.recommend import read_ranker_settings
+    from llmrec.ranking.settings import read_ranker_settings
 
     split = leave_one_out(tiny_dataset)
     retriever = Popular().fit(split.train, tiny_dataset.catalog)
@@ -503,7 +503,7 @@ def test_finetune_residual_ranks_fused_at_the_trained_weight(
     assert weight is not None and 0.0 <= weight <= 8.0
     adapter = tmp_path / "run" / "adapter"
     assert read_adapter_record(adapter).training["residual_weight"] == weight
-    assert read_ranker_settings(adapter)["fusion_weight"] == weight
+    assert read_ranker_settings(adapter).fusion_weight == weight
 
 
 def test_residual_scale_shrinks_the_llms_say(tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
