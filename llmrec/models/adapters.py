@@ -253,9 +253,23 @@ class AdapterRecord:
     catalog_fingerprint: str | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     training: dict[str, Any] = field(default_factory=dict)
+    #: Set on a converted adapter (``llmrec.models.convert.adalora_to_lora``):
+    #: the original method, adapter settings, source folder and kept ranks.
+    converted_from: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["converted_from"] is None:
+            del out["converted_from"]
+        return out
+
+
+def write_adapter_record(folder: str | os.PathLike[str], record: AdapterRecord) -> Path:
+    """Write ``record`` as the folder's ``llmrec_adapter.json`` (the only writer of that file;
+    inside :func:`save_adapter`'s or a converter's atomic folder)."""
+    path = Path(folder) / META_FILE
+    path.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+    return path
 
 
 def save_adapter(model: Any, folder: str | os.PathLike[str], record: AdapterRecord) -> Path:
@@ -264,7 +278,7 @@ def save_adapter(model: Any, folder: str | os.PathLike[str], record: AdapterReco
 
     with atomic_dir(folder) as tmp:
         model.save_pretrained(str(tmp))
-        (tmp / META_FILE).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+        write_adapter_record(tmp, record)
     return Path(folder)
 
 
@@ -288,19 +302,11 @@ def writes_text(folder: str | os.PathLike[str]) -> bool:
     Only an adapter trained on reason examples (``examples.reason_fraction`` > 0) has learned to
     write. One trained only to put probability on candidate labels can forget how: the residual
     LoRA of docs/llm.md answers a reason prompt with "M, M, M, ...". Its text comes from the base
-    model; it still ranks. An adapter whose training is unknown (no record of it, no
-    ``recipe.yaml`` beside it) writes, as any peft adapter would.
+    model; it still ranks. An adapter whose record does not say how it was trained writes, as any
+    peft adapter would.
     """
     fraction = (read_adapter_record(folder).training or {}).get("reason_fraction")
-    if fraction is None:
-        recipe = Path(folder).parent / "recipe.yaml"
-        if not recipe.is_file():
-            return True
-        import yaml
-
-        raw = yaml.safe_load(recipe.read_text()) or {}
-        fraction = (raw.get("examples") or {}).get("reason_fraction", 0.0)
-    return float(fraction) > 0
+    return fraction is None or float(fraction) > 0
 
 
 #: peft's check of pattern keys (huggingface/peft#3588) reads every ``rank_pattern`` key as a module

@@ -29,10 +29,17 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from llmrec.io import atomic_dir
+from llmrec.models.adapters import (
+    META_FILE,
+    AdapterRecord,
+    read_adapter_record,
+    write_adapter_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,6 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 LEGACY_WEIGHTS_FILE = "adapter_model.bin"
-RECORD_FILE = "llmrec_adapter.json"  # llmrec.models.adapters.META_FILE
 _PARTS = ("lora_A", "lora_B", "lora_E", "ranknum")
 
 
@@ -111,7 +117,7 @@ def adalora_to_lora(src_dir: str | os.PathLike[str], dst_dir: str | os.PathLike[
         save_file(out, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         lora_config.save_pretrained(str(tmp))
         if record is not None:
-            (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            write_adapter_record(tmp, record)
     logger.info(
         "converted AdaLoRA %s -> LoRA %s: %d layers, kept ranks %d..%d, padded to r=%d",
         src,
@@ -231,19 +237,21 @@ def _lora_config(config: Mapping[str, Any], rank: int) -> Any:
     )
 
 
-def _converted_record(src: Path, rank: int, ranks: Mapping[str, int]) -> dict[str, Any] | None:
-    path = src / RECORD_FILE
-    if not path.is_file():
-        logger.warning("%s has no %s; the converted adapter has none either", src, RECORD_FILE)
+def _converted_record(src: Path, rank: int, ranks: Mapping[str, int]) -> AdapterRecord | None:
+    if not (src / META_FILE).is_file():
+        logger.warning("%s has no %s; the converted adapter has none either", src, META_FILE)
         return None
-    record = json.loads(path.read_text())
-    original = dict(record.get("adapter") or {})
-    record["converted_from"] = {
-        "method": record.get("method", "adalora"),
+    record = read_adapter_record(src)
+    original = dict(record.adapter or {})
+    converted_from = {
+        "method": record.method or "adalora",
         "adapter": original,
         "source": str(src),
         "ranks": dict(ranks),
     }
-    record["method"] = "lora"
-    record["adapter"] = {**original, "method": "lora", "r": rank, "alpha": rank}
-    return record
+    return replace(
+        record,
+        method="lora",
+        adapter={**original, "method": "lora", "r": rank, "alpha": rank},
+        converted_from=converted_from,
+    )

@@ -28,8 +28,8 @@ from llmrec.data.records import EvalCase, UserSequence
 from llmrec.evaluation.harness import EvalConfig, Protocol, evaluate
 from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.prompts.builder import PromptBuilder
+from llmrec.ranking.backends.base import RankModel
 from llmrec.ranking.fuse import fuse, rank_scores
-from llmrec.ranking.scorer import LLMScorer
 from llmrec.ranking.tuning import DEFAULT_WEIGHT_GRID
 from llmrec.recommender import Recommender
 
@@ -64,7 +64,7 @@ class LLMRanker(Recommender):
     def __init__(
         self,
         retriever: Recommender,
-        scorer: LLMScorer,
+        scorer: RankModel,
         config: RankerConfig | None = None,
         progress: bool = False,
     ) -> None:

@@ -1,10 +1,15 @@
-"""The assembled recommender that the CLI and the service call: retrieve, rank, explain.
+"""The one path from a request to a ranked answer: retrieve, filter, rank, fuse, explain.
 
-:func:`load_pipeline` puts together a saved retriever (``llmrec retrieve build``), a base LLM and
-optionally a saved adapter (``llmrec finetune``), with the prompt settings the adapter was trained
-with. :meth:`RecPipeline.recommend` returns :class:`Recommendation` records: catalogue items only,
-each with its final, LLM and retrieval scores, the retrieval views that proposed it, and a reason
-that passed the grounding check (a generated one, else the template reason built from facts).
+:func:`load_pipeline` puts together a saved retriever (``llmrec retrieve build``), a model backend
+(transformers or vLLM, :mod:`llmrec.ranking.backends`) with the base LLM and optionally a saved
+adapter (``llmrec finetune``), ranked with the prompt settings the adapter was trained with.
+:meth:`RecPipeline.recommend` returns :class:`Recommendation` records: catalogue items only, each
+with its final, LLM and retrieval scores, the retrieval views that proposed it, and a reason that
+passed the grounding check (a generated one, else the template reason built from facts).
+
+``llmrec recommend``, ``llmrec evaluate`` (through :attr:`RecPipeline.ranker`) and the service
+(:class:`llmrec.serving.service.RecService`, which hands in each request's model routed through
+its batcher) all call this module; none of them ranks on its own.
 """
 
 from __future__ import annotations
@@ -13,19 +18,17 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmrec.data.catalog import Catalog
-from llmrec.data.records import UserSequence
-from llmrec.prompts.builder import PromptBuilder, PromptConfig, stable_seed
+from llmrec.data.records import Item, UserSequence
+from llmrec.prompts.builder import PromptConfig, stable_seed
+from llmrec.ranking.backends import BackendConfig, RankModel
 from llmrec.ranking.fuse import fuse, retrieval_order_scores, standardise
-from llmrec.ranking.pipeline import LLMRanker, RankerConfig
+from llmrec.ranking.pipeline import LLMRanker, RankerConfig, candidates_from_scores
 from llmrec.ranking.reasons import Grounder, ReasonFacts
-from llmrec.ranking.scorer import LLMScorer
-from llmrec.ranking.settings import read_ranker_settings
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +49,11 @@ class Recommendation:
     title: str
     year: int | None
     score: float
+    #: NaN for an item beyond the LLM's list (``k`` > the number of candidates it ranks)
     llm_score: float
     retrieval_score: float
     views: dict[str, dict[str, float]]
+    categories: tuple[str, ...] = ()
     reason: Reason | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,14 +62,48 @@ class Recommendation:
             "title": self.title,
             "year": self.year,
             "score": round(self.score, 6),
-            "llm_score": round(self.llm_score, 6),
-            "retrieval_score": round(self.retrieval_score, 6),
+            "llm_score": _rounded(self.llm_score),
+            "retrieval_score": _rounded(self.retrieval_score),
             "views": self.views,
         }
         if self.reason is not None:
             out["reason"] = self.reason.text
             out["reason_source"] = self.reason.source
         return out
+
+
+def _rounded(value: float) -> float | None:
+    return round(float(value), 6) if np.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Hard constraints on recommended items: categories (any of), a year range, exclusions."""
+
+    categories: tuple[str, ...] = ()
+    year_min: int | None = None
+    year_max: int | None = None
+    #: Item ids never to recommend (beside the user's history, which is always excluded).
+    exclude: frozenset[str] = frozenset()
+
+    @property
+    def narrows(self) -> bool:
+        """Whether the filter can reject items beyond the excluded ones (then the whole
+        catalogue is searched, not just the top of the retriever's list)."""
+        return bool(self.categories) or self.year_min is not None or self.year_max is not None
+
+    def passes(self, item: Item) -> bool:
+        if item.item_id in self.exclude:
+            return False
+        if self.categories:
+            wanted = {c.lower() for c in self.categories}
+            if not wanted & {c.lower() for c in item.categories}:
+                return False
+        if self.year_min is not None and (item.year is None or item.year < self.year_min):
+            return False
+        if self.year_max is not None and (item.year is None or item.year > self.year_max):
+            return False
+        return True
 
 
 class ReasonGenerator:
@@ -77,7 +116,7 @@ class ReasonGenerator:
 
     def __init__(
         self,
-        scorer: LLMScorer,
+        scorer: RankModel,
         facts: ReasonFacts,
         grounder: Grounder,
         max_new_tokens: int = 40,
@@ -136,31 +175,60 @@ def first_sentence(text: str, max_chars: int = 300) -> str:
 
 
 class RecPipeline:
-    """Retriever + LLM ranker + reasons, for one catalogue."""
+    """Retriever + LLM ranker + reasons, for one catalogue.
+
+    ``ranker.scorer`` is the pipeline's own model; :meth:`recommend` and :meth:`rank` also take
+    another ``model`` per call (the service passes the requested model routed through its
+    batcher). A model's fusion weight is its ``info.fusion_weight``; the pipeline's own model
+    ranks at ``ranker.config.fusion_weight`` (which evaluation tunes).
+    """
 
     def __init__(
         self,
         retriever: Any,
         ranker: LLMRanker,
-        reasons: ReasonGenerator,
         catalog: Catalog,
+        facts: ReasonFacts | None = None,
+        grounder: Grounder | None = None,
         adapter: str | None = None,
     ) -> None:
         self.retriever = retriever
         self.ranker = ranker
-        self.reasons = reasons
         self.catalog = catalog
+        self.facts = facts or ReasonFacts(catalog, text_item_embeddings(retriever))
+        self.grounder = grounder or Grounder(catalog)
         self.adapter = adapter
 
-    def candidates(self, history: UserSequence, query: str | None = None) -> list[Any]:
-        k = self.ranker.config.num_candidates
+    @property
+    def model(self) -> RankModel:
+        return self.ranker.scorer
+
+    @property
+    def num_candidates(self) -> int:
+        return self.ranker.config.num_candidates
+
+    @property
+    def reasons(self) -> ReasonGenerator:
+        """Reasons written by the pipeline's own model."""
+        return ReasonGenerator(self.model, self.facts, self.grounder)
+
+    @property
+    def has_query_view(self) -> bool:
+        """Whether a free-text query reaches the retriever (it has a text view)."""
+        views = getattr(self.retriever, "views", {})
+        return any(hasattr(v, "score_with_query") for v in views.values())
+
+    # ------------------------------------------------------------------ stages
+    def retrieve(self, history: UserSequence, depth: int, query: str | None = None) -> list[Any]:
+        """The retriever's top ``depth`` candidates (history excluded), best first."""
+        depth = min(depth, len(self.catalog))
         if hasattr(self.retriever, "retrieve"):
-            return self.retriever.retrieve([history], k=k, queries=[query])[0]
-        from llmrec.ranking.pipeline import candidates_from_scores
+            asked = query if self.has_query_view else None
+            return self.retriever.retrieve([history], k=depth, queries=[asked])[0]
         from llmrec.retrieval.candidates import Candidate
 
         top, scores = candidates_from_scores(
-            self.retriever.score([history]), [history], self.catalog, k
+            self.retriever.score([history]), [history], self.catalog, depth
         )
         return [
             Candidate(self.catalog.ids[int(i)], float(s))
@@ -168,54 +236,119 @@ class RecPipeline:
             if np.isfinite(s)
         ]
 
+    def candidates(
+        self,
+        history: UserSequence,
+        k: int,
+        query: str | None = None,
+        filters: ItemFilter | None = None,
+    ) -> list[Any]:
+        """Candidates for a top-``k`` answer: the retriever's best items that pass ``filters``
+        (the history never does), at least :attr:`num_candidates` of them when there are."""
+        filters = filters or ItemFilter()
+        wanted = max(k, self.num_candidates)
+        # a narrowing filter may reject most of the list: search the whole catalogue then
+        depth = len(self.catalog) if filters.narrows else wanted + len(filters.exclude)
+        seen = set(history.item_ids)
+        out = []
+        for cand in self.retrieve(history, depth, query):
+            if cand.item_id in seen or not filters.passes(self.catalog.item(cand.item_id)):
+                continue
+            out.append(cand)
+            if len(out) == wanted:
+                break
+        return out
+
+    def rank(
+        self,
+        history: UserSequence,
+        cands: Sequence[Any],
+        k: int,
+        model: RankModel | None = None,
+    ) -> list[Recommendation]:
+        """The top ``k`` of ``cands`` (best first, as retrieved): the first
+        :attr:`num_candidates` ranked by the LLM in one prompt and fused with their retrieval
+        rank (:func:`llmrec.ranking.fuse.fuse`); any beyond follow in the retriever's order."""
+        if not cands:
+            return []
+        weight = self.ranker.config.fusion_weight if model is None else model.info.fusion_weight
+        model = model or self.model
+        head, tail = list(cands[: self.num_candidates]), list(cands[self.num_candidates :])
+        prompt = model.builder.listwise(history, [c.item_id for c in head])
+        (scores,) = model.score([prompt])
+        by_item = dict(zip(prompt.item_ids, scores, strict=True))
+        llm = np.array([by_item[c.item_id] for c in head], dtype=np.float64)
+        ret = retrieval_order_scores(len(head))
+        final = fuse(llm[None, :], ret, weight)[0]
+        ret_z = standardise(ret)[0]
+        order = np.argsort(-final, kind="stable")
+        out = [self._recommendation(head[j], final[j], llm[j], ret_z[j]) for j in order]
+        floor = float(final.min())
+        for n, cand in enumerate(tail, start=1):
+            out.append(self._recommendation(cand, floor - n, float("nan"), float("nan")))
+        return out[:k]
+
+    def explain(
+        self,
+        history: UserSequence,
+        recs: Sequence[Recommendation],
+        mode: str = "generate",
+        model: RankModel | None = None,
+    ) -> None:
+        """Give each recommendation its reason: generated and grounded (template fallback), or
+        the template reason built from facts."""
+        if mode not in REASON_MODES:
+            raise ValueError(f"reasons must be one of {REASON_MODES}, got {mode!r}")
+        if mode == "none" or not recs:
+            return
+        writer = ReasonGenerator(model or self.model, self.facts, self.grounder)
+        ids = [r.item_id for r in recs]
+        texts = (
+            writer.generate(history, ids) if mode == "generate" else writer.template(history, ids)
+        )
+        for rec, reason in zip(recs, texts, strict=True):
+            rec.reason = reason
+
     def recommend(
         self,
         history: UserSequence,
         k: int = 5,
         query: str | None = None,
         reasons: str = "generate",
+        model: RankModel | None = None,
+        filters: ItemFilter | None = None,
     ) -> list[Recommendation]:
         if reasons not in REASON_MODES:
             raise ValueError(f"reasons must be one of {REASON_MODES}, got {reasons!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        cands = self.candidates(history, query)
-        if not cands:
-            return []
-        idx = self.catalog.indices(c.item_id for c in cands)[None, :]
-        llm = self.ranker.llm_scores([history], idx)[0]
-        # the retriever returns candidates best first: fuse by rank, as evaluation does
-        ret = retrieval_order_scores(len(cands))
-        final = fuse(llm[None, :], ret, self.ranker.config.fusion_weight)[0]
-        order = np.argsort(-final, kind="stable")[:k]
-        ret_z = standardise(ret)[0]
-        out = []
-        for j in order:
-            cand = cands[int(j)]
-            item = self.catalog.item(cand.item_id)
-            out.append(
-                Recommendation(
-                    item_id=cand.item_id,
-                    title=item.title,
-                    year=item.year,
-                    score=float(final[j]),
-                    llm_score=float(llm[j]),
-                    retrieval_score=float(ret_z[j]),
-                    views={
-                        name: {"rank": ev.rank + 1, "score": round(ev.score, 6)}
-                        for name, ev in getattr(cand, "views", {}).items()
-                    },
-                )
-            )
-        if reasons != "none":
-            ids = [r.item_id for r in out]
-            if reasons == "generate":
-                texts = self.reasons.generate(history, ids)
-            else:
-                texts = self.reasons.template(history, ids)
-            for rec, reason in zip(out, texts, strict=True):
-                rec.reason = reason
-        return out
+        cands = self.candidates(history, k, query, filters)
+        recs = self.rank(history, cands, k, model)
+        self.explain(history, recs, reasons, model)
+        return recs
+
+    def _recommendation(self, cand: Any, score: float, llm: float, ret: float) -> Recommendation:
+        item = self.catalog.item(cand.item_id)
+        return Recommendation(
+            item_id=cand.item_id,
+            title=item.title,
+            year=item.year,
+            score=float(score),
+            llm_score=float(llm),
+            retrieval_score=float(ret),
+            views={
+                name: {"rank": ev.rank + 1, "score": round(float(ev.score), 6)}
+                for name, ev in getattr(cand, "views", {}).items()
+            },
+            categories=tuple(item.categories),
+        )
+
+
+def text_item_embeddings(retriever: Any) -> np.ndarray | None:
+    """The item embeddings of the retriever's text view, if it has one (reason facts use them)."""
+    text_view = getattr(retriever, "views", {}).get("text")
+    embeddings = getattr(text_view, "item_embeddings", None) if text_view is not None else None
+    return None if embeddings is None else np.asarray(embeddings)
 
 
 def load_pipeline(
@@ -228,45 +361,48 @@ def load_pipeline(
     prompt: PromptConfig | None = None,
     device: str = "auto",
     batch_size: int = 8,
+    backend: str = "transformers",
+    dtype: str = "auto",
+    vllm: dict[str, Any] | None = None,
 ) -> RecPipeline:
-    """Assemble the pipeline from saved parts. Without an adapter the base model ranks zero-shot."""
-    from llmrec.models.adapters import load_adapters, read_adapter_record, writes_text
-    from llmrec.models.loader import load_model
+    """Assemble the pipeline from saved parts on a model backend (``transformers`` or ``vllm``).
+
+    Without an adapter the base model ranks zero-shot, with ``prompt`` settings (default
+    :class:`PromptConfig`); an adapter ranks with the prompt settings it was trained with and,
+    unless ``fusion_weight`` is given, at the weight saved in its folder."""
+    from llmrec.ranking.adapter_folder import open_adapter_folder
+    from llmrec.ranking.backends import DEFAULT_BASE_MODEL, make_backend
     from llmrec.retrieval.saved import load_retriever
 
     catalog = dataset.catalog
     retriever = load_retriever(retriever_dir, catalog)
-    quant = None
+    adapters: dict[str, str] = {}
     if adapter_dir is not None:
-        record = read_adapter_record(adapter_dir)
-        if record.catalog_fingerprint and record.catalog_fingerprint != catalog.fingerprint():
-            raise ValueError(
-                f"adapter {adapter_dir} was trained on another catalogue; fine-tune it on this one"
-            )
-        base_model = base_model or record.base_model
-        prompt = prompt or PromptConfig.from_dict(record.prompt)
-        if record.method == "qlora":
-            from llmrec.models.adapters import AdapterConfig
-
-            quant = AdapterConfig.from_dict(record.adapter).quantization
-    loaded = load_model(base_model, device=device, quantization=quant)
-    model = loaded.model
-    if adapter_dir is not None:
-        model = load_adapters(model, {Path(adapter_dir).name: adapter_dir})
-    builder = PromptBuilder(catalog, loaded.tokenizer, prompt or PromptConfig(), dataset.profiles())
-    # an adapter trained only to rank writes its reasons with the base model
-    writes = writes_text(adapter_dir) if adapter_dir is not None else True
-    scorer = LLMScorer(
-        model, loaded.tokenizer, builder, batch_size=batch_size, write_with_adapter=writes
+        if prompt is not None:
+            raise ValueError("an adapter ranks with the prompt settings it was trained with")
+        adapter = open_adapter_folder(adapter_dir, catalog)
+        base_model = base_model or adapter.base_model
+        adapters[ADAPTER_NAME] = str(adapter_dir)
+    config = BackendConfig(
+        backend=backend,
+        base_model=base_model or DEFAULT_BASE_MODEL,
+        base_name=BASE_NAME,
+        load_base=adapter_dir is None,
+        adapters=adapters,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        vllm=vllm or {},
+        base_prompt=prompt or PromptConfig(),
     )
-    settings = read_ranker_settings(adapter_dir)
-    weight = fusion_weight if fusion_weight is not None else settings.fusion_weight
-    ranker = LLMRanker(retriever, scorer, RankerConfig(num_candidates, float(weight)))
-    embeddings = None
-    text_view = getattr(retriever, "views", {}).get("text")
-    if text_view is not None and getattr(text_view, "item_embeddings", None) is not None:
-        embeddings = np.asarray(text_view.item_embeddings)
-    reasons = ReasonGenerator(scorer, ReasonFacts(catalog, embeddings), Grounder(catalog))
+    model = make_backend(config, dataset).models()[ADAPTER_NAME if adapters else BASE_NAME]
+    weight = model.info.fusion_weight if fusion_weight is None else fusion_weight
+    ranker = LLMRanker(retriever, model, RankerConfig(num_candidates, float(weight)))
     return RecPipeline(
-        retriever, ranker, reasons, catalog, str(adapter_dir) if adapter_dir else None
+        retriever, ranker, catalog, adapter=str(adapter_dir) if adapter_dir else None
     )
+
+
+#: The names a pipeline gives its model inside the backend.
+ADAPTER_NAME = "adapter"
+BASE_NAME = "base"

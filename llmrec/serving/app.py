@@ -335,12 +335,12 @@ def _sse(
 def build_service(config: Any) -> RecService:
     """Load the data, the retriever and the models a serve config names."""
     from llmrec.data import open_dataset
+    from llmrec.ranking.backends import make_backend
     from llmrec.retrieval.saved import load_retriever
-    from llmrec.serving.backends import make_backend
     from llmrec.serving.batching import Batcher
 
     dataset = open_dataset(config.data)
     retriever = load_retriever(config.retriever, dataset.catalog)
-    backend = make_backend(config, dataset)
+    backend = make_backend(config.backend_config(), dataset)
     batcher = Batcher(backend.models(), config.batching)
     return RecService(config, dataset, retriever, batcher)

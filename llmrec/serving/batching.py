@@ -3,7 +3,7 @@
 Request threads submit jobs (score these rank prompts with model M; generate from these texts) and
 wait on a future with their deadline. The worker takes the oldest job; for a scoring job it keeps
 collecting scoring jobs for the same model for up to ``wait_ms`` or until ``max_batch`` prompts,
-runs them in one :meth:`ServedModel.score` call and hands each request its rows. The queue is
+runs them in one :meth:`RankModel.score` call and hands each request its rows. The queue is
 bounded: a full queue refuses the job at once (:class:`Overloaded`, answered 429), and a job whose
 request gave up (timeout, disconnect) is skipped, not computed.
 """
@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmrec.serving.backends import ServedModel
+from llmrec.ranking.backends import RankModel
 from llmrec.serving.config import Batching
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class BatchStats:
 
 
 class Batcher:
-    def __init__(self, models: dict[str, ServedModel], config: Batching | None = None) -> None:
+    def __init__(self, models: dict[str, RankModel], config: Batching | None = None) -> None:
         self.models = models
         self.config = config or Batching()
         self.stats = BatchStats()
@@ -204,14 +204,18 @@ class Batcher:
 
 
 class RoutedModel:
-    """A served model seen through the batcher: what :class:`ReasonGenerator` calls as its scorer
-    (``builder`` and ``generate``), so reasons for concurrent requests queue like scoring does."""
+    """A model seen through the batcher, with one request's deadline: a :class:`RankModel` that
+    the ranking pipeline scores and writes reasons with, so concurrent requests share batches."""
 
     def __init__(self, batcher: Batcher, name: str, deadline: float | None) -> None:
         self.batcher = batcher
         self.name = name
         self.deadline = deadline
+        self.info = batcher.models[name].info
         self.builder = batcher.models[name].builder
+
+    def score(self, prompts: Sequence[Any], progress: bool = False) -> list:
+        return self.batcher.score(self.name, prompts, self.deadline)
 
     def generate(
         self,

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from llmrec.ranking.backends import BACKENDS, DEFAULT_BASE_MODEL, BackendConfig
 from llmrec.validation import check_number, reject_unknown
 
-BACKENDS = ("transformers", "vllm")
 REASONS = ("generate", "template", "none")
 
 
@@ -63,7 +63,7 @@ class ServeConfig:
     #: A folder from ``llmrec retrieve build``.
     retriever: str = "runs/retriever"
     #: Base model (alias, Hugging Face id or folder); adapters name theirs in their record.
-    base_model: str = "smollm2-135m-instruct"
+    base_model: str = DEFAULT_BASE_MODEL
     #: Served name of the base model (zero-shot ranking).
     base_name: str = "base"
     #: Served name -> adapter folder (``<finetune out>/adapter``).
@@ -101,6 +101,19 @@ class ServeConfig:
             raise ValueError(f"served model names repeat: {names}")
         if self.default_model is not None and self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not one of {names}")
+
+    def backend_config(self) -> BackendConfig:
+        """What the model backend needs of this config."""
+        return BackendConfig(
+            backend=self.backend,
+            base_model=self.base_model,
+            base_name=self.base_name,
+            adapters=dict(self.adapters),
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batching.max_batch,
+            vllm=dict(self.vllm),
+        )
 
     @property
     def model_names(self) -> list[str]:

@@ -1,8 +1,12 @@
 """The serving logic, apart from HTTP: recommend, chat and the ``recommend`` tool.
 
-:class:`RecService` owns the catalogue, the retriever and the served models (through the
-:class:`~llmrec.serving.batching.Batcher`). Its methods are synchronous and run in the web
-server's worker threads; every model call goes through the batcher with the request's deadline.
+:class:`RecService` turns requests into calls of the ranking pipeline
+(:class:`~llmrec.ranking.recommend.RecPipeline`, the same one ``llmrec recommend`` and
+``llmrec evaluate`` run) with the requested model routed through the
+:class:`~llmrec.serving.batching.Batcher`, and keeps what is the service's own: resolving titles
+and conversations, limits, the tool protocol and the response shapes. Its methods are synchronous
+and run in the web server's worker threads; every model call goes through the batcher with the
+request's deadline.
 
 Whatever text arrives (titles, wishes, a whole conversation, a tool result) is only looked up in
 the catalogue or embedded as a retrieval query: it never becomes an instruction, and every item
@@ -23,9 +27,8 @@ import numpy as np
 
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import UserSequence
-from llmrec.ranking.fuse import fuse, retrieval_order_scores, standardise
-from llmrec.ranking.reasons import Grounder, ReasonFacts
-from llmrec.ranking.recommend import ReasonGenerator
+from llmrec.ranking.pipeline import LLMRanker, RankerConfig
+from llmrec.ranking.recommend import ItemFilter, Recommendation, RecPipeline
 from llmrec.serving.batching import Batcher, RoutedModel
 from llmrec.serving.chat import MentionFinder, wish
 from llmrec.serving.config import ServeConfig
@@ -143,16 +146,14 @@ class RecService:
         self.batcher = batcher
         self.users = {s.user_id: s for s in dataset.sequences()}
         self.mentions = MentionFinder(self.catalog)
-        embeddings = None
-        text_view = getattr(retriever, "views", {}).get("text")
-        if text_view is not None and getattr(text_view, "item_embeddings", None) is not None:
-            embeddings = np.asarray(text_view.item_embeddings)
-        self.facts = ReasonFacts(self.catalog, embeddings)
-        self.grounder = Grounder(self.catalog)
-        self.created = int(time.time())
-        self.has_query_view = any(
-            hasattr(v, "score_with_query") for v in getattr(retriever, "views", {}).values()
+        default = batcher.models[self.model_name(None)]
+        ranker = LLMRanker(
+            retriever, default, RankerConfig(config.num_candidates, default.info.fusion_weight)
         )
+        self.pipeline = RecPipeline(retriever, ranker, self.catalog)
+        self.grounder = self.pipeline.grounder
+        self.created = int(time.time())
+        self.has_query_view = self.pipeline.has_query_view
 
     # ------------------------------------------------------------------ models
     @property
@@ -217,20 +218,6 @@ class RecService:
             history = UserSequence("adhoc", tuple(ids), tuple(float(i) for i in range(len(ids))))
         return history, resolved, unresolved
 
-    def _passes(self, item_id: str, filters: Filters, excluded: set[str]) -> bool:
-        if item_id in excluded:
-            return False
-        item = self.catalog.item(item_id)
-        if filters.categories:
-            wanted = {c.lower() for c in filters.categories}
-            if not wanted & {c.lower() for c in item.categories}:
-                return False
-        if filters.year_min is not None and (item.year is None or item.year < filters.year_min):
-            return False
-        if filters.year_max is not None and (item.year is None or item.year > filters.year_max):
-            return False
-        return True
-
     def recommend(
         self, request: RecommendRequest, deadline: float | None = None
     ) -> RecommendResponse:
@@ -243,21 +230,16 @@ class RecService:
         notes = []
         if query and not self.has_query_view:
             notes.append("query ignored: the served retriever has no text view")
-        filters = request.filters
-        excluded = set(filters.exclude_items) | set(history.item_ids)
-        num = self.config.num_candidates
-        filtering = bool(filters.categories or filters.year_min or filters.year_max)
-        depth = max(request.k, num) + len(filters.exclude_items)
-        if filtering:
-            depth = len(self.catalog)
-        depth = min(depth, len(self.catalog))
-        asked = query if self.has_query_view else None
-        retrieved = self.retriever.retrieve([history], k=depth, queries=[asked])[0]
-        cands = [c for c in retrieved if self._passes(c.item_id, filters, excluded)]
-        cands = cands[: max(request.k, num)]
-        items = self._rank(model, history, cands, request.k, deadline)
-        if request.explain and items and self.config.reasons != "none":
-            self._explain(model, history, items, deadline)
+        routed = RoutedModel(self.batcher, model, deadline)
+        recs = self.pipeline.recommend(
+            history,
+            k=request.k,
+            query=query,
+            reasons=self.config.reasons if request.explain else "none",
+            model=routed,
+            filters=item_filter(request.filters),
+        )
+        items = [recommended_item(r) for r in recs]
         return RecommendResponse(
             model=model,
             user_id=request.user_id,
@@ -267,64 +249,6 @@ class RecService:
             items=items,
             notes=notes,
         )
-
-    def _rank(
-        self, model: str, history: UserSequence, cands: list[Any], k: int, deadline: float | None
-    ) -> list[RecommendedItem]:
-        if not cands:
-            return []
-        num = self.config.num_candidates
-        head, tail = cands[:num], cands[num:]
-        served = self.batcher.models[model]
-        prompt = served.builder.listwise(history, [c.item_id for c in head])
-        (scores,) = self.batcher.score(model, [prompt], deadline)
-        by_item = dict(zip(prompt.item_ids, scores, strict=True))
-        llm = np.array([by_item[c.item_id] for c in head], dtype=np.float64)
-        # the retriever lists candidates best first: fuse by rank, as evaluation does
-        ret = retrieval_order_scores(len(head))
-        ret_z = standardise(ret)[0]
-        final = fuse(llm[None, :], ret, served.info.fusion_weight)[0]
-        order = [int(j) for j in np.argsort(-final, kind="stable")]
-        out = [self._item(head[j], final[j], llm[j], ret_z[j]) for j in order]
-        # beyond the LLM's list (k > num_candidates): the retriever's order, below every ranked one
-        floor = float(final.min()) if len(final) else 0.0
-        for n, cand in enumerate(tail, start=1):
-            out.append(self._item(cand, floor - n, float("nan"), float("nan")))
-        return out[:k]
-
-    def _item(self, cand: Any, score: float, llm: float, ret: float) -> RecommendedItem:
-        item = self.catalog.item(cand.item_id)
-        return RecommendedItem(
-            item_id=cand.item_id,
-            title=item.title,
-            year=item.year,
-            categories=list(item.categories),
-            score=round(float(score), 6),
-            llm_score=round(float(llm), 6) if np.isfinite(llm) else None,
-            retrieval_score=round(float(ret), 6) if np.isfinite(ret) else None,
-            views={
-                name: ViewEvidenceOut(rank=ev.rank + 1, score=round(float(ev.score), 6))
-                for name, ev in getattr(cand, "views", {}).items()
-            },
-        )
-
-    def _explain(
-        self,
-        model: str,
-        history: UserSequence,
-        items: list[RecommendedItem],
-        deadline: float | None,
-    ) -> None:
-        routed = RoutedModel(self.batcher, model, deadline)
-        reasons = ReasonGenerator(routed, self.facts, self.grounder)  # type: ignore[arg-type]
-        ids = [i.item_id for i in items]
-        if self.config.reasons == "generate":
-            texts = reasons.generate(history, ids)
-        else:
-            texts = reasons.template(history, ids)
-        for item, reason in zip(items, texts, strict=True):
-            item.reason = reason.text
-            item.reason_source = reason.source  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ chat
     def chat(self, request: ChatRequest, deadline: float | None = None) -> ChatResult:
@@ -471,6 +395,37 @@ class RecService:
             items=shown,
         )  # fmt: skip
         return ChatResult(content=render_reply(result), model=model, recommendation=result)
+
+
+def item_filter(filters: Filters) -> ItemFilter:
+    """The request's filters as the pipeline's :class:`ItemFilter`."""
+    return ItemFilter(
+        categories=tuple(filters.categories or ()),
+        year_min=filters.year_min,
+        year_max=filters.year_max,
+        exclude=frozenset(filters.exclude_items),
+    )
+
+
+def recommended_item(rec: Recommendation) -> RecommendedItem:
+    """A pipeline recommendation in the response's shape."""
+    return RecommendedItem(
+        item_id=rec.item_id,
+        title=rec.title,
+        year=rec.year,
+        categories=list(rec.categories),
+        score=round(float(rec.score), 6),
+        llm_score=round(float(rec.llm_score), 6) if np.isfinite(rec.llm_score) else None,
+        retrieval_score=(
+            round(float(rec.retrieval_score), 6) if np.isfinite(rec.retrieval_score) else None
+        ),
+        views={
+            name: ViewEvidenceOut(rank=int(ev["rank"]), score=float(ev["score"]))
+            for name, ev in rec.views.items()
+        },
+        reason=rec.reason.text if rec.reason is not None else None,
+        reason_source=rec.reason.source if rec.reason is not None else None,  # type: ignore[arg-type]
+    )
 
 
 def _number(value: Any) -> float:

@@ -372,8 +372,7 @@ def test_writes_text_only_for_adapters_trained_on_reasons(tmp_path) -> None:  # 
 
     assert writes_text(adapter(tmp_path / "a", {"reason_fraction": 0.3}))
     assert not writes_text(adapter(tmp_path / "b", {"reason_fraction": 0.0}))
-    # older adapters: the recipe beside them says; without one, peft's default (it writes)
-    assert not writes_text(adapter(tmp_path / "c", {}, "examples:\n  reason_fraction: 0.0\n"))
-    assert not writes_text(adapter(tmp_path / "d", {}, "examples: {}\n"))
-    assert writes_text(adapter(tmp_path / "e", {}, "examples:\n  reason_fraction: 0.2\n"))
+    # a record that does not say: peft's default (it writes); the record is the only source,
+    # a recipe file beside the adapter is not read
+    assert writes_text(adapter(tmp_path / "c", {}, "examples:\n  reason_fraction: 0.0\n"))
     assert writes_text(adapter(tmp_path / "f", {}))

@@ -12,8 +12,8 @@ from llmrec.cli.main import main
 from llmrec.data import leave_one_out
 from llmrec.finetune.recipe import load_recipe
 from llmrec.finetune.trainer import finetune
-from llmrec.ranking.tuning import RESIDUAL_GRID
 from llmrec.ranking.reasons import Grounder
+from llmrec.ranking.tuning import RESIDUAL_GRID
 from llmrec.retrieval.fusion import FusedRetriever
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,7 +190,6 @@ def test_a_pipeline_writes_reasons_with_the_base_when_its_adapter_only_ranks(par
     from llmrec.ranking.recommend import load_pipeline
 
     pipe = load_pipeline(parts["retriever"], parts["dataset"], parts["adapter"])
-    assert pipe.reasons.scorer.write_with_adapter is False  # the shipped recipe trains no reasons
-    assert load_pipeline(
-        parts["retriever"], parts["dataset"], None
-    ).reasons.scorer.write_with_adapter
+    assert pipe.model.info.writes_text is False  # the shipped recipe trains no reasons
+    assert pipe.model.scorer.write_with_adapter is False
+    assert load_pipeline(parts["retriever"], parts["dataset"], None).model.info.writes_text

@@ -15,8 +15,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from llmrec.data.splits import leave_one_out  # noqa: E402
+from llmrec.ranking.backends.transformers import TransformersBackend  # noqa: E402
 from llmrec.serving.app import create_app  # noqa: E402
-from llmrec.serving.backends import TransformersBackend  # noqa: E402
 from llmrec.serving.batching import Batcher  # noqa: E402
 from llmrec.serving.config import Batching, Limits, ServeConfig  # noqa: E402
 from llmrec.serving.service import RecService  # noqa: E402
@@ -72,7 +72,7 @@ def make_service(parts, **overrides) -> RecService:  # noqa: ANN001
         batching=Batching(max_batch=4, wait_ms=20),
     )
     config = replace(config, **overrides)
-    backend = TransformersBackend(config, dataset)
+    backend = TransformersBackend(config.backend_config(), dataset)
     return RecService(config, dataset, retriever, Batcher(backend.models(), config.batching))
 
 

@@ -9,9 +9,9 @@ import torch
 from llmrec.models.adapters import load_adapters
 from llmrec.models.loader import load_model
 from llmrec.prompts import PromptBuilder
+from llmrec.ranking.backends import BackendConfig
+from llmrec.ranking.backends.transformers import TransformersBackend
 from llmrec.ranking.scorer import LLMScorer
-from llmrec.serving.backends import TransformersBackend
-from llmrec.serving.config import ServeConfig
 from tests.llm.conftest import build_tiny_llm, make_dataset
 from tests.serving.conftest import SMALL, make_adalora_adapter, make_lora_adapter
 
@@ -25,7 +25,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     lora = make_lora_adapter(model_dir, root / "lora", base_model=model_dir)
     prefix = make_prefix_adapter(model_dir, root / "prefix")
     # served names that peft would mistake for parts of parameter names ("lora", "mlp")
-    config = ServeConfig(
+    config = BackendConfig(
         base_model=model_dir,
         adapters={"lora": str(ada), "mlp": str(lora), "pre": str(prefix)},
         device="cpu",
@@ -91,7 +91,7 @@ def test_an_adapter_trained_only_to_rank_writes_with_the_base(served, tmp_path) 
     record = json.loads((ranker / META_FILE).read_text())
     record["training"] = {"reason_fraction": 0.0}
     (ranker / META_FILE).write_text(json.dumps(record))
-    config = ServeConfig(
+    config = BackendConfig(
         base_model=model_dir,
         adapters={"writer": str(adapters["mlp"]), "ranker": str(ranker)},
         device="cpu",

@@ -1,4 +1,4 @@
-"""The vLLM backend (CUDA GPUs): the base model and every adapter served by one ``vllm.LLM``.
+"""The vLLM backend (CUDA GPUs): the base model and every adapter run by one ``vllm.LLM``.
 
 One engine holds the base model; each adapter is a ``LoRARequest`` chosen per call, so requests
 for different adapters share the GPU and its batches (multi-LoRA). What it serves:
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.data.dataset import RecDataset
-from llmrec.models.adapters import writes_text
+from llmrec.models.adapters import META_FILE
 from llmrec.models.convert import (
     VLLM_LORA_RANKS,
     WEIGHTS_FILE,
@@ -48,8 +48,8 @@ from llmrec.models.convert import (
     vllm_rank,
 )
 from llmrec.prompts.builder import LABELS, PromptBuilder, PromptConfig, RankPrompt, label_token_ids
-from llmrec.serving.backends import ModelInfo, ServedModel, adapter_settings
-from llmrec.serving.config import ServeConfig
+from llmrec.ranking.adapter_folder import open_adapter_folder
+from llmrec.ranking.backends.base import BackendConfig, ModelInfo, RankModel
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def converted_adalora(name: str, folder: str | Path, cache_dir: Path) -> Path:
     hash of the adapter's files (a retrained adapter gets a new conversion)."""
     folder = Path(folder)
     digest = hashlib.sha256()
-    for part in ("adapter_config.json", WEIGHTS_FILE, "llmrec_adapter.json"):
+    for part in ("adapter_config.json", WEIGHTS_FILE, META_FILE):
         if (folder / part).is_file():
             digest.update((folder / part).read_bytes())
     target = cache_dir / f"{name}-{digest.hexdigest()[:16]}"
@@ -141,7 +141,7 @@ def converted_adalora(name: str, folder: str | Path, cache_dir: Path) -> Path:
 def plan_adapter(
     name: str,
     folder: str,
-    config: ServeConfig,
+    config: BackendConfig,
     dataset: RecDataset,
     base_dir: str,
     cache_dir: Path,
@@ -149,25 +149,15 @@ def plan_adapter(
     """Check one configured adapter and decide what vLLM loads for it."""
     from llmrec.models.loader import resolve_model
 
-    if not Path(folder).is_dir():
-        raise FileNotFoundError(
-            f"adapter {name!r}: no folder {folder} (train one with `llmrec finetune`)"
-        )
-    record, prompt, weight = adapter_settings(folder)
-    fingerprint = record.catalog_fingerprint
-    if fingerprint and fingerprint != dataset.catalog.fingerprint():
-        raise ValueError(
-            f"adapter {name!r} ({folder}) was trained on another catalogue than "
-            f"{config.data!r}; fine-tune it on the served data"
-        )
-    base = record.base_model or config.base_model
+    adapter = open_adapter_folder(folder, dataset.catalog, name)
+    base = adapter.base_model or config.base_model
     if base != config.base_model and resolve_model(base) != base_dir:
         raise ValueError(
             f"adapter {name!r} was trained on {base!r}, but the vLLM engine serves one base "
             f"model, {config.base_model!r}; set base_model: {base} or serve it with "
             "backend: transformers"
         )
-    method = record.method
+    method = adapter.method
     if method == "prefix":
         raise ValueError(
             f"adapter {name!r} ({folder}) is prefix-tuned; vLLM serves LoRA adapters only, "
@@ -194,9 +184,9 @@ def plan_adapter(
         method,
         lora_rank(lora_path),
         base,
-        prompt,
-        weight,
-        writes_text(folder),
+        adapter.prompt,
+        adapter.fusion_weight,
+        adapter.writes_text,
     )
 
 
@@ -226,7 +216,7 @@ def max_lora_rank(ranks: Sequence[int], requested: int | None = None) -> int:
 
 
 def engine_kwargs(
-    config: ServeConfig,
+    config: BackendConfig,
     base_dir: str,
     adapters: Sequence[ServedAdapter],
     logprob_token_ids: bool,
@@ -458,7 +448,7 @@ class VLLMModel:
         self.builder = builder
         self.lora = lora
 
-    def score(self, prompts: Sequence[RankPrompt]) -> list[np.ndarray]:
+    def score(self, prompts: Sequence[RankPrompt], progress: bool = False) -> list[np.ndarray]:
         return self.engine.score(prompts, self.lora, self.builder)
 
     def generate(
@@ -478,7 +468,7 @@ class VLLMBackend:
 
     kind = "vllm"
 
-    def __init__(self, config: ServeConfig, dataset: RecDataset) -> None:
+    def __init__(self, config: BackendConfig, dataset: RecDataset) -> None:
         from llmrec.fetch import cache_root
         from llmrec.models.loader import load_tokenizer, resolve_model
 
@@ -498,11 +488,11 @@ class VLLMBackend:
         self.engine_kwargs = kwargs
 
         catalog, profiles = dataset.catalog, dataset.profiles()
-        base_builder = PromptBuilder(catalog, tokenizer, PromptConfig(), profiles)
+        base_builder = PromptBuilder(catalog, tokenizer, config.base_prompt, profiles)
         base_info = ModelInfo(config.base_name, config.base_model, None, None, 1.0)
-        self._models: dict[str, ServedModel] = {
-            config.base_name: VLLMModel(self._engine, base_info, base_builder, None)
-        }
+        self._models: dict[str, RankModel] = {}
+        if config.load_base:
+            self._models[config.base_name] = VLLMModel(self._engine, base_info, base_builder, None)
         for int_id, adapter in enumerate(adapters, start=1):  # vLLM wants ids > 0
             lora = api.LoRARequest(
                 lora_name=adapter.name, lora_int_id=int_id, lora_path=adapter.lora_path
@@ -518,7 +508,7 @@ class VLLMBackend:
             )
             self._models[adapter.name] = VLLMModel(self._engine, info, builder, lora)
 
-    def models(self) -> dict[str, ServedModel]:
+    def models(self) -> dict[str, RankModel]:
         return dict(self._models)
 
     def close(self) -> None:

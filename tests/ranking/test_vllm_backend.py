@@ -31,10 +31,9 @@ from llmrec.models.adapters import load_adapters
 from llmrec.models.convert import VLLM_LORA_RANKS
 from llmrec.models.loader import load_model
 from llmrec.prompts import PromptBuilder, PromptConfig
-from llmrec.ranking.scorer import LLMScorer
-from llmrec.serving.backends import adapter_settings
-from llmrec.serving.config import ServeConfig
-from llmrec.serving.vllm_backend import (
+from llmrec.ranking.adapter_folder import open_adapter_folder
+from llmrec.ranking.backends import BackendConfig
+from llmrec.ranking.backends.vllm import (
     VLLMBackend,
     VLLMEngine,
     choice_params,
@@ -49,9 +48,9 @@ from llmrec.serving.vllm_backend import (
     scoring_params,
     tokens_prompt,
 )
-
-from ..llm.conftest import ITEM_IDS, make_sequence
-from .conftest import SMALL, make_adalora_adapter, make_lora_adapter
+from llmrec.ranking.scorer import LLMScorer
+from tests.llm.conftest import ITEM_IDS, make_sequence
+from tests.serving.conftest import SMALL, make_adalora_adapter, make_lora_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 #: Prompt settings of the LoRA adapter: differ from the default so that a builder with the wrong
@@ -237,8 +236,8 @@ def adapter_dirs(tmp_path_factory, tiny_llm_dir) -> dict[str, Path]:  # noqa: AN
     return {"rec-lora": lora, "rec-ada": ada}
 
 
-def serve_config(tiny_llm_dir: str, adapters: dict[str, Path], **overrides: Any) -> ServeConfig:
-    return ServeConfig(
+def serve_config(tiny_llm_dir: str, adapters: dict[str, Path], **overrides: Any) -> BackendConfig:
+    return BackendConfig(
         backend="vllm",
         base_model=tiny_llm_dir,
         adapters={k: str(v) for k, v in adapters.items()},
@@ -364,7 +363,9 @@ def test_max_lora_rank_refusals() -> None:
 
 def test_engine_kwargs(tiny_llm_dir: str) -> None:
     adapters = [SimpleNamespace(rank=4), SimpleNamespace(rank=12)]
-    config = ServeConfig(backend="vllm", vllm={"dtype": "bfloat16", "gpu_memory_utilization": 0.5})
+    config = BackendConfig(
+        backend="vllm", vllm={"dtype": "bfloat16", "gpu_memory_utilization": 0.5}
+    )
     kwargs = engine_kwargs(config, tiny_llm_dir, adapters, logprob_token_ids=True)
     assert kwargs == {
         "model": tiny_llm_dir,
@@ -375,10 +376,10 @@ def test_engine_kwargs(tiny_llm_dir: str) -> None:
         "dtype": "bfloat16",
         "gpu_memory_utilization": 0.5,
     }
-    assert "enable_lora" not in engine_kwargs(ServeConfig(backend="vllm"), tiny_llm_dir, [], True)
+    assert "enable_lora" not in engine_kwargs(BackendConfig(backend="vllm"), tiny_llm_dir, [], True)
     old = engine_kwargs(config, tiny_llm_dir, adapters, logprob_token_ids=False)
     assert old["logprobs_mode"] == "processed_logprobs"
-    mine = ServeConfig(
+    mine = BackendConfig(
         backend="vllm", vllm={"max_loras": 1, "max_lora_rank": 32, "max_logprobs": -1}
     )
     kwargs = engine_kwargs(mine, tiny_llm_dir, adapters, True)
@@ -395,11 +396,13 @@ def test_engine_kwargs(tiny_llm_dir: str) -> None:
     ],
 )
 def test_engine_kwargs_refusals(tiny_llm_dir: str, vllm: dict, message: str) -> None:
-    config = ServeConfig(backend="vllm", vllm=vllm)
+    config = BackendConfig(backend="vllm", vllm=vllm)
     with pytest.raises(ValueError, match=message):
         engine_kwargs(config, tiny_llm_dir, [SimpleNamespace(rank=12)], True)
     with pytest.raises(ValueError, match="logprobs_mode processed_logprobs"):
-        engine_kwargs(ServeConfig(vllm={"logprobs_mode": "raw_logprobs"}), tiny_llm_dir, [], False)
+        engine_kwargs(
+            BackendConfig(vllm={"logprobs_mode": "raw_logprobs"}), tiny_llm_dir, [], False
+        )
 
 
 def test_shipped_config_is_valid(tiny_llm_dir: str) -> None:
@@ -407,7 +410,7 @@ def test_shipped_config_is_valid(tiny_llm_dir: str) -> None:
 
     config = load_serve_config(Path(__file__).parents[2] / "serve" / "vllm.yaml")
     assert config.backend == "vllm" and config.default in config.adapters
-    kwargs = engine_kwargs(config, tiny_llm_dir, [SimpleNamespace(rank=12)], True)
+    kwargs = engine_kwargs(config.backend_config(), tiny_llm_dir, [SimpleNamespace(rank=12)], True)
     assert kwargs["dtype"] == "bfloat16" and kwargs["max_lora_rank"] == 16
 
 
@@ -418,14 +421,14 @@ def test_missing_vllm_names_the_extra(
     with pytest.raises(ImportError, match=r"pip install 'llmrec\[vllm\]' \(CUDA GPUs only\)"):
         import_vllm()
     with pytest.raises(ImportError, match="backend: transformers"):
-        VLLMBackend(ServeConfig(backend="vllm", base_model=tiny_llm_dir), tiny_dataset)
+        VLLMBackend(BackendConfig(backend="vllm", base_model=tiny_llm_dir), tiny_dataset)
 
 
 def test_refuses_cpu_device(monkeypatch, tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
     install(monkeypatch)
     with pytest.raises(ValueError, match="backend: transformers on CPUs"):
         VLLMBackend(
-            ServeConfig(backend="vllm", base_model=tiny_llm_dir, device="cpu"), tiny_dataset
+            BackendConfig(backend="vllm", base_model=tiny_llm_dir, device="cpu"), tiny_dataset
         )
 
 
@@ -498,7 +501,7 @@ def test_plan_serves_qlora_as_lora(
 ) -> None:  # noqa: ANN001
     qlora = copy_with(adapter_dirs["rec-lora"], tmp_path / "qlora", record={"method": "qlora"})
     config = serve_config(tiny_llm_dir, {"q": qlora})
-    with caplog.at_level(logging.WARNING, logger="llmrec.serving.vllm_backend"):
+    with caplog.at_level(logging.WARNING, logger="llmrec.ranking.backends.vllm"):
         plan = plan_adapter("q", str(qlora), config, tiny_dataset, tiny_llm_dir, tmp_path / "cache")
     assert plan.lora_path == str(qlora) and plan.method == "qlora" and plan.rank == 4
     assert "unquantized" in caplog.text
@@ -716,9 +719,9 @@ def test_real_vllm_matches_transformers(tmp_path, monkeypatch, tiny_llm_dir, tin
 
 def test_adapter_settings_are_the_ones_served(backend, adapter_dirs) -> None:  # noqa: ANN001
     for name, folder in adapter_dirs.items():
-        record, prompt, weight = adapter_settings(str(folder))
-        assert backend.models()[name].builder.config == prompt
-        assert backend.models()[name].info.fusion_weight == weight
+        adapter = open_adapter_folder(folder)
+        assert backend.models()[name].builder.config == adapter.prompt
+        assert backend.models()[name].info.fusion_weight == adapter.fusion_weight
 
 
 def test_a_rank_only_adapter_generates_without_its_lora(backend) -> None:  # noqa: ANN001

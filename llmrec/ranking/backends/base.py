@@ -1,0 +1,109 @@
+"""What every model backend gives the ranking stage: the scorer protocol and the backend config.
+
+A :class:`RankModel` is one named model (the base, or the base with one adapter): its prompt
+builder (the prompt settings its adapter was trained with), its fusion weight, one-pass scoring
+of rank prompts and text generation for reasons. A :class:`Backend` builds one per served name
+from a :class:`BackendConfig`:
+
+- ``transformers`` (:mod:`llmrec.ranking.backends.transformers`, CPU and GPU): every adapter
+  method (LoRA, AdaLoRA, prefix tuning, QLoRA);
+- ``vllm`` (:mod:`llmrec.ranking.backends.vllm`, CUDA GPUs): LoRA adapters per request.
+
+Evaluation (:class:`llmrec.ranking.pipeline.LLMRanker`), the recommend pipeline and the service
+all score through this protocol, so each backend is written once and every entry point can use
+it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from llmrec.prompts.builder import PromptBuilder, PromptConfig, RankPrompt
+from llmrec.validation import check_number
+
+BACKENDS = ("transformers", "vllm")
+#: The base model when neither the config nor an adapter's record names one.
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model is: ``GET /v1/models`` shows it, the pipeline fuses with its weight."""
+
+    name: str
+    base_model: str
+    method: str | None  # None: the base model, zero-shot
+    adapter_dir: str | None
+    fusion_weight: float
+    #: False: reasons are written by the base model, the adapter only ranks
+    #: (an adapter trained without reason examples; :func:`llmrec.models.adapters.writes_text`)
+    writes_text: bool = True
+
+
+class RankModel(Protocol):
+    """The scorer protocol: what ranking, reasons and serving call on a model."""
+
+    info: ModelInfo
+    builder: PromptBuilder
+
+    def score(self, prompts: Sequence[RankPrompt], progress: bool = False) -> list[np.ndarray]:
+        """Log-probabilities over each prompt's labels, in the prompt's label order."""
+
+    def generate(
+        self,
+        texts: Sequence[str],
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        sample_seed: int | None = None,
+    ) -> list[str]:
+        """Continuations of ``texts`` (greedy, or sampled with ``sample_seed``)."""
+
+
+class Backend(Protocol):
+    kind: str
+
+    def models(self) -> dict[str, RankModel]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Which models a backend loads and how."""
+
+    backend: str = "transformers"
+    #: Base model (alias, Hugging Face id or folder); adapters name theirs in their record.
+    base_model: str = DEFAULT_BASE_MODEL
+    #: Name of the base model without adapters (zero-shot ranking).
+    base_name: str = "base"
+    #: Prompt settings of the base model (adapters use the ones they were trained with).
+    base_prompt: PromptConfig = field(default_factory=PromptConfig)
+    #: Also load the base under ``base_name`` (the service lists it; a pipeline built for one
+    #: adapter does not need it).
+    load_base: bool = True
+    #: Name -> adapter folder.
+    adapters: Mapping[str, str] = field(default_factory=dict)
+    device: str = "auto"
+    #: "auto" (bf16 on GPUs and CPUs with bf16 units, else fp32), "float32", "bfloat16", ...
+    dtype: str = "auto"
+    #: Prompts in one forward pass at most (transformers).
+    batch_size: int = 8
+    #: vLLM engine arguments (backend "vllm" only), passed to ``vllm.LLM``.
+    vllm: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"backend must be one of {BACKENDS}, got {self.backend!r}; use transformers on "
+                "CPUs, vllm on CUDA GPUs"
+            )
+        check_number("batch_size", self.batch_size, minimum=1)
+        names = [self.base_name, *self.adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names repeat: {names}")
+        if not self.load_base and not self.adapters:
+            raise ValueError("load_base is false and no adapter is given: there is no model")
