@@ -66,7 +66,7 @@ def shifted_retriever(
         default=list,
     )
     folder = cache_root() / CACHE_DIR / hashlib.sha256(key.encode()).hexdigest()[:16]
-    if (folder / saved.MANIFEST).is_file():
+    if (folder / "fused").is_dir():  # a folder cached before it had a manifest is fitted again
         try:
             logger.info("reusing the shifted retriever cached in %s", folder)
             return saved.load_retriever(folder, dataset.catalog)

@@ -160,13 +160,7 @@ def finetune(
     logger.info(
         "%s adapter: %d trainable of %d parameters", recipe.adapter.method, trainable, total
     )
-    checkpoint = _last_checkpoint(out, resume)
-    before = elapsed_before(checkpoint)
-    if before is None:
-        logger.warning(
-            "%s records no training time: train_seconds will count only the resumed part",
-            checkpoint,
-        )
+    checkpoint, before = _resume_point(out, resume)
     trainer = _make_trainer(
         recipe, loaded, model, builder, rows, validation, out, total_steps, before or 0.0, progress
     )
@@ -362,16 +356,26 @@ def _make_trainer(
     )
 
 
-def _last_checkpoint(out: Path, resume: bool) -> str | None:
-    """With ``resume``, the run's last checkpoint (None, with a warning, when there is none)."""
-    if not resume:
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
+def _resume_point(out: Path, resume: bool) -> tuple[str | None, float | None]:
+    """With ``resume``, the run's last checkpoint (None, with a warning, when there is none), and
+    the training seconds recorded in it (0 without a checkpoint; None, with a warning, when the
+    checkpoint recorded none)."""
+    checkpoint = None
+    if resume:
+        from transformers.trainer_utils import get_last_checkpoint
 
-    checkpoint = get_last_checkpoint(str(out / "checkpoints"))
-    if checkpoint is None:
-        logger.warning("--resume: no checkpoint in %s, starting from scratch", out / "checkpoints")
-    return checkpoint
+        checkpoint = get_last_checkpoint(str(out / "checkpoints"))
+        if checkpoint is None:
+            logger.warning(
+                "--resume: no checkpoint in %s, starting from scratch", out / "checkpoints"
+            )
+    before = elapsed_before(checkpoint)
+    if before is None:
+        logger.warning(
+            "%s records no training time: train_seconds will count only the resumed part",
+            checkpoint,
+        )
+    return checkpoint, before
 
 
 @dataclass(frozen=True)
