@@ -44,7 +44,8 @@ def default_recipe() -> Path | None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from llmrec.data import open_dataset
     from llmrec.finetune.recipe import load_recipe
-    from llmrec.finetune.trainer import SUMMARY_FILE, finetune
+    from llmrec.finetune.summary import SUMMARY_FILE
+    from llmrec.finetune.trainer import finetune
 
     recipe_path = args.recipe or default_recipe()
     recipe = load_recipe(recipe_path, args.set)
@@ -56,16 +57,23 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         retriever = load_retriever(args.retriever, dataset.catalog)
     print(f"fine-tuning a {recipe.adapter.method} adapter on {recipe.model} ({recipe_path})")
     summary = finetune(recipe, dataset, args.out, retriever=retriever, resume=args.resume)
-    final = summary["validation_final"] or {}
-    zero = summary["validation_zero_shot"] or {}
+    final = summary.validation_final or {}
+    zero = summary.validation_zero_shot or {}
     print(
-        f"done: {summary['steps']} steps in {summary['train_seconds']:.0f} s; validation "
+        f"done: {summary.steps} steps in {summary.train_seconds:.0f} s; validation "
         f"NDCG@10 {final.get('NDCG@10', float('nan')):.4f} (zero-shot "
         f"{zero.get('NDCG@10', float('nan')):.4f}, retriever alone "
-        f"{summary['validation_retriever']['NDCG@10']:.4f})"
+        f"{summary.validation_retriever['NDCG@10']:.4f})"
     )
-    print(f"adapter written to {summary['adapter']}; summary in {Path(args.out) / SUMMARY_FILE}")
-    print(json.dumps({k: summary[k] for k in ("trainable_parameters", "peak_memory_mb")}))
+    print(f"adapter written to {summary.adapter}; summary in {Path(args.out) / SUMMARY_FILE}")
+    print(
+        json.dumps(
+            {
+                "trainable_parameters": summary.trainable_parameters,
+                "peak_memory_mb": summary.peak_memory_mb,
+            }
+        )
+    )
     return 0
 
 

@@ -119,57 +119,36 @@ def _finetune_settings(pairs: list[str]) -> dict[str, Any]:
 def cmd_build(args: argparse.Namespace) -> int:
     from llmrec.cli.commands import _split_names, parse_settings
     from llmrec.data import make_split, open_dataset
-    from llmrec.io import atomic_write_text
-    from llmrec.retrieval import registry
+    from llmrec.retrieval.saved import build_retriever
 
     dataset = open_dataset(args.data)
     split = make_split(dataset, "loo")
     views = _split_names(args.views)
     settings, view_settings = parse_settings("fused", args.set, views)
     settings["method"] = args.fusion
-    if args.text_model:
-        from llmrec.retrieval.text_finetune import view_settings_for
-
-        if "text" not in views:
-            raise ValueError("--text-model given but 'text' is not among --views")
-        view_settings["text"] = {
-            **view_settings_for(args.text_model),
-            **view_settings.get("text", {}),
-        }
-    retriever = registry.create("fused", settings, views=views, view_settings=view_settings)
+    if args.text_model and "text" not in views:
+        raise ValueError("--text-model given but 'text' is not among --views")
+    out = Path(args.out)
     start = time.perf_counter()
-    retriever.fit(split.train, dataset.catalog, split.valid)
+    retriever = build_retriever(
+        out,
+        split.train,
+        dataset.catalog,
+        split.valid,
+        views,
+        settings=settings,
+        view_settings=view_settings,
+        text_model=args.text_model,
+        data=str(args.data),
+        dataset=dataset.name,
+        index=args.index,
+    )
     print(f"fitted {len(views)} views and tuned the fusion in {time.perf_counter() - start:.0f} s")
     print(f"fusion: {retriever.describe()}")
-    out = Path(args.out)
-    retriever.save(out / "fused")
     if "text" in views:
-        index_path = _build_index(retriever.views["text"], dataset.catalog, args.index, out)
-        print(f"text index ({args.index}) written to {index_path}")
-    manifest = {
-        "data": str(args.data),
-        "dataset": dataset.name,
-        "views": views,
-        "fusion": json.loads(retriever.describe()),
-    }
-    from llmrec.retrieval.saved import MANIFEST
-
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        print(f"text index ({args.index}) written to {out / 'index'}")
     print(f"retriever written to {out}")
     return 0
-
-
-def _build_index(text_view: Any, catalog: Any, kind: str, out: Path) -> Path:
-    from llmrec.retrieval.index import EmbeddingIndex
-
-    index = EmbeddingIndex.build(
-        text_view.item_embeddings,
-        catalog.ids,
-        kind,
-        fingerprint=text_view.encoder_fingerprint,
-        catalog=catalog,
-    )
-    return index.save(out / "index")
 
 
 # --------------------------------------------------------------------------- query

@@ -9,12 +9,14 @@ at the answer position: exactly what one-pass ranking reads at inference.
 Reason examples (multi-task, ``reason_fraction`` > 0): the prompt asks why the user may like the
 next item; the answer is a "silver" reason built from facts that are true of this user and item
 (shared genres, the most similar history item), see :mod:`llmrec.ranking.reasons`.
+
+Each example is a typed row: :class:`RankRow` or :class:`ReasonRow` (:data:`TrainingRow`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +74,56 @@ class ExampleConfig:
     def from_dict(cls, raw: dict[str, Any]) -> ExampleConfig:
         reject_unknown(cls, raw, "example")
         return cls(**raw)
+
+
+@dataclass(frozen=True)
+class RankRow:
+    """One listwise ranking example: the prompt, its candidates' labels in the prompt's order and
+    the target's position among them (the loss is the cross-entropy over ``labels``)."""
+
+    text: str
+    labels: tuple[str, ...]
+    #: Index of the target's label in ``labels``.
+    target: int
+    #: Each label's candidate's place (1-based) in the list handed over: the retriever's order
+    #: when there is a retriever, what a residual ranker adds its prior to.
+    ranks: tuple[int, ...]
+    #: Residual training: each label's prior logit, ``w * z(rank)`` (None: a plain ranker).
+    prior: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if n < 2:
+            raise ValueError(f"a rank row needs at least 2 labels, got {list(self.labels)}")
+        if not 0 <= self.target < n:
+            raise ValueError(
+                f"target must index labels (0..{n - 1}), got {self.target}: pass the target "
+                "label's position, not the label"
+            )
+        if len(self.ranks) != n:
+            raise ValueError(f"ranks must give one rank per label ({n}), got {len(self.ranks)}")
+        if self.prior is not None and len(self.prior) != n:
+            raise ValueError(f"prior must give one value per label ({n}), got {len(self.prior)}")
+
+    def with_prior(self, prior: Sequence[float]) -> RankRow:
+        """This row with each label's prior logit (residual training)."""
+        return replace(self, prior=tuple(float(p) for p in prior))
+
+
+@dataclass(frozen=True)
+class ReasonRow:
+    """One reason example: the prompt and the answer the causal-LM loss is computed on."""
+
+    text: str
+    answer: str
+
+    def __post_init__(self) -> None:
+        if not self.answer:
+            raise ValueError("a reason row needs a non-empty answer (the text the loss reads)")
+
+
+#: A training example, as :func:`build_examples` makes it and the collator reads it.
+TrainingRow = RankRow | ReasonRow
 
 
 def training_cases(train: Sequence[UserSequence], config: ExampleConfig) -> list[EvalCase]:
@@ -200,10 +252,10 @@ def build_examples(
     config: ExampleConfig,
     reasons: Any | None = None,
     progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Render cases into training rows, ``{"kind": "rank", "text", "labels", "target",
-    "ranks"}`` or ``{"kind": "reason", "text", "answer"}``."""
-    rows: list[dict[str, Any]] = []
+) -> list[TrainingRow]:
+    """Render cases into training rows: a :class:`RankRow` per case, followed by a
+    :class:`ReasonRow` for a ``reason_fraction`` of them."""
+    rows: list[TrainingRow] = []
     rng = np.random.default_rng(stable_seed(config.seed, "reasons"))
     for case, cands in tqdm(
         list(zip(cases, candidates, strict=True)), desc="prompts", unit="case", disable=not progress
@@ -212,19 +264,16 @@ def build_examples(
         prompt = builder.listwise(case.history, list(cands), target=case.target, salt=salt)
         order = {item: k for k, item in enumerate(cands)}
         rows.append(
-            {
-                "kind": "rank",
-                "text": prompt.text,
-                "labels": list(prompt.labels),
-                "target": prompt.labels.index(prompt.target_label),
-                # each label's candidate's place in the list handed over (the retriever's
-                # order when there is a retriever): what a residual ranker adds its prior to
-                "ranks": [order[i] + 1 for i in prompt.item_ids],
-            }
+            RankRow(
+                text=prompt.text,
+                labels=tuple(prompt.labels),
+                target=prompt.labels.index(prompt.target_label),
+                ranks=tuple(order[i] + 1 for i in prompt.item_ids),
+            )
         )
         if reasons is not None and config.reason_fraction and rng.random() < config.reason_fraction:
             facts = reasons.facts(case.history, case.target)
             reason = reasons.silver(case.history, case.target, facts)
             rp = builder.reason(case.history, case.target, [f.text for f in facts], reason)
-            rows.append({"kind": "reason", "text": rp.text, "answer": rp.answer})
+            rows.append(ReasonRow(text=rp.text, answer=rp.answer))
     return rows

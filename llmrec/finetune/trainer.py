@@ -1,53 +1,55 @@
 """Fine-tune an adapter for listwise ranking (and optionally reasons) with transformers' Trainer.
 
-:func:`finetune` runs the whole recipe: split the data, get a retriever (a saved one or fitted
-from the recipe), build supervised examples with the serving prompt builder, attach the adapter,
-train with validation NDCG@10 over retrieved candidates (the pure LLM, or for a residual ranker
-the LLM fused with the retriever's rank at the trained weight) for early stopping, keep
-checkpoints (``--resume`` continues from the last one), log to TensorBoard, and write the adapter
-atomically with its llmrec record and a training summary.
+:func:`finetune` runs the whole recipe, one step per function below: split the data, get a
+retriever (a saved one or fitted from the recipe), build typed training rows with the serving
+prompt builder (:mod:`~llmrec.finetune.examples`), give them the retriever's prior for a residual
+ranker (:mod:`~llmrec.finetune.residual`), attach the adapter, train with the ranking loss
+(:mod:`~llmrec.finetune.losses`) and validation NDCG@10 over retrieved candidates
+(:mod:`~llmrec.finetune.validation`) for early stopping, keep checkpoints (``--resume`` continues
+from the last one), log to TensorBoard (:mod:`~llmrec.finetune.callbacks`), and write the adapter
+atomically with its llmrec record and a :class:`~llmrec.finetune.summary.TrainingSummary`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import EvalCase
-from llmrec.data.splits import leave_one_out
-from llmrec.evaluation.metrics import metrics_from_ranks
+from llmrec.data.splits import Split, leave_one_out
+from llmrec.finetune.callbacks import elapsed_before, training_callbacks
+from llmrec.finetune.collate import RankCollator
 from llmrec.finetune.examples import (
+    TrainingRow,
     build_examples,
     candidate_lists,
     shifted_cases,
     training_cases,
 )
-from llmrec.finetune.recipe import Recipe
+from llmrec.finetune.losses import orthogonal_penalty, ranking_loss
+from llmrec.finetune.recipe import Recipe, TrainingConfig
+from llmrec.finetune.residual import fit_residual_weight, with_residual_prior
+from llmrec.finetune.retrievers import fit_recipe_retriever, shifted_retriever
+from llmrec.finetune.summary import AdaLoRARanks, TrainingSummary, peak_memory_mb
+from llmrec.finetune.validation import Validation, build_validation, heldout_cases
 from llmrec.io import atomic_write_text
 from llmrec.models.adapters import (
     AdapterRecord,
-    adalora_callback,
     adalora_ranks,
     attach_adapter,
     quiet_adalora_rank_patterns,
     save_adapter,
     trainable_parameters,
 )
-from llmrec.models.loader import load_model
-from llmrec.prompts.builder import PromptBuilder, RankPrompt, label_token_ids
-from llmrec.ranking.fuse import fuse, rank_prior, ranks_to_scores
-from llmrec.ranking.pipeline import candidates_from_scores
+from llmrec.models.loader import LoadedModel, load_model
+from llmrec.prompts.builder import PromptBuilder
 from llmrec.ranking.reasons import ReasonFacts
 from llmrec.ranking.scorer import LLMScorer
 from llmrec.ranking.settings import RankerSettings, write_ranker_settings
@@ -55,277 +57,11 @@ from llmrec.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "training.json"
-#: In each checkpoint: the training seconds spent up to it, so a resumed run reports the whole.
-ELAPSED_FILE = "llmrec_elapsed.json"
-#: TensorBoard event files, under the run's folder: ``tensorboard --logdir OUT/tensorboard``.
-TENSORBOARD_DIR = "tensorboard"
+#: The recipe as the run read it, in its output folder.
+RECIPE_FILE = "recipe.yaml"
 
 
-# --------------------------------------------------------------------------- batches
-class RankCollator:
-    """Tokenize rows into left-padded batches.
-
-    Rank rows carry the candidates' label token ids, the target's position and, for a residual
-    ranker, each label's prior (then the batch also holds the loss scale); reason rows carry
-    causal-LM labels on the answer tokens only (-100 elsewhere).
-    """
-
-    def __init__(self, tokenizer: Any, max_length: int = 2048, scale: float = 1.0) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        #: residual training: the multiplier of (LLM log-probs + prior) in the loss
-        self.scale = scale
-        self._label_ids: dict[tuple[str, ...], dict[str, int]] = {}
-
-    def label_ids(self, text: str, labels: Sequence[str]) -> list[int]:
-        key = tuple(sorted(labels))
-        if key not in self._label_ids:
-            ids = label_token_ids(self.tokenizer, text, key)
-            self._label_ids[key] = dict(zip(key, ids, strict=True))
-        return [self._label_ids[key][label] for label in labels]
-
-    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        tok = self.tokenizer
-        eos = tok.eos_token or ""
-        texts, answer_lengths = [], []
-        for row in rows:
-            if row["kind"] == "reason":
-                full = row["text"] + row["answer"] + eos
-                n_prompt = len(tok(row["text"], add_special_tokens=False)["input_ids"])
-                n_full = len(tok(full, add_special_tokens=False)["input_ids"])
-                texts.append(full)
-                answer_lengths.append(max(1, n_full - n_prompt))
-            else:
-                texts.append(row["text"])
-                answer_lengths.append(0)
-        enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        if enc["input_ids"].shape[1] > self.max_length:
-            raise ValueError(f"a training prompt is longer than {self.max_length} tokens")
-        width = max((len(r.get("labels", [])) for r in rows), default=1) or 1
-        label_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        label_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        target = torch.zeros(len(rows), dtype=torch.long)
-        lm_labels = torch.full_like(enc["input_ids"], -100)
-        kind = torch.zeros(len(rows), dtype=torch.long)
-        prior = torch.zeros((len(rows), width), dtype=torch.float32)
-        for i, row in enumerate(rows):
-            if row["kind"] == "rank":
-                ids = self.label_ids(row["text"], row["labels"])
-                label_ids[i, : len(ids)] = torch.as_tensor(ids)
-                label_mask[i, : len(ids)] = True
-                target[i] = int(row["target"])
-                kind[i] = 1
-                if "prior" in row:
-                    prior[i, : len(ids)] = torch.as_tensor(row["prior"], dtype=torch.float32)
-            else:
-                n = answer_lengths[i]
-                lm_labels[i, -n:] = enc["input_ids"][i, -n:]
-        batch = {
-            "input_ids": enc["input_ids"],
-            "attention_mask": enc["attention_mask"],
-            "kind": kind,
-            "label_ids": label_ids,
-            "label_mask": label_mask,
-            "target": target,
-            "lm_labels": lm_labels,
-        }
-        if any("prior" in row for row in rows):
-            batch["prior"] = prior
-            batch["scale"] = torch.tensor(self.scale)
-        return batch
-
-
-def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """Mean loss over the batch: listwise cross-entropy for rank rows, LM loss for reason rows."""
-    import torch
-    import torch.nn.functional as F
-
-    kind = batch["kind"]
-    rank = kind == 1
-    total = torch.zeros((), device=batch["input_ids"].device)
-    n = len(kind)
-    if rank.any():
-        out = model(
-            input_ids=batch["input_ids"][rank],
-            attention_mask=batch["attention_mask"][rank],
-            logits_to_keep=1,
-            use_cache=False,
-        )
-        logits = out.logits[:, -1, :].float()
-        picked = logits.gather(1, batch["label_ids"][rank])
-        if "prior" in batch:  # a residual ranker: the LLM corrects the retriever's order
-            prior = batch["prior"][rank].to(picked.device)
-            picked = (picked + prior) * batch["scale"].to(picked.device)
-        picked = picked.masked_fill(~batch["label_mask"][rank], float("-inf"))
-        loss = F.cross_entropy(picked, batch["target"][rank])
-        total = total + loss * rank.sum() / n
-    if (~rank).any():
-        out = model(
-            input_ids=batch["input_ids"][~rank],
-            attention_mask=batch["attention_mask"][~rank],
-            labels=batch["lm_labels"][~rank],
-            use_cache=False,
-        )
-        total = total + out.loss.float() * (~rank).sum() / n
-    return total
-
-
-def fit_residual_weight(rows: Sequence[dict[str, Any]], top: float = 8.0) -> float:
-    """The weight ``w`` for which ``softmax(w * z(rank))`` best predicts the rank rows' targets
-    (maximum likelihood over a 0.01 grid up to ``top``): the retriever's order as a prior, as
-    sure of itself as it has earned on these examples."""
-    rank_rows = [r for r in rows if r["kind"] == "rank"]
-    if not rank_rows:
-        raise ValueError("no rank rows to fit the residual weight on")
-    grid = np.arange(0.0, top + 1e-9, 0.01)
-    loglik = np.zeros_like(grid)
-    for row in rank_rows:
-        z = rank_prior(row["ranks"])
-        logits = grid[:, None] * z[None, :]
-        top_logit = logits.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(logits - top_logit).sum(axis=1)) + top_logit[:, 0]
-        loglik += logits[:, int(row["target"])] - lse
-    return float(grid[int(np.argmax(loglik))])
-
-
-def add_residual_prior(rows: list[dict[str, Any]], weight: float) -> None:
-    """Give each rank row its prior, ``weight * z(rank)`` per label, for the residual loss."""
-    for row in rows:
-        if row["kind"] == "rank":
-            row["prior"] = (weight * rank_prior(row["ranks"])).tolist()
-
-
-def orthogonal_penalty(model: Any, weight: float) -> Any:
-    """AdaLoRA's orthogonality regulariser on P (lora_A) and Q (lora_B); peft adds it only when
-    the model computes the loss itself, which the ranking loss does not."""
-    import torch
-
-    terms = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad or ("lora_A" not in name and "lora_B" not in name):
-            continue
-        cov = param @ param.T if "lora_A" in name else param.T @ param
-        eye = torch.eye(cov.shape[0], device=cov.device, dtype=cov.dtype)
-        terms.append(torch.linalg.norm(cov - eye, ord="fro"))
-    if not terms or not weight:
-        return None
-    return weight * torch.stack(terms).mean()
-
-
-# --------------------------------------------------------------------------- validation
-@dataclass
-class Validation:
-    """Fixed validation prompts: retrieved candidates for a subset of validation users."""
-
-    prompts: list[RankPrompt]
-    targets: list[str]
-    retriever_metrics: dict[str, float]
-    #: Each prompt's candidates' retrieval ranks, in the prompt's order.
-    retrieval_ranks: list[list[int]] | None = None
-    #: A residual ranker is scored fused with the retriever at this weight (0: the pure LLM).
-    residual_weight: float = 0.0
-
-    def evaluate(self, scorer: LLMScorer) -> dict[str, float]:
-        scores = scorer.score(self.prompts)
-        ranks: list[int | None] = []
-        for i, (prompt, s, target) in enumerate(
-            zip(self.prompts, scores, self.targets, strict=True)
-        ):
-            if target not in prompt.item_ids:
-                ranks.append(None)
-                continue
-            if self.residual_weight and self.retrieval_ranks is not None:
-                ret = ranks_to_scores(self.retrieval_ranks[i])
-                s = fuse(np.asarray(s)[None, :], ret, self.residual_weight)[0]
-            t = prompt.item_ids.index(target)
-            ranks.append(int((s > s[t]).sum()))
-        return metrics_from_ranks(ranks, (1, 5, 10, 20))
-
-
-def build_validation(
-    cases: Sequence[EvalCase],
-    retriever: Recommender,
-    builder: PromptBuilder,
-    k: int,
-) -> Validation:
-    catalog = builder.catalog
-    histories = [c.history for c in cases]
-    top, _ = candidates_from_scores(retriever.score(histories), histories, catalog, k)
-    prompts, ranks, shown_ranks = [], [], []
-    for case, row in zip(cases, top, strict=True):
-        ids = [catalog.ids[int(i)] for i in row]
-        prompt = builder.listwise(case.history, ids, salt="valid")
-        prompts.append(prompt)
-        shown_ranks.append([ids.index(i) + 1 for i in prompt.item_ids])
-        ranks.append(ids.index(case.target) if case.target in ids else None)
-    return Validation(
-        prompts,
-        [c.target for c in cases],
-        metrics_from_ranks(ranks, (1, 5, 10, 20)),
-        shown_ranks,
-    )
-
-
-def heldout_cases(valid: Sequence[EvalCase], training: Any) -> list[EvalCase]:
-    """The validation users kept out of training for early stopping (seeded, ``eval_users``)."""
-    cases = list(valid)
-    if len(cases) > training.eval_users:
-        rng = np.random.default_rng(training.seed)
-        pick = np.sort(rng.choice(len(cases), size=training.eval_users, replace=False))
-        cases = [cases[i] for i in pick]
-    return cases
-
-
-# --------------------------------------------------------------------------- trainer
-def tensorboard_callback(log_dir: Path) -> Any | None:
-    """transformers' TensorBoard callback writing to ``log_dir``, or None (with a warning) when
-    tensorboard is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        logger.warning("tensorboard is not installed: no training curves are logged")
-        return None
-    from transformers.integrations import TensorBoardCallback
-
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
-
-
-def elapsed_callback(before: float) -> Any:
-    """A TrainerCallback that writes the training seconds so far (``before`` + this run's) into
-    every checkpoint it saves (:data:`ELAPSED_FILE`)."""
-    from transformers import TrainerCallback
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    class _Elapsed(TrainerCallback):
-        started = time.perf_counter()
-
-        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201, ARG002
-            self.started = time.perf_counter()
-
-        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201, ARG002
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            if folder.is_dir():
-                seconds = before + time.perf_counter() - self.started
-                payload = {"train_seconds": round(seconds, 1), "step": state.global_step}
-                atomic_write_text(folder / ELAPSED_FILE, json.dumps(payload) + "\n")
-
-    return _Elapsed()
-
-
-def elapsed_before(checkpoint: str | None) -> float | None:
-    """Training seconds recorded in ``checkpoint`` (0 without one; None for a checkpoint saved
-    before they were recorded)."""
-    if checkpoint is None:
-        return 0.0
-    path = Path(checkpoint) / ELAPSED_FILE
-    if not path.is_file():
-        return None
-    return float(json.loads(path.read_text())["train_seconds"])
-
-
+# --------------------------------------------------------------------------- the Trainer
 def make_trainer_class() -> type:
     from transformers import Trainer
 
@@ -385,71 +121,6 @@ def make_trainer_class() -> type:
 
 
 # --------------------------------------------------------------------------- the whole run
-def _fit_retriever(
-    recipe: Recipe, train: Sequence[Any], valid: Sequence[EvalCase], catalog: Any
-) -> Recommender:
-    from llmrec.retrieval import registry
-
-    cfg = recipe.retrieval
-    views = list(cfg.views)
-    view_settings: dict[str, dict[str, Any]] = {}
-    if cfg.text_model and "text" in views:
-        from llmrec.retrieval.text_finetune import view_settings_for
-
-        view_settings["text"] = view_settings_for(cfg.text_model)
-    retriever = registry.create(
-        "fused", {"method": cfg.fusion}, views=views, view_settings=view_settings
-    )
-    retriever.fit(list(train), catalog, list(valid))
-    return retriever
-
-
-def _shifted_retriever(
-    recipe: Recipe,
-    dataset: RecDataset,
-    cut_train: Sequence[Any],
-    valid: Sequence[EvalCase],
-    catalog: Any,
-) -> Recommender:
-    """The "shifted" source's retriever, fitted once per (data, retrieval settings, shift,
-    held-out users) and cached under ``$LLMREC_CACHE/example-retrievers``: every adapter method
-    trained on the same data reuses it."""
-    import hashlib
-
-    from llmrec.fetch import cache_root
-    from llmrec.retrieval.fusion import FusedRetriever
-
-    key = json.dumps(
-        {
-            "data": dataset.fingerprint(),
-            "retrieval": recipe.retrieval.__dict__,
-            "shift": recipe.examples.shift,
-            "min_history": recipe.examples.min_history,
-            "heldout": sorted(c.user_id for c in valid),
-        },
-        sort_keys=True,
-        default=list,
-    )
-    folder = cache_root() / "example-retrievers" / hashlib.sha256(key.encode()).hexdigest()[:16]
-    if (folder / "fused").is_dir():
-        try:
-            logger.info("reusing the shifted retriever cached in %s", folder)
-            return FusedRetriever.load(folder / "fused", catalog)
-        except (OSError, ValueError) as exc:
-            logger.warning("cached shifted retriever unusable (%s): fitting it again", exc)
-    retriever = _fit_retriever(recipe, cut_train, valid, catalog)
-    retriever.save(folder / "fused")
-    return retriever
-
-
-def peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def finetune(
     recipe: Recipe,
     dataset: RecDataset,
@@ -457,112 +128,189 @@ def finetune(
     retriever: Recommender | None = None,
     resume: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> TrainingSummary:
     """Train an adapter as ``recipe`` says; returns the training summary (also written)."""
-    from transformers import EarlyStoppingCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
-
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "recipe.yaml", _yaml(recipe.to_dict()))
+    atomic_write_text(out / RECIPE_FILE, _yaml(recipe.to_dict()))
     split = leave_one_out(dataset)
-    catalog = dataset.catalog
-    cfg, tcfg = recipe.examples, recipe.training
     if retriever is None:
         logger.info("fitting the retriever (%s)", ",".join(recipe.retrieval.views))
-        retriever = _fit_retriever(recipe, split.train, split.valid, catalog)
-
+        retriever = fit_recipe_retriever(recipe, split.train, split.valid, dataset.catalog)
     quant = recipe.adapter.quantization if recipe.adapter.quantized else None
     loaded = load_model(recipe.model, dtype=recipe.dtype, quantization=quant)
-    builder = PromptBuilder(catalog, loaded.tokenizer, recipe.prompt, dataset.profiles())
+    builder = PromptBuilder(dataset.catalog, loaded.tokenizer, recipe.prompt, dataset.profiles())
 
-    valid_cases = heldout_cases(split.valid, tcfg)
-    held_out = {c.user_id for c in valid_cases}
-    example_retriever = retriever
-    cases = training_cases(split.train, cfg) if cfg.source in ("train", "both") else []
-    if cfg.source in ("valid", "both"):
-        cases += [c for c in split.valid if c.user_id not in held_out]
-    if cfg.source == "shifted":
-        cut_train, cases = shifted_cases(split.train, split.valid, cfg, held_out)
-        logger.info(
-            "fitting a second retriever on the training sequences minus their last %d items "
-            "(it proposes the candidates of %d cases it has never seen)", cfg.shift, len(cases),
-        )  # fmt: skip
-        example_retriever = _shifted_retriever(recipe, dataset, cut_train, valid_cases, catalog)
-    if not cases:
-        raise ValueError("no training examples: the sequences are shorter than min_history")
-    candidates = candidate_lists(cases, catalog, example_retriever, cfg, progress=progress)
-    kept = [i for i, c in enumerate(candidates) if c is not None]
-    if len(kept) < len(cases):
-        logger.info(
-            "%d of %d cases kept: the retriever's top %d holds their target",
-            len(kept), len(cases), cfg.num_candidates,
-        )  # fmt: skip
-        cases = [cases[i] for i in kept]
-        candidates = [candidates[i] for i in kept]
-    if not cases:
-        raise ValueError("no training examples left: the retriever recalls no target")
-    reasons = ReasonFacts(catalog) if cfg.reason_fraction else None
-    rows = build_examples(cases, candidates, builder, cfg, reasons, progress=progress)
-    validation = build_validation(valid_cases, retriever, builder, cfg.num_candidates)
-    residual_weight = 0.0
-    if tcfg.residual:
-        prior_weight = fit_residual_weight(rows)
-        # loss logits: scale * (llm + prior), i.e. scale * llm + prior_weight * z
-        residual_weight = prior_weight / tcfg.residual_scale
-        add_residual_prior(rows, residual_weight)
+    valid_cases = heldout_cases(split.valid, recipe.training)
+    rows = _training_rows(recipe, dataset, split, retriever, builder, valid_cases, progress)
+    validation = build_validation(valid_cases, retriever, builder, recipe.examples.num_candidates)
+    residual_weight = None
+    if recipe.training.residual:
+        rows, residual_weight = _residual_rows(rows, recipe.training)
         validation.residual_weight = residual_weight
-        logger.info(
-            "residual training: the retriever's rank prior fits with weight %.2f; the LLM's "
-            "log-probs enter at scale %g, so the adapter ranks fused at weight %.2f (validation "
-            "scores that fused ranking)",
-            prior_weight, tcfg.residual_scale, residual_weight,
-        )  # fmt: skip
     logger.info(
-        "%d training rows from %d prefixes; %d validation users (retriever alone: NDCG@10 %.4f)",
-        len(rows),
-        len(cases),
-        len(valid_cases),
-        validation.retriever_metrics["NDCG@10"],
-    )
+        "%d validation users (retriever alone: NDCG@10 %.4f)",
+        len(valid_cases), validation.retriever_metrics["NDCG@10"],
+    )  # fmt: skip
 
-    steps_per_epoch = math.ceil(len(rows) / (tcfg.batch_size * tcfg.grad_accum))
-    total_steps = tcfg.max_steps if tcfg.max_steps > 0 else math.ceil(steps_per_epoch * tcfg.epochs)
+    total_steps = planned_steps(len(rows), recipe.training)
     model = attach_adapter(loaded.model, recipe.adapter, total_steps=total_steps)
     trainable, total = trainable_parameters(model)
     logger.info(
         "%s adapter: %d trainable of %d parameters", recipe.adapter.method, trainable, total
     )
-    scorer = LLMScorer(model, loaded.tokenizer, builder, batch_size=tcfg.batch_size)
+    checkpoint, before = _resume_point(out, resume)
+    trainer = _make_trainer(
+        recipe, loaded, model, builder, rows, validation, out, total_steps, before or 0.0, progress
+    )
+    run = _train(trainer, checkpoint, before or 0.0)
+    adapter_dir = _save_adapter(
+        trainer, out, recipe, builder, dataset, valid_cases, residual_weight
+    )
+    summary = TrainingSummary(
+        method=recipe.adapter.method,
+        base_model=recipe.model,
+        dtype=str(loaded.dtype).replace("torch.", ""),
+        device=loaded.device,
+        quantization=quant.to_dict() if quant else None,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        training_rows=len(rows),
+        steps=trainer.state.global_step,
+        planned_steps=total_steps,
+        train_seconds=round(run.train_seconds, 1),
+        seconds_per_step=round(run.seconds_per_step, 2),
+        wall_seconds=round(time.perf_counter() - started, 1),
+        peak_memory_mb=round(peak_memory_mb(loaded.device), 1),
+        adapter_bytes=sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file()),
+        train_loss=run.train_loss,
+        best_checkpoint=trainer.state.best_model_checkpoint,
+        residual_weight=residual_weight,
+        validation_users=len(valid_cases),
+        validation_retriever=validation.retriever_metrics,
+        validation_zero_shot=run.zero_shot,
+        validation_final=run.final,
+        resumed_from=checkpoint,
+        train_seconds_complete=before is not None,
+        adapter=str(adapter_dir),
+        adalora_ranks=_adalora_ranks(trainer.model, recipe),
+    )
+    summary.write(out)
+    return summary
+
+
+# --------------------------------------------------------------------------- training rows
+def _example_cases(
+    recipe: Recipe,
+    dataset: RecDataset,
+    split: Split,
+    retriever: Recommender,
+    valid_cases: Sequence[EvalCase],
+) -> tuple[list[EvalCase], Recommender]:
+    """The cases the recipe's example source gives, with the retriever that proposes their
+    candidates (the "shifted" source fits its own); the held-out validation users give none."""
+    cfg = recipe.examples
+    held_out = {c.user_id for c in valid_cases}
+    cases = training_cases(split.train, cfg) if cfg.source in ("train", "both") else []
+    if cfg.source in ("valid", "both"):
+        cases += [c for c in split.valid if c.user_id not in held_out]
+    if cfg.source != "shifted":
+        return cases, retriever
+    cut_train, cases = shifted_cases(split.train, split.valid, cfg, held_out)
+    logger.info(
+        "fitting a second retriever on the training sequences minus their last %d items "
+        "(it proposes the candidates of %d cases it has never seen)", cfg.shift, len(cases),
+    )  # fmt: skip
+    return cases, shifted_retriever(recipe, dataset, cut_train, valid_cases)
+
+
+def _training_rows(
+    recipe: Recipe,
+    dataset: RecDataset,
+    split: Split,
+    retriever: Recommender,
+    builder: PromptBuilder,
+    valid_cases: Sequence[EvalCase],
+    progress: bool,
+) -> list[TrainingRow]:
+    """The run's training rows: cases with their candidate lists (those whose target the
+    retriever misses dropped when ``require_retrieved``), rendered by ``builder``."""
+    cfg = recipe.examples
+    cases, example_retriever = _example_cases(recipe, dataset, split, retriever, valid_cases)
+    if not cases:
+        raise ValueError("no training examples: the sequences are shorter than min_history")
+    lists = candidate_lists(cases, dataset.catalog, example_retriever, cfg, progress=progress)
+    kept = [i for i, c in enumerate(lists) if c is not None]
+    if len(kept) < len(cases):
+        logger.info(
+            "%d of %d cases kept: the retriever's top %d holds their target",
+            len(kept), len(cases), cfg.num_candidates,
+        )  # fmt: skip
+    cases = [cases[i] for i in kept]
+    candidates = [lists[i] for i in kept]
+    if not cases:
+        raise ValueError("no training examples left: the retriever recalls no target")
+    reasons = ReasonFacts(dataset.catalog) if cfg.reason_fraction else None
+    rows = build_examples(cases, candidates, builder, cfg, reasons, progress=progress)
+    logger.info("%d training rows from %d prefixes", len(rows), len(cases))
+    return rows
+
+
+def _residual_rows(
+    rows: Sequence[TrainingRow], training: TrainingConfig
+) -> tuple[list[TrainingRow], float]:
+    """The rows with the retriever's rank prior, and the weight the adapter then ranks fused at."""
+    prior_weight = fit_residual_weight(rows)
+    # loss logits: scale * (llm + prior), i.e. scale * llm + prior_weight * z
+    residual_weight = prior_weight / training.residual_scale
+    logger.info(
+        "residual training: the retriever's rank prior fits with weight %.2f; the LLM's "
+        "log-probs enter at scale %g, so the adapter ranks fused at weight %.2f (validation "
+        "scores that fused ranking)",
+        prior_weight, training.residual_scale, residual_weight,
+    )  # fmt: skip
+    return with_residual_prior(rows, residual_weight), residual_weight
+
+
+def planned_steps(n_rows: int, training: TrainingConfig) -> int:
+    """Optimizer steps of the run: ``max_steps``, or ``epochs`` over ``n_rows``."""
+    if training.max_steps > 0:
+        return training.max_steps
+    steps_per_epoch = math.ceil(n_rows / (training.batch_size * training.grad_accum))
+    return math.ceil(steps_per_epoch * training.epochs)
+
+
+# --------------------------------------------------------------------------- training
+def _training_arguments(
+    training: TrainingConfig, loaded: LoadedModel, out: Path, total_steps: int, progress: bool
+) -> Any:
+    """transformers' TrainingArguments for the recipe: evaluate and checkpoint every
+    ``eval_steps``, keep the best checkpoint by validation NDCG@10."""
+    from transformers import TrainingArguments
 
     use_cpu = loaded.device == "cpu"
     bf16 = not use_cpu and loaded.dtype.is_floating_point and str(loaded.dtype) == "torch.bfloat16"
-    callbacks: list[Any] = [EarlyStoppingCallback(early_stopping_patience=tcfg.patience)]
-    if tcfg.tensorboard:
-        board = tensorboard_callback(out / TENSORBOARD_DIR)
-        if board is not None:
-            callbacks.append(board)
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(out / "checkpoints"),
-        num_train_epochs=tcfg.epochs,
+        num_train_epochs=training.epochs,
         max_steps=total_steps,
-        per_device_train_batch_size=tcfg.batch_size,
-        gradient_accumulation_steps=tcfg.grad_accum,
-        learning_rate=tcfg.lr,
-        weight_decay=tcfg.weight_decay,
-        warmup_steps=tcfg.warmup,
-        lr_scheduler_type=tcfg.scheduler,
-        logging_steps=tcfg.logging_steps,
+        per_device_train_batch_size=training.batch_size,
+        gradient_accumulation_steps=training.grad_accum,
+        learning_rate=training.lr,
+        weight_decay=training.weight_decay,
+        warmup_steps=training.warmup,
+        lr_scheduler_type=training.scheduler,
+        logging_steps=training.logging_steps,
         eval_strategy="steps",
-        eval_steps=tcfg.eval_steps,
+        eval_steps=training.eval_steps,
         save_strategy="steps",
-        save_steps=tcfg.eval_steps,
-        save_total_limit=tcfg.save_total_limit,
+        save_steps=training.eval_steps,
+        save_total_limit=training.save_total_limit,
         load_best_model_at_end=True,
         metric_for_best_model="eval_NDCG@10",
         greater_is_better=True,
-        seed=tcfg.seed,
+        seed=training.seed,
         use_cpu=use_cpu,
         bf16=bf16,
         # curves go through our own TensorBoard callback: transformers' would write to
@@ -574,42 +322,105 @@ def finetune(
         disable_tqdm=not progress,
         max_grad_norm=1.0,
     )
-    if recipe.adapter.method == "adalora":
-        callbacks.append(adalora_callback())
-    trainer = make_trainer_class()(
+
+
+def _make_trainer(
+    recipe: Recipe,
+    loaded: LoadedModel,
+    model: Any,
+    builder: PromptBuilder,
+    rows: list[TrainingRow],
+    validation: Validation,
+    out: Path,
+    total_steps: int,
+    elapsed: float,
+    progress: bool,
+) -> Any:
+    """The RecTrainer of the run, its callbacks attached."""
+    tcfg = recipe.training
+    adalora = recipe.adapter.method == "adalora"
+    return make_trainer_class()(
         model=model,
-        args=args,
+        args=_training_arguments(tcfg, loaded, out, total_steps, progress),
+        # typed rows, not a datasets.Dataset: with remove_unused_columns=False the DataLoader
+        # hands them to the collator as they are
         train_dataset=rows,
         eval_dataset=validation.prompts,
         data_collator=RankCollator(
             loaded.tokenizer, scale=tcfg.residual_scale if tcfg.residual else 1.0
         ),
-        callbacks=callbacks,
+        callbacks=training_callbacks(tcfg, recipe.adapter.method, out, elapsed),
         validation=validation,
-        scorer=scorer,
-        orth_reg_weight=recipe.adapter.orth_reg_weight
-        if recipe.adapter.method == "adalora"
-        else 0.0,
+        scorer=LLMScorer(model, loaded.tokenizer, builder, batch_size=tcfg.batch_size),
+        orth_reg_weight=recipe.adapter.orth_reg_weight if adalora else 0.0,
     )
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume else None
-    if resume and checkpoint is None:
-        logger.warning("--resume: no checkpoint in %s, starting from scratch", out / "checkpoints")
+
+
+def _resume_point(out: Path, resume: bool) -> tuple[str | None, float | None]:
+    """With ``resume``, the run's last checkpoint (None, with a warning, when there is none), and
+    the training seconds recorded in it (0 without a checkpoint; None, with a warning, when the
+    checkpoint recorded none)."""
+    checkpoint = None
+    if resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = get_last_checkpoint(str(out / "checkpoints"))
+        if checkpoint is None:
+            logger.warning(
+                "--resume: no checkpoint in %s, starting from scratch", out / "checkpoints"
+            )
     before = elapsed_before(checkpoint)
     if before is None:
         logger.warning(
             "%s records no training time: train_seconds will count only the resumed part",
             checkpoint,
         )
-    trainer.add_callback(elapsed_callback(before or 0.0))
+    return checkpoint, before
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What training and the evaluations around it gave."""
+
+    train_seconds: float
+    seconds_per_step: float
+    train_loss: float
+    zero_shot: dict[str, float] | None
+    final: dict[str, float] | None
+
+
+def _train(trainer: Any, checkpoint: str | None, before: float) -> _Run:
+    """Evaluate zero-shot (a fresh run only), train from ``checkpoint`` (``before`` training
+    seconds recorded in it), evaluate the best model."""
     zero_shot = None
     if checkpoint is None:
         zero_shot = trainer.evaluate(metric_key_prefix="zero_shot")
     train_start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     run_seconds = time.perf_counter() - train_start
-    train_seconds = (before or 0.0) + run_seconds
     final = trainer.evaluate(metric_key_prefix="final")
+    return _Run(
+        train_seconds=before + run_seconds,
+        # over the steps this process ran: a resumed run repeats none of the earlier ones
+        seconds_per_step=run_seconds / max(1, result.global_step - _step_of(checkpoint)),
+        train_loss=result.training_loss,
+        zero_shot=_strip(zero_shot, "zero_shot_"),
+        final=_strip(final, "final_"),
+    )
 
+
+# --------------------------------------------------------------------------- outputs
+def _save_adapter(
+    trainer: Any,
+    out: Path,
+    recipe: Recipe,
+    builder: PromptBuilder,
+    dataset: RecDataset,
+    valid_cases: Sequence[EvalCase],
+    residual_weight: float | None,
+) -> Path:
+    """Write the trained adapter to ``out/adapter`` with its llmrec record (and, for a residual
+    ranker, the fusion weight it ranks at); returns its folder."""
     record = AdapterRecord(
         method=recipe.adapter.method,
         adapter=recipe.adapter.to_dict(),
@@ -617,63 +428,35 @@ def finetune(
         prompt=recipe.prompt.to_dict(),
         templates=builder.template_versions,
         data_fingerprint=dataset.fingerprint(),
-        catalog_fingerprint=catalog.fingerprint(),
+        catalog_fingerprint=dataset.catalog.fingerprint(),
         training={
             "steps": trainer.state.global_step,
             "best_metric": trainer.state.best_metric,
-            "example_source": cfg.source,
+            "example_source": recipe.examples.source,
             # validation users never trained on: tune the fusion weight on these
             "heldout_users": [c.user_id for c in valid_cases],
-            "residual_weight": residual_weight if tcfg.residual else None,
+            "residual_weight": residual_weight,
             # 0: trained only to rank; text generation then runs on the base (writes_text)
-            "reason_fraction": cfg.reason_fraction,
+            "reason_fraction": recipe.examples.reason_fraction,
         },
     )
     adapter_dir = save_adapter(trainer.model, out / "adapter", record)
-    if tcfg.residual:
+    if residual_weight is not None:
         # the adapter's scores are a correction to the retriever: rank fused at the trained weight
         write_ranker_settings(adapter_dir, RankerSettings(residual_weight, "residual training"))
-    adapter_bytes = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
-    summary = {
-        "method": recipe.adapter.method,
-        "base_model": recipe.model,
-        "dtype": str(loaded.dtype).replace("torch.", ""),
-        "device": loaded.device,
-        "quantization": quant.to_dict() if quant else None,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "training_rows": len(rows),
-        "steps": trainer.state.global_step,
-        "planned_steps": total_steps,
-        "train_seconds": round(train_seconds, 1),
-        # over the steps this process ran: a resumed run repeats none of the earlier ones
-        "seconds_per_step": round(
-            run_seconds / max(1, result.global_step - _step_of(checkpoint)), 2
-        ),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "peak_memory_mb": round(peak_memory_mb(loaded.device), 1),
-        "adapter_bytes": adapter_bytes,
-        "train_loss": result.training_loss,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "residual_weight": residual_weight if tcfg.residual else None,
-        "validation_users": len(valid_cases),
-        "validation_retriever": validation.retriever_metrics,
-        "validation_zero_shot": _strip(zero_shot, "zero_shot_"),
-        "validation_final": _strip(final, "final_"),
-        "resumed_from": checkpoint,
-        # False when a resumed checkpoint recorded no time: train_seconds is then a lower bound
-        "train_seconds_complete": before is not None,
-        "adapter": str(adapter_dir),
-    }
-    if recipe.adapter.method == "adalora":
-        ranks = adalora_ranks(trainer.model)
-        summary["adalora_ranks"] = {
-            "matrices": len(ranks),
-            "total_rank": int(sum(ranks.values())),
-            "initial_total_rank": len(ranks) * recipe.adapter.init_r,
-        }
-    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    return summary
+    return adapter_dir
+
+
+def _adalora_ranks(model: Any, recipe: Recipe) -> AdaLoRARanks | None:
+    """Where AdaLoRA's rank budget ended up (None for other methods)."""
+    if recipe.adapter.method != "adalora":
+        return None
+    ranks = adalora_ranks(model)
+    return AdaLoRARanks(
+        matrices=len(ranks),
+        total_rank=int(sum(ranks.values())),
+        initial_total_rank=len(ranks) * recipe.adapter.init_r,
+    )
 
 
 def _step_of(checkpoint: str | None) -> int:

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from llmrec.finetune.trainer import RankCollator, ranking_loss
+from llmrec.finetune.collate import RankCollator
+from llmrec.finetune.examples import RankRow
+from llmrec.finetune.losses import ranking_loss
 from llmrec.models.adapters import (
     META_FILE,
     AdapterConfig,
@@ -41,7 +43,7 @@ def builder(movies, tokenizer) -> PromptBuilder:  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def rows(builder) -> list[dict]:  # noqa: ANN001
+def rows(builder) -> list[RankRow]:  # noqa: ANN001
     """Four short ranking rows (4 candidates each), as build_examples makes them."""
     out = []
     for u in range(4):
@@ -49,12 +51,12 @@ def rows(builder) -> list[dict]:  # noqa: ANN001
         cands = ITEM_IDS[10 + 4 * u : 14 + 4 * u]
         prompt = builder.listwise(history, cands, target=cands[u % 4])
         out.append(
-            {
-                "kind": "rank",
-                "text": prompt.text,
-                "labels": list(prompt.labels),
-                "target": prompt.labels.index(prompt.target_label),
-            }
+            RankRow(
+                text=prompt.text,
+                labels=tuple(prompt.labels),
+                target=prompt.labels.index(prompt.target_label),
+                ranks=tuple(range(1, len(prompt.labels) + 1)),
+            )
         )
     return out
 

@@ -138,7 +138,7 @@ def test_evaluate_tunes_a_residual_adapter_near_its_weight(parts, tmp_path, caps
     code = main([*args, "--save-weight"])
     out = capsys.readouterr().out
     assert code == 0, out
-    trained = summary["residual_weight"]
+    trained = summary.residual_weight
     assert "fusion weight saved to" in out
     # tuned over multiples of the trained weight, not over the plain grid
     tuned = read_ranker_settings(adapter)

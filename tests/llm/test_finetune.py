@@ -10,15 +10,22 @@ import numpy as np
 import pytest
 
 from llmrec.data.splits import leave_one_out
+from llmrec.finetune.callbacks import ELAPSED_FILE
+from llmrec.finetune.collate import RankCollator
 from llmrec.finetune.examples import (
     ExampleConfig,
+    RankRow,
+    ReasonRow,
     build_examples,
     candidate_lists,
     shifted_cases,
     training_cases,
 )
+from llmrec.finetune.losses import ranking_loss
 from llmrec.finetune.recipe import Recipe, RetrievalConfig, TrainingConfig, load_recipe
-from llmrec.finetune.trainer import ELAPSED_FILE, SUMMARY_FILE, RankCollator, finetune
+from llmrec.finetune.residual import fit_residual_weight, with_residual_prior
+from llmrec.finetune.summary import SUMMARY_FILE, TrainingSummary, read_training_summary
+from llmrec.finetune.trainer import finetune
 from llmrec.models.adapters import AdapterConfig, load_adapters, read_adapter_record
 from llmrec.models.loader import load_model
 from llmrec.prompts import PromptBuilder, PromptConfig
@@ -30,6 +37,15 @@ SMALL_PROMPT = PromptConfig(max_history=4, history_token_budget=60, item_max_cha
 SMALL_EXAMPLES = ExampleConfig(
     num_candidates=5, hard_negatives=2, prefixes_per_user=2, max_examples=8, seed=0
 )
+#: training.json's keys, in the order the file has always had them (AdaLoRA adds adalora_ranks)
+SUMMARY_KEYS = [
+    "method", "base_model", "dtype", "device", "quantization", "trainable_parameters",
+    "total_parameters", "training_rows", "steps", "planned_steps", "train_seconds",
+    "seconds_per_step", "wall_seconds", "peak_memory_mb", "adapter_bytes", "train_loss",
+    "best_checkpoint", "residual_weight", "validation_users", "validation_retriever",
+    "validation_zero_shot", "validation_final", "resumed_from", "train_seconds_complete",
+    "adapter",
+]  # fmt: skip
 
 
 class Popular(Recommender):
@@ -141,23 +157,48 @@ def test_build_examples_rank_and_reason_rows(tiny_dataset, tokenizer) -> None:  
     lists = candidate_lists(cases, catalog, None, SMALL_EXAMPLES, progress=False)
     config = ExampleConfig(**{**SMALL_EXAMPLES.to_dict(), "reason_fraction": 1.0})
     rows = build_examples(cases, lists, builder, config, ReasonFacts(catalog), progress=False)
-    rank = [r for r in rows if r["kind"] == "rank"]
-    reason = [r for r in rows if r["kind"] == "reason"]
+    rank = [r for r in rows if isinstance(r, RankRow)]
+    reason = [r for r in rows if isinstance(r, ReasonRow)]
     assert len(rank) == len(reason) == len(cases)
     targets = set()
     for row, case, cands in zip(rank, cases, lists, strict=True):
-        assert row["labels"] == ["A", "B", "C", "D", "E"]
-        label = row["labels"][row["target"]]
-        assert f"({label}) {builder.item_text(case.target)}" in row["text"]
-        assert all(f") {builder.item_text(c)}\n" in row["text"] for c in cands)
-        targets.add(row["target"])
+        assert row.labels == ("A", "B", "C", "D", "E")
+        label = row.labels[row.target]
+        assert f"({label}) {builder.item_text(case.target)}" in row.text
+        assert all(f") {builder.item_text(c)}\n" in row.text for c in cands)
+        assert sorted(row.ranks) == [1, 2, 3, 4, 5] and row.prior is None
+        targets.add(row.target)
     assert len(targets) > 1  # the answer's position moves
     for row in reason:
-        assert row["answer"] and row["text"].endswith("<|im_start|>assistant\n")
+        assert row.answer and row.text.endswith("<|im_start|>assistant\n")
     batch = RankCollator(tokenizer)(rank[:2] + reason[:1])
     assert batch["kind"].tolist() == [1, 1, 0]
     assert (batch["lm_labels"][:2] == -100).all() and (batch["lm_labels"][2] != -100).any()
     assert batch["attention_mask"][:, -1].all()  # left padded: the last position is real
+
+
+def test_training_rows_refuse_inconsistent_fields() -> None:
+    row = RankRow("prompt", ("A", "B", "C"), target=2, ranks=(3, 1, 2))
+    assert row.with_prior([0.5, -0.5, 0.0]).prior == (0.5, -0.5, 0.0)
+    assert row.prior is None  # rows are frozen: with_prior returns a new one
+    with pytest.raises(ValueError, match="target must index labels"):
+        RankRow("prompt", ("A", "B"), target=2, ranks=(1, 2))
+    with pytest.raises(ValueError, match="one rank per label"):
+        RankRow("prompt", ("A", "B"), target=0, ranks=(1,))
+    with pytest.raises(ValueError, match="one value per label"):
+        row.with_prior([1.0])
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        RankRow("prompt", ("A",), target=0, ranks=(1,))
+    with pytest.raises(ValueError, match="non-empty answer"):
+        ReasonRow("prompt", "")
+
+
+def test_training_summary_round_trips_and_refuses_unknown_keys() -> None:
+    summary = TrainingSummary(**{k: None for k in SUMMARY_KEYS})  # type: ignore[arg-type]
+    assert list(summary.to_dict()) == SUMMARY_KEYS  # no adalora_ranks key for other methods
+    assert TrainingSummary.from_dict(summary.to_dict()) == summary
+    with pytest.raises(ValueError, match="unknown training summary keys"):
+        TrainingSummary.from_dict({**summary.to_dict(), "stpes": 2})
 
 
 # --------------------------------------------------------------------------- end to end
@@ -182,14 +223,18 @@ def _recipe(model_dir: str, method: str = "lora") -> Recipe:
     )
 
 
-def _check_run(out: Path, summary: dict, method: str) -> None:
-    assert summary["method"] == method and summary["steps"] == 2
-    assert summary["training_rows"] == 8 and summary["validation_users"] == 5
-    assert summary["device"] == "cpu" and summary["dtype"] == "float32"
-    assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
-    for part in ("validation_zero_shot", "validation_final", "validation_retriever"):
-        assert 0.0 <= summary[part]["NDCG@10"] <= 1.0
-    assert json.loads((out / SUMMARY_FILE).read_text())["steps"] == 2
+def _check_run(out: Path, summary: TrainingSummary, method: str) -> None:
+    assert summary.method == method and summary.steps == 2
+    assert summary.training_rows == 8 and summary.validation_users == 5
+    assert summary.device == "cpu" and summary.dtype == "float32"
+    assert 0 < summary.trainable_parameters < summary.total_parameters
+    for part in (summary.validation_zero_shot, summary.validation_final):
+        assert part is not None and 0.0 <= part["NDCG@10"] <= 1.0
+    assert 0.0 <= summary.validation_retriever["NDCG@10"] <= 1.0
+    written = json.loads((out / SUMMARY_FILE).read_text())
+    assert written == summary.to_dict() and written["steps"] == 2
+    assert list(written) == SUMMARY_KEYS  # the file's keys, in order, as bench/llm.py reads them
+    assert read_training_summary(out) == summary
     assert (out / "recipe.yaml").is_file()
     record = read_adapter_record(out / "adapter")
     assert record.method == method
@@ -240,9 +285,12 @@ def test_finetune_adalora_reallocates_ranks_through_the_trainer(
         }
     )
     summary = finetune(recipe, tiny_dataset, tmp_path / "ada", retriever, progress=False)
-    ranks = summary["adalora_ranks"]
-    assert ranks["matrices"] == 14
-    assert 0 < ranks["total_rank"] < ranks["initial_total_rank"] == 14 * 4
+    ranks = summary.adalora_ranks
+    assert ranks is not None and ranks.matrices == 14
+    assert 0 < ranks.total_rank < ranks.initial_total_rank == 14 * 4
+    written = json.loads((tmp_path / "ada" / SUMMARY_FILE).read_text())
+    assert written["adalora_ranks"] == {"matrices": 14, "total_rank": ranks.total_rank,
+                                        "initial_total_rank": 56}  # fmt: skip
     # the pruned adapter loads back and scores (some matrices may have kept no rank at all)
     loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32")
     model = load_adapters(loaded.model, {"ada": tmp_path / "ada" / "adapter"})
@@ -298,8 +346,8 @@ def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys, m
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "fine-tuning a prefix adapter" in printed and "adapter written to" in printed
-    summary = json.loads((out / SUMMARY_FILE).read_text())
-    assert summary["method"] == "prefix" and summary["steps"] == 2
+    summary = read_training_summary(out)
+    assert summary.method == "prefix" and summary.steps == 2
     assert read_adapter_record(out / "adapter").method == "prefix"
     # trained only to rank: its text is written by the base (writes_text)
     assert read_adapter_record(out / "adapter").training["reason_fraction"] == 0.0
@@ -326,9 +374,9 @@ def test_finetune_on_validation_targets_keeps_the_early_stopping_users_out(
     )
     summary = finetune(recipe, tiny_dataset, out, retriever, progress=False)
     heldout = read_adapter_record(out / "adapter").training["heldout_users"]
-    assert len(heldout) == 5 == summary["validation_users"]
+    assert len(heldout) == 5 == summary.validation_users
     # every other validation user became a training example, the held-out ones did not
-    assert summary["training_rows"] == len(split.valid) - 5
+    assert summary.training_rows == len(split.valid) - 5
     tune = tuning_cases(split.valid, out / "adapter")
     assert sorted(c.user_id for c in tune) == sorted(heldout)
     # an adapter trained on training prefixes may be tuned on every validation user
@@ -347,20 +395,20 @@ def test_finetune_resumes_from_the_last_checkpoint(tiny_llm_dir, tiny_dataset, t
     first = finetune(recipe, tiny_dataset, out, retriever, progress=False)
     elapsed = out / "checkpoints" / "checkpoint-2" / ELAPSED_FILE
     recorded = json.loads(elapsed.read_text())
-    assert recorded["step"] == 2 and 0 < recorded["train_seconds"] <= first["train_seconds"] + 0.1
+    assert recorded["step"] == 2 and 0 < recorded["train_seconds"] <= first.train_seconds + 0.1
     # the resumed run adds its own time to what the checkpoint says the first run spent
     elapsed.write_text(json.dumps({"train_seconds": 1000.0, "step": 2}))
     longer = replace(recipe, training=replace(recipe.training, max_steps=3))
     summary = finetune(longer, tiny_dataset, out, retriever, resume=True, progress=False)
-    assert summary["resumed_from"] and summary["resumed_from"].endswith("checkpoint-2")
-    assert summary["steps"] == 3 and summary["validation_zero_shot"] is None
-    assert 1000.0 < summary["train_seconds"] < 1000.0 + first["train_seconds"] * 10
-    assert summary["train_seconds_complete"] is True
+    assert summary.resumed_from and summary.resumed_from.endswith("checkpoint-2")
+    assert summary.steps == 3 and summary.validation_zero_shot is None
+    assert 1000.0 < summary.train_seconds < 1000.0 + first.train_seconds * 10
+    assert summary.train_seconds_complete is True
     # a checkpoint from before times were recorded: the summary says its time is partial
     (out / "checkpoints" / "checkpoint-3" / ELAPSED_FILE).unlink()
     again = replace(recipe, training=replace(recipe.training, max_steps=4))
     summary = finetune(again, tiny_dataset, out, retriever, resume=True, progress=False)
-    assert summary["train_seconds"] < 1000.0 and summary["train_seconds_complete"] is False
+    assert summary.train_seconds < 1000.0 and summary.train_seconds_complete is False
 
 
 def test_require_retrieved_keeps_only_cases_the_retriever_recalls(tiny_dataset) -> None:  # noqa: ANN001
@@ -389,7 +437,7 @@ def test_finetune_shifted_source_fits_its_retriever_once(
 ) -> None:  # noqa: ANN001
     from dataclasses import replace
 
-    import llmrec.finetune.trainer as trainer_module
+    import llmrec.retrieval.saved as saved_module
 
     monkeypatch.setenv("LLMREC_CACHE", str(tmp_path / "cache"))
     split = leave_one_out(tiny_dataset)
@@ -401,49 +449,48 @@ def test_finetune_shifted_source_fits_its_retriever_once(
                          max_examples=None),
     )  # fmt: skip
     fitted: list[int] = []
-    real_fit = trainer_module._fit_retriever
+    real_fit = saved_module.fit_retriever
 
     def counting_fit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        fitted.append(len(args[1]))
+        fitted.append(len(args[0]))
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "_fit_retriever", counting_fit)
+    monkeypatch.setattr(saved_module, "fit_retriever", counting_fit)
     summary = finetune(recipe, tiny_dataset, tmp_path / "a", retriever, progress=False)
     assert fitted == [len(split.train)]  # the cut sequences, one per user
     heldout = set(read_adapter_record(tmp_path / "a" / "adapter").training["heldout_users"])
     _, cases = shifted_cases(split.train, split.valid, recipe.examples, heldout)
-    assert 0 < summary["training_rows"] <= len(cases)
-    assert list((tmp_path / "cache" / "example-retrievers").iterdir())
+    assert 0 < summary.training_rows <= len(cases)
+    (cached,) = (tmp_path / "cache" / "example-retrievers").iterdir()
+    assert saved_module.read_manifest(cached)["views"] == ["pop"]  # a retriever folder
     # a second adapter on the same data and settings reuses the cached retriever
     again = finetune(recipe, tiny_dataset, tmp_path / "b", retriever, progress=False)
     assert fitted == [len(split.train)]
-    assert again["training_rows"] == summary["training_rows"]
+    assert again.training_rows == summary.training_rows
 
 
 # --------------------------------------------------------------------------- residual training
-def _rank_rows(target_ranks: list[int], n: int = 5) -> list[dict]:
+def _rank_rows(target_ranks: list[int], n: int = 5) -> list[RankRow]:
     return [
-        {"kind": "rank", "labels": list("ABCDE")[:n], "ranks": list(range(1, n + 1)),
-         "target": r - 1}
+        RankRow("prompt", tuple("ABCDE")[:n], target=r - 1, ranks=tuple(range(1, n + 1)))
         for r in target_ranks
-    ]  # fmt: skip
+    ]
 
 
 def test_residual_weight_follows_how_often_the_retriever_is_right() -> None:
-    from llmrec.finetune.trainer import add_residual_prior, fit_residual_weight
-
     always_first = fit_residual_weight(_rank_rows([1] * 20))
     uniform = fit_residual_weight(_rank_rows([1, 2, 3, 4, 5] * 4))
     mostly_first = fit_residual_weight(_rank_rows([1] * 10 + [2, 3, 4, 5, 2, 3, 4, 5, 2, 3]))
     assert always_first == 8.0  # the grid's top: no finite weight is sure enough
     assert uniform == 0.0
     assert 0.0 < mostly_first < 8.0
-    rows = _rank_rows([2, 3])
-    add_residual_prior(rows, 2.0)
-    prior = np.array(rows[0]["prior"])
+    reason = ReasonRow("x", "y")
+    rows = with_residual_prior([*_rank_rows([2, 3]), reason], 2.0)
+    prior = np.array(rows[0].prior)
     assert np.all(np.diff(prior) < 0) and abs(prior.sum()) < 1e-9  # rank 1 highest, centred
+    assert rows[2] is reason  # reason rows carry no prior
     with pytest.raises(ValueError, match="no rank rows"):
-        fit_residual_weight([{"kind": "reason", "text": "x", "answer": "y"}])
+        fit_residual_weight([reason])
 
 
 def _model_and_rows(model_dir: str, dataset, n: int):  # noqa: ANN001, ANN202
@@ -455,23 +502,26 @@ def _model_and_rows(model_dir: str, dataset, n: int):  # noqa: ANN001, ANN202
     return loaded, build_examples(cases, lists, builder, SMALL_EXAMPLES, progress=False)
 
 
-def test_residual_loss_reads_llm_scores_plus_the_prior(tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
-    from llmrec.finetune.trainer import ranking_loss
+def _sure_of(rows: list[RankRow], shift: int) -> list[RankRow]:
+    """The rows with a prior sure of the candidate ``shift`` labels after the target."""
+    out = []
+    for row in rows:
+        pick = (row.target + shift) % len(row.labels)
+        out.append(row.with_prior([50.0 if i == pick else 0.0 for i in range(len(row.labels))]))
+    return out
 
+
+def test_residual_loss_reads_llm_scores_plus_the_prior(tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
     loaded, rows = _model_and_rows(tiny_llm_dir, tiny_dataset, 2)
     collate = RankCollator(loaded.tokenizer)
 
-    def loss() -> float:
-        return float(ranking_loss(loaded.model, collate(rows)).detach())
+    def loss(batch_rows: list) -> float:  # noqa: ANN001
+        return float(ranking_loss(loaded.model, collate(batch_rows)).detach())
 
-    plain = loss()
-    for row in rows:  # a prior that is sure of the target: the loss all but vanishes
-        row["prior"] = [50.0 if i == row["target"] else 0.0 for i in range(len(row["labels"]))]
-    sure = loss()
-    for row in rows:  # and one sure of a wrong candidate: the loss explodes
-        wrong = (row["target"] + 1) % len(row["labels"])
-        row["prior"] = [50.0 if i == wrong else 0.0 for i in range(len(row["labels"]))]
-    assert sure < 0.01 < plain < loss()
+    plain = loss(rows)
+    sure = loss(_sure_of(rows, 0))  # a prior that is sure of the target: the loss all but vanishes
+    wrong = loss(_sure_of(rows, 1))  # and one sure of a wrong candidate: the loss explodes
+    assert sure < 0.01 < plain < wrong
 
 
 def test_residual_recipe_needs_retrieved_candidates() -> None:
@@ -499,7 +549,7 @@ def test_finetune_residual_ranks_fused_at_the_trained_weight(
         training=replace(base.training, residual=True),
     )
     summary = finetune(recipe, tiny_dataset, tmp_path / "run", retriever, progress=False)
-    weight = summary["residual_weight"]
+    weight = summary.residual_weight
     assert weight is not None and 0.0 <= weight <= 8.0
     adapter = tmp_path / "run" / "adapter"
     assert read_adapter_record(adapter).training["residual_weight"] == weight
@@ -507,18 +557,14 @@ def test_finetune_residual_ranks_fused_at_the_trained_weight(
 
 
 def test_residual_scale_shrinks_the_llms_say(tiny_llm_dir, tiny_dataset) -> None:  # noqa: ANN001
-    from llmrec.finetune.trainer import ranking_loss
-
-    loaded, rows = _model_and_rows(tiny_llm_dir, tiny_dataset, 3)
-    for row in rows:
-        row["prior"] = [0.0] * len(row["labels"])
+    loaded, plain = _model_and_rows(tiny_llm_dir, tiny_dataset, 3)
+    rows = [row.with_prior([0.0] * len(row.labels)) for row in plain]
     losses = [
         float(ranking_loss(loaded.model, RankCollator(loaded.tokenizer, scale=s)(rows)).detach())
         for s in (1.0, 1e-4)
     ]
     # at a tiny scale every candidate is as likely as the prior (here flat) makes it
     assert abs(losses[1] - np.log(5)) < 1e-3 and abs(losses[0] - np.log(5)) > 1e-3
-    plain = [{k: v for k, v in r.items() if k != "prior"} for r in rows]
     assert "prior" not in RankCollator(loaded.tokenizer)(plain)  # no prior: a plain ranker
     with pytest.raises(ValueError, match="residual_scale"):
         TrainingConfig(residual_scale=0.0)
@@ -531,14 +577,14 @@ def test_adalora_best_checkpoint_from_before_pruning_is_reloaded_with_its_ranks(
     end: loading that checkpoint into the pruned live adapter used to fail on shapes."""
     from dataclasses import replace
 
-    import llmrec.finetune.trainer as trainer_module
+    from llmrec.finetune.validation import Validation
 
     scores = iter([0.9, 0.8, 0.5, 0.4, 0.3, 0.2, 0.1])  # zero-shot, steps 2, 4, 6, final
 
     def falling(self, scorer):  # noqa: ANN001, ANN202
         return {"NDCG@10": next(scores)}
 
-    monkeypatch.setattr(trainer_module.Validation, "evaluate", falling)
+    monkeypatch.setattr(Validation, "evaluate", falling)
     split = leave_one_out(tiny_dataset)
     retriever = Popular().fit(split.train, tiny_dataset.catalog)
     base = _recipe(tiny_llm_dir, "adalora")
@@ -548,7 +594,7 @@ def test_adalora_best_checkpoint_from_before_pruning_is_reloaded_with_its_ranks(
         summary = finetune(recipe, tiny_dataset, tmp_path / "ada", retriever, progress=False)
     # peft's false "rank_pattern keys ... were ignored" when the best checkpoint is reloaded
     assert not [w for w in caught if "rank_pattern" in str(w.message)]
-    best = Path(summary["best_checkpoint"])
+    best = Path(summary.best_checkpoint)
     assert best.name == "checkpoint-2"
     saved = json.loads((tmp_path / "ada" / "adapter" / "adapter_config.json").read_text())
     at_best = json.loads((best / "adapter_config.json").read_text())
