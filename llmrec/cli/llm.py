@@ -8,6 +8,23 @@ from pathlib import Path
 from typing import Any
 
 
+def add_backend_arguments(parser: Any) -> None:
+    """``--backend`` and ``--dtype``: the model backend the ranking pipeline runs on (the same
+    choice as a serve config's ``backend``)."""
+    parser.add_argument(
+        "--backend",
+        choices=["transformers", "vllm"],
+        default="transformers",
+        help="model backend: transformers (CPU/GPU, every adapter method) or vllm (CUDA GPUs, "
+        "LoRA adapters; pip install 'llmrec[vllm]')",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="model dtype: auto (bf16 where fast, else fp32), float32, ...",
+    )
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     ft = sub.add_parser(
         "finetune",
@@ -93,7 +110,12 @@ def add_recommend_parser(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--user", help="a user id of the dataset: their whole history is used")
     who.add_argument("--history", help='titles or item ids, oldest first, ";"-separated')
     rec.add_argument("--query", help='free-text wish, e.g. "something darker"')
-    rec.add_argument("-k", type=int, default=5, help="how many items (default 5)")
+    rec.add_argument(
+        "-k",
+        type=int,
+        default=5,
+        help="how many items (default 5; beyond the 20 the LLM ranks, the retriever's order)",
+    )
     rec.add_argument(
         "--reasons",
         choices=["generate", "template", "none"],
@@ -102,6 +124,7 @@ def add_recommend_parser(sub: argparse._SubParsersAction) -> None:
     )
     rec.add_argument("--fusion-weight", type=float, help="retrieval weight next to the LLM")
     rec.add_argument("--json", action="store_true", help="print JSON lines")
+    add_backend_arguments(rec)
     rec.set_defaults(func=cmd_recommend)
 
 
@@ -133,8 +156,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from llmrec.ranking.recommend import load_pipeline
     from llmrec.retrieval.saved import read_manifest
 
-    if not 1 <= args.k <= 20:
-        raise ValueError(f"-k must be between 1 and 20, got {args.k}")
+    if args.k < 1:
+        raise ValueError(f"-k must be at least 1, got {args.k}")
     dataset = open_dataset(args.data or read_manifest(args.retriever)["data"])
     if args.user is not None:
         history = next((s for s in dataset.sequences() if s.user_id == args.user), None)
@@ -146,7 +169,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}")
     pipeline = load_pipeline(
-        args.retriever, dataset, args.adapter, args.model, fusion_weight=args.fusion_weight
+        args.retriever,
+        dataset,
+        args.adapter,
+        args.model,
+        fusion_weight=args.fusion_weight,
+        backend=args.backend,
+        dtype=args.dtype,
     )
     recs = pipeline.recommend(history, k=args.k, query=args.query, reasons=args.reasons)
     for rank, rec in enumerate(recs, start=1):
@@ -180,7 +209,15 @@ def evaluate_llm(args: argparse.Namespace) -> int:
         raise ValueError("--model llm needs --retriever (a folder from `llmrec retrieve build`)")
     dataset = open_dataset(args.data)
     split = make_split(dataset, args.split)
-    pipeline = load_pipeline(args.retriever, dataset, args.adapter, args.llm, fusion_weight=0.0)
+    pipeline = load_pipeline(
+        args.retriever,
+        dataset,
+        args.adapter,
+        args.llm,
+        fusion_weight=0.0,
+        backend=args.backend,
+        dtype=args.dtype,
+    )
     ranker = pipeline.ranker
     ranker.progress = True
     cases = split.cases(args.part)

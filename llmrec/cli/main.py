@@ -120,6 +120,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--tune-users", type=int, default=300, help="validation users for tuning (default 300)"
     )
     llm.add_argument("--users", type=int, help="evaluate a seeded sample of this many users")
+    from llmrec.cli.llm import add_backend_arguments
+
+    add_backend_arguments(llm)
     llm.add_argument(
         "--save-weight",
         action="store_true",

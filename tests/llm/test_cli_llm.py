@@ -84,7 +84,7 @@ def test_recommend_from_titles_reports_fuzzy_matches(parts, capsys) -> None:  # 
     [
         (["--user", "nobody"], "not in dataset"),
         (["--history", "Zzyzx Qwerty Nonexistent"], "no catalogue item matches"),
-        (["--user", "u1", "-k", "0"], "-k must be between"),
+        (["--user", "u1", "-k", "0"], "-k must be at least 1"),
     ],
 )
 def test_recommend_rejects_bad_input(parts, capsys, args, message) -> None:  # noqa: ANN001
@@ -193,3 +193,45 @@ def test_a_pipeline_writes_reasons_with_the_base_when_its_adapter_only_ranks(par
     assert pipe.model.info.writes_text is False  # the shipped recipe trains no reasons
     assert pipe.model.scorer.write_with_adapter is False
     assert load_pipeline(parts["retriever"], parts["dataset"], None).model.info.writes_text
+
+
+@pytest.mark.parametrize("k", [5, 25])
+def test_serving_recommend_and_evaluate_give_the_same_items_and_scores(parts, capsys, k) -> None:  # noqa: ANN001
+    """One path: `llmrec recommend`, the library pipeline, the ranker the evaluation harness
+    scores (full ranking) and the HTTP service's /v1/recommend logic rank the same user alike.
+    With k over the 20 candidates the LLM ranks, the rest follow in the retriever's order (the
+    harness ranks only the LLM's 20)."""
+    import numpy as np
+
+    from llmrec.ranking.recommend import load_pipeline
+    from llmrec.serving.app import build_service
+    from llmrec.serving.config import ServeConfig
+    from llmrec.serving.protocol import RecommendRequest
+
+    dataset, user = parts["dataset"], "u3"
+    code = _recommend(parts, "--user", user, "-k", str(k), "--json", "--reasons", "none",
+                      "--dtype", "float32")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    cli = [(r["item_id"], r["score"]) for r in map(json.loads, out.splitlines()) if r]
+    pipe = load_pipeline(parts["retriever"], dataset, parts["adapter"], dtype="float32")
+    assert pipe.ranker.config.fusion_weight == 1.0  # fused, not the pure LLM
+    history = next(s for s in dataset.sequences() if s.user_id == user)
+    library = [(r.item_id, round(r.score, 6)) for r in pipe.recommend(history, k, reasons="none")]
+    scores = pipe.ranker.score([history])[0]  # what the harness ranks under full ranking
+    ranked = np.flatnonzero(np.isfinite(scores))
+    top = ranked[np.argsort(-scores[ranked], kind="stable")][:k]
+    evaluated = [(dataset.catalog.ids[i], round(float(scores[i]), 6)) for i in top]
+    config = ServeConfig(data=str(parts["data"]), retriever=str(parts["retriever"]),
+                         base_model=parts["model"], adapters={"a": str(parts["adapter"])},
+                         reasons="none", device="cpu", dtype="float32")  # fmt: skip
+    service = build_service(config)
+    service.batcher.start()
+    try:
+        response = service.recommend(RecommendRequest(user_id=user, k=k, explain=False))
+    finally:
+        service.batcher.stop()
+    served = [(i.item_id, i.score) for i in response.items]
+    assert len(cli) == k
+    assert cli == library == served
+    assert evaluated == cli[: len(evaluated)] and len(evaluated) == min(k, 20)

@@ -737,3 +737,39 @@ def test_a_rank_only_adapter_generates_without_its_lora(backend) -> None:  # noq
     assert llm.calls[-1][2] is None  # the base writes
     model.score(rank_prompts(model.builder, n=1))
     assert llm.calls[-1][2] is model.lora  # and the adapter still ranks
+
+
+def test_evaluation_runs_through_the_vllm_backend_like_transformers(
+    monkeypatch, cache, adapter_dirs, tiny_llm_dir, tiny_dataset, tmp_path, capsys
+) -> None:  # noqa: ANN001
+    """`llmrec evaluate --backend vllm`: the harness scores the pipeline through the same backend
+    interface as the server; on the fake engine it ranks exactly as transformers does."""
+    from llmrec.cli.main import main
+    from llmrec.data import leave_one_out
+    from llmrec.evaluation import EvalConfig, evaluate
+    from llmrec.ranking.recommend import load_pipeline
+
+    FakeLLM.instances.clear()
+    install(monkeypatch)
+    data, retriever = tmp_path / "data", tmp_path / "retriever"
+    tiny_dataset.save(data)
+    assert main(["retrieve", "build", "--data", str(data), "--out", str(retriever),
+                 "--views", "pop,cooc"]) == 0  # fmt: skip
+    cases = leave_one_out(tiny_dataset).test[:8]
+    adapter = adapter_dirs["rec-lora"]
+    results = {}
+    for backend in ("vllm", "transformers"):
+        pipe = load_pipeline(retriever, tiny_dataset, adapter, backend=backend, dtype="float32")
+        assert pipe.model.info.method == "lora" and pipe.model.builder.config == LORA_PROMPT
+        results[backend] = evaluate(
+            pipe.ranker, tiny_dataset, cases, EvalConfig(ks=(1, 5, 10)), progress=False
+        )
+    (llm,) = FakeLLM.instances  # the vLLM run went through the engine, with the adapter
+    assert llm.calls and all(lora is not None for _, _, lora in llm.calls)
+    assert results["vllm"].metrics == pytest.approx(results["transformers"].metrics, abs=1e-12)
+    code = main(["evaluate", "--model", "llm", "--data", str(data), "--retriever", str(retriever),
+                 "--adapter", str(adapter), "--backend", "vllm", "--users", "4",
+                 "--fusion-weight", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "llm+retrieval" in out and len(FakeLLM.instances) == 2
