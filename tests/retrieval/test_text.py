@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from llmrec.data.records import Item, UserSequence
+from llmrec.data.render import HistoryRenderer, ItemTextRenderer
 from llmrec.retrieval import text as text_module
 from llmrec.retrieval.text import (
     MAX_QUERY_CHARS,
-    HistoryRenderer,
-    ItemTextRenderer,
     TextView,
     TextViewConfig,
     encoder_fingerprint,
