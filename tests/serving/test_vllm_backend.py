@@ -50,8 +50,8 @@ from llmrec.serving.vllm_backend import (
     tokens_prompt,
 )
 
-from ..llm.conftest import ITEM_IDS, make_sequence
-from .conftest import SMALL, make_adalora_adapter, make_lora_adapter
+from ..llm.fakes import ITEM_IDS, make_sequence
+from .fakes import SMALL, make_adalora_adapter, make_lora_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 #: Prompt settings of the LoRA adapter: differ from the default so that a builder with the wrong
