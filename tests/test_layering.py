@@ -274,7 +274,7 @@ def test_allowances_are_still_needed() -> None:
     cycles = set(import_cycles(graph))
     stale = [f"KNOWN_VIOLATIONS {src} -> {dst}" for src, dst in sorted(KNOWN_VIOLATIONS - bad)]
     stale += [f"KNOWN_CYCLES {sorted(c)}" for c in sorted(KNOWN_CYCLES - cycles, key=sorted)]
-    assert not stale, "fixed, so delete these allowances from tests/test_layering.py:\n" + (
+    assert not stale, "fixed, so delete these allowances in test_layering.py:\n" + (
         "\n".join(f"  {s}" for s in stale)
     )
 
