@@ -1,4 +1,5 @@
-"""Typed records passed between stages: items, users, interactions and behaviour sequences.
+"""Typed records passed between stages: items, users, interactions, behaviour sequences and the
+retrieved candidates (with each retrieval view's evidence) that ranking and prompts take.
 
 Bulk data lives in columnar tables (see :mod:`llmrec.data.dataset`); these records are what one
 row looks like when a stage hands it on. None of them needs torch.
@@ -100,3 +101,25 @@ class EvalCase:
     user_id: str
     history: UserSequence
     target: str
+
+
+@dataclass(frozen=True)
+class ViewEvidence:
+    """What one retrieval view said about a candidate: its raw score and its 0-based rank there."""
+
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A retrieved item: the fused score and the evidence of every view that proposed it.
+
+    ``views`` maps a view name ("text", "sasrec", "pop", ...) to its evidence; views that did not
+    rank the item within their own top list are absent. Later stages use this for prompts
+    (retrieval evidence), reasons and features.
+    """
+
+    item_id: str
+    score: float
+    views: Mapping[str, ViewEvidence] = field(default_factory=dict)

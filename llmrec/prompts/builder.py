@@ -6,7 +6,8 @@ through the tokenizer's chat template when the model has one. It decides:
 
 - which history entries go in: the most recent ``max_history`` items, then the oldest dropped
   until the history fits ``history_token_budget`` tokens (the newest behaviour always stays);
-- how an item reads: a sandboxed item template, cut per item to ``item_max_chars``;
+- how an item reads: a sandboxed item template (:class:`~llmrec.data.render.ItemTextRenderer`,
+  the rendering the text view uses too), cut per item to ``item_max_chars``;
 - what else describes the user: rating, behaviour type and relative time of each history entry
   where the data has them, the user profile, and optionally the retrieval evidence per candidate;
 - the candidate order: shuffled with a seed derived from ``seed`` and the user, so no position
@@ -30,15 +31,15 @@ from typing import Any
 import numpy as np
 
 from llmrec.data.catalog import Catalog
-from llmrec.data.records import UserSequence
+from llmrec.data.records import Candidate, UserSequence
+from llmrec.data.render import DEFAULT_HISTORY_ENTRY_TEMPLATE, ItemTextRenderer
 from llmrec.prompts.templates import load_template
-from llmrec.retrieval.candidates import Candidate
-from llmrec.retrieval.text import ItemTextRenderer
 from llmrec.validation import check_number, reject_unknown
 
 LABELS = tuple(string.ascii_uppercase)
 MAX_CANDIDATES = len(LABELS)
-HISTORY_ITEM_TEMPLATE = "{{ title }}{% if year is not none %} ({{ year }}){% endif %}"
+#: One history line's item text, ``Toy Story (1995)``: the entry the text view embeds, too.
+HISTORY_ITEM_TEMPLATE = DEFAULT_HISTORY_ENTRY_TEMPLATE
 CANDIDATE_ITEM_TEMPLATE = (
     "{{ title }}{% if year is not none %} ({{ year }}){% endif %}"
     "{% if categories %} - {{ categories | join(', ') }}{% endif %}"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from llmrec.retrieval.text import compile_template
+from llmrec.data.render import compile_template
 
 TASKS = ("listwise", "pointwise", "reason", "chat_system")
 BODIES = ("system", "user", "answer")

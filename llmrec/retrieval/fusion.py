@@ -32,12 +32,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from llmrec.data.catalog import Catalog
-from llmrec.data.records import EvalCase, UserSequence
+from llmrec.data.records import Candidate, EvalCase, UserSequence, ViewEvidence
 from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.evaluation.protocols import rank_full
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
-from llmrec.retrieval.candidates import Candidate, ViewEvidence
+from llmrec.retrieval.registry import view_class
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,14 @@ class FusedRetriever(Recommender):
                 f"weights given for unknown views {sorted(unknown)}; views: {list(views)}"
             )
         self.weights = {v: float(self.config.weights.get(v, 1.0)) for v in self.views}
+
+    @classmethod
+    def from_settings(
+        cls, views: Mapping[str, Recommender], settings: Mapping[str, Any] | None = None
+    ) -> FusedRetriever:
+        """A fused retriever over ``views`` with :class:`FusionConfig` ``settings`` (field ->
+        value); :func:`llmrec.retrieval.registry.create` builds ``fused`` through this."""
+        return cls(views, FusionConfig(**dict(settings or {})))
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -338,8 +346,6 @@ class FusedRetriever(Recommender):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], catalog: Catalog) -> FusedRetriever:
-        from llmrec.retrieval.registry import view_class
-
         folder = Path(path)
         meta = read_model_meta(folder, cls.name, catalog)
         config: dict[str, Any] = dict(meta["config"])

@@ -65,11 +65,12 @@ def create(
     settings = dict(settings or {})
     if kind != "fused":
         return view_class(kind)(**settings)
-    from llmrec.retrieval.fusion import FusedRetriever, FusionConfig
-
     view_settings = dict(view_settings or {})
     unknown = sorted(set(view_settings) - set(views))
     if unknown:
         raise ValueError(f"settings given for views {unknown} that are not in {list(views)}")
     members = {v: create(v, view_settings.get(v)) for v in views}
-    return FusedRetriever(members, FusionConfig(**settings))
+    # Looked up by name like every view: fusion imports this registry (to load its members), so
+    # an import of fusion here would close a cycle.
+    fused: Any = view_class("fused")
+    return fused.from_settings(members, settings)

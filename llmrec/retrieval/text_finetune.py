@@ -41,11 +41,10 @@ import numpy as np
 
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
+from llmrec.data.render import HistoryRenderer, ItemTextRenderer
 from llmrec.io import atomic_dir
 from llmrec.retrieval.text import (
     FINETUNE_SETTINGS_FILE,
-    HistoryRenderer,
-    ItemTextRenderer,
     TextViewConfig,
     load_encoder,
     resolve_encoder,

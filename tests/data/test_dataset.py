@@ -11,7 +11,7 @@ import pytest
 
 from llmrec.data import LoadOptions, RecDataset, load_files
 
-from .conftest import write_format
+from .fakes import write_format
 
 
 @pytest.fixture

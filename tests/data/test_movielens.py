@@ -17,7 +17,7 @@ import pytest
 from llmrec.data import RecDataset, load_builtin
 from llmrec.data import movielens as ml
 
-from .conftest import make_dataset
+from .fakes import make_dataset
 
 GENRE_FLAGS = {
     # 19 flags in the order of u.genre

@@ -11,7 +11,7 @@ import pytest
 from llmrec.data import ColumnMapping, Item, RecDataset, load_files
 from llmrec.data.readers import read_table
 
-from .conftest import EXPECTED_INTERACTIONS, FORMATS, columns, write_format
+from .fakes import EXPECTED_INTERACTIONS, FORMATS, columns, write_format
 
 EXPECTED_ITEMS = {
     "i1": Item("i1", "Toy Story", 1995, ("Animation", "Comedy"), "Toys come alive"),

@@ -15,7 +15,7 @@ from llmrec.data import (
 )
 from llmrec.data.schema import sort_interactions
 
-from .conftest import make_dataset, write_format
+from .fakes import make_dataset, write_format
 
 
 def items_of(ds: RecDataset) -> dict[str, list[str]]:

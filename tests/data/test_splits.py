@@ -6,7 +6,7 @@ import pytest
 
 from llmrec.data import EvalCase, SplitKind, UserSequence, leave_one_out, make_split, time_split
 
-from .conftest import make_dataset
+from .fakes import make_dataset
 
 
 def seq(

@@ -10,7 +10,7 @@ import pytest
 from llmrec.data import leave_one_out
 from llmrec.evaluation import EvalConfig, evaluate
 
-from .conftest import FixedScores
+from .fakes import FixedScores
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ from llmrec.models.loader import QuantizationConfig, load_model
 from llmrec.prompts import PromptBuilder, PromptConfig
 from llmrec.ranking.scorer import LLMScorer
 
-from .conftest import ITEM_IDS, make_sequence
+from .fakes import ITEM_IDS, make_sequence
 
 SMALL = PromptConfig(max_history=3, history_token_budget=40)
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def parts(tiny_llm_dir, tmp_path_factory):  # noqa: ANN001, ANN201
     """A saved dataset, a retriever built by the CLI, and a LoRA adapter from the shipped recipe
     (trained as a plain ranker, so that its fusion weight is tuned)."""
-    from tests.llm.conftest import make_dataset
+    from .fakes import make_dataset
 
     root = tmp_path_factory.mktemp("cli-llm")
     dataset = make_dataset()

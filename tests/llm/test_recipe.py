@@ -9,7 +9,7 @@ import pytest
 from llmrec.finetune.examples import ExampleConfig
 from llmrec.finetune.recipe import Recipe, load_recipe
 
-from .conftest import REPO
+from .fakes import REPO
 
 RECIPES = sorted((REPO / "finetune").glob("*.yaml"))
 

@@ -10,8 +10,7 @@ from llmrec.models.loader import load_tokenizer
 from llmrec.prompts import PromptBuilder, PromptConfig
 from llmrec.ranking.scorer import LLMScorer, parse_ranking
 
-from .conftest import ITEM_IDS, make_catalog, make_sequence, movie_items
-from .test_builder import INJECTION
+from .fakes import INJECTION, ITEM_IDS, make_catalog, make_sequence, movie_items
 
 
 @pytest.fixture(scope="module")

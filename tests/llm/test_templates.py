@@ -15,7 +15,7 @@ from llmrec.prompts.templates import (
     load_template_file,
 )
 
-from .conftest import REPO
+from .fakes import REPO
 
 SHIPPED = sorted((REPO / "prompts").glob("*.yaml"))
 

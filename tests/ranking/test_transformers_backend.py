@@ -12,8 +12,9 @@ from llmrec.prompts import PromptBuilder
 from llmrec.ranking.backends import BackendConfig
 from llmrec.ranking.backends.transformers import TransformersBackend
 from llmrec.ranking.scorer import LLMScorer
-from tests.llm.conftest import build_tiny_llm, make_dataset
-from tests.serving.conftest import SMALL, make_adalora_adapter, make_lora_adapter
+
+from ..llm.fakes import build_tiny_llm, make_dataset
+from ..serving.fakes import SMALL, make_adalora_adapter, make_lora_adapter
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 def make_prefix_adapter(model_dir: str, folder):  # noqa: ANN001, ANN201
     from llmrec.models.adapters import AdapterConfig, attach_adapter, save_adapter
-    from tests.serving.conftest import adapter_record, fresh_model
+
+    from ..serving.fakes import adapter_record, fresh_model
 
     peft_model = attach_adapter(
         fresh_model(model_dir), AdapterConfig(method="prefix", num_virtual_tokens=4)

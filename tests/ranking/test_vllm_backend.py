@@ -49,8 +49,9 @@ from llmrec.ranking.backends.vllm import (
     tokens_prompt,
 )
 from llmrec.ranking.scorer import LLMScorer
-from tests.llm.conftest import ITEM_IDS, make_sequence
-from tests.serving.conftest import SMALL, make_adalora_adapter, make_lora_adapter
+
+from ..llm.fakes import ITEM_IDS, make_sequence
+from ..serving.fakes import SMALL, make_adalora_adapter, make_lora_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 #: Prompt settings of the LoRA adapter: differ from the default so that a builder with the wrong

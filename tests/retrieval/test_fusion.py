@@ -12,7 +12,8 @@ from llmrec.recommender import Recommender
 from llmrec.retrieval.fusion import FusedRetriever, FusionConfig
 from llmrec.retrieval.simple import Cooccurrence, RecentPopularity
 
-from .test_simple_views import catalog, seq
+from .fakes import numbered_catalog as catalog
+from .fakes import numbered_sequence as seq
 
 
 class Fixed(Recommender):
@@ -166,3 +167,22 @@ def test_cold_items_get_reserved_slots() -> None:
         "1",
         "2",
     ]
+
+
+def test_registry_builds_and_reloads_a_fused_retriever_by_name(tmp_path) -> None:  # noqa: ANN001
+    from llmrec.retrieval import registry
+
+    model = registry.create(
+        "fused", {"method": "rrf", "tune": False}, views=["cooc", "pop"], view_settings={"cooc": {}}
+    )
+    assert isinstance(model, FusedRetriever) and model.config.method.value == "rrf"
+    kinds = [type(v).__name__ for v in model.views.values()]
+    assert kinds == ["Cooccurrence", "PopularityRecommender"]
+    train = [seq("a", [0, 1, 2]), seq("b", [1, 2, 3])]
+    model.fit(train, catalog())
+    loaded = registry.view_class("fused").load(model.save(tmp_path / "fused"), catalog())
+    assert loaded.weights == model.weights and list(loaded.views) == ["cooc", "pop"]
+    with pytest.raises(TypeError):  # unknown fusion settings fail as before
+        registry.create("fused", {"methd": "rrf"}, views=["pop"])
+    with pytest.raises(ValueError, match="not in"):
+        registry.create("fused", views=["pop"], view_settings={"cooc": {}})

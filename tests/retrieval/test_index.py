@@ -14,7 +14,8 @@ from llmrec.retrieval.index import (
     recall_vs_exact,
     set_threads,
 )
-from tests.retrieval.conftest import MOVIES, make_catalog
+
+from .fakes import MOVIES, make_catalog
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

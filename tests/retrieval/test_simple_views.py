@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from llmrec.data import Catalog, UserSequence
 from llmrec.retrieval.simple import DAY, Cooccurrence, RecentPopularity
 from llmrec.sparse import ItemMatrix
 
-
-def catalog(n: int = 5) -> Catalog:
-    ids = [str(i) for i in range(n)]
-    return Catalog(
-        pd.DataFrame(
-            {
-                "item_id": ids,
-                "title": ids,
-                "year": pd.array([None] * n, dtype="Int64"),
-                "categories": [[] for _ in ids],
-                "description": None,
-            }
-        )
-    )
-
-
-def seq(user: str, items: list[int], times: list[float] | None = None) -> UserSequence:
-    times = times if times is not None else [float(t) for t in range(len(items))]
-    return UserSequence(user, tuple(str(i) for i in items), tuple(times))
+from .fakes import numbered_catalog as catalog
+from .fakes import numbered_sequence as seq
 
 
 def test_item_matrix_sums_duplicates_and_adds_rows() -> None:

@@ -20,7 +20,8 @@ from llmrec.retrieval.text_finetune import (
     training_columns,
     training_pairs,
 )
-from tests.retrieval.conftest import make_sequence
+
+from .fakes import make_sequence
 
 
 @pytest.fixture

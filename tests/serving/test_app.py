@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,66 +13,11 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from llmrec.data.splits import leave_one_out  # noqa: E402
-from llmrec.ranking.backends.transformers import TransformersBackend  # noqa: E402
 from llmrec.serving.app import create_app  # noqa: E402
-from llmrec.serving.batching import Batcher  # noqa: E402
-from llmrec.serving.config import Batching, Limits, ServeConfig  # noqa: E402
+from llmrec.serving.config import Batching, Limits  # noqa: E402
 from llmrec.serving.service import RecService  # noqa: E402
-from tests.llm.conftest import build_tiny_llm, make_dataset  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def parts(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """A tiny model, a saved LoRA adapter on it, the tiny movie data and a fitted retriever."""
-    import torch
-
-    from llmrec.models.adapters import AdapterConfig, AdapterRecord, attach_adapter, save_adapter
-    from llmrec.models.loader import load_model
-    from llmrec.prompts import PromptConfig
-    from llmrec.retrieval import registry
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("serving")
-    model_dir = str(build_tiny_llm(root / "tiny"))
-    dataset = make_dataset()
-    split = leave_one_out(dataset)
-    retriever = registry.create("fused", {"method": "rrf"}, views=["cooc", "pop"])
-    retriever.fit(split.train, dataset.catalog, split.valid)
-    loaded = load_model(model_dir, device="cpu", dtype="float32")
-    peft_model = attach_adapter(loaded.model, AdapterConfig(method="lora", r=4), total_steps=10)
-    with torch.no_grad():  # a non-zero update, so the adapter ranks differently from the base
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
-    prompt = PromptConfig(max_history=4, history_token_budget=60, item_max_chars=40)
-    record = AdapterRecord(
-        method="lora",
-        adapter=AdapterConfig(method="lora", r=4).to_dict(),
-        base_model=model_dir,
-        prompt=prompt.to_dict(),
-        templates={},
-        catalog_fingerprint=dataset.catalog.fingerprint(),
-    )
-    adapter_dir = save_adapter(peft_model, root / "adapter", record)
-    return model_dir, str(adapter_dir), dataset, retriever
-
-
-def make_service(parts, **overrides) -> RecService:  # noqa: ANN001
-    model_dir, adapter_dir, dataset, retriever = parts
-    config = ServeConfig(
-        base_model=model_dir,
-        adapters={"tiny-lora": adapter_dir},
-        reasons="template",
-        device="cpu",
-        dtype="float32",
-        num_candidates=8,
-        limits=Limits(max_k=10, timeout_s=60),
-        batching=Batching(max_batch=4, wait_ms=20),
-    )
-    config = replace(config, **overrides)
-    backend = TransformersBackend(config.backend_config(), dataset)
-    return RecService(config, dataset, retriever, Batcher(backend.models(), config.batching))
+from .fakes import make_service  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,8 @@ if not CHROMIUM.exists():
 
 from llmrec.data import Catalog  # noqa: E402
 from llmrec.serving.app import create_app  # noqa: E402
-from tests.serving.test_app import make_service, parts  # noqa: E402, F401  (parts: a fixture)
+
+from .fakes import make_service  # noqa: E402  (the parts fixture is in conftest.py)
 
 #: Headless as root on a closed network; Playwright gives each launch a fresh temporary profile.
 FLAGS = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llmrec.serving.chat import MentionFinder, wish
-from tests.llm.conftest import make_catalog, movie_items
+
+from ..llm.fakes import make_catalog, movie_items
 
 
 @pytest.fixture(scope="module")

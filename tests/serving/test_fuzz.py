@@ -32,7 +32,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from llmrec.serving.app import create_app  # noqa: E402
 from llmrec.serving.config import Limits, ServeConfig  # noqa: E402
-from tests.serving.test_app import make_service, parts  # noqa: E402, F401  (fixture found by name)
+
+from .fakes import make_service  # noqa: E402  (the parts fixture is in conftest.py)
 
 #: schemathesis settings, as its ``schemathesis.toml`` would spell them.
 FUZZ = {

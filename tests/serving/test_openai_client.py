@@ -14,7 +14,8 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 from llmrec.serving.app import create_app  # noqa: E402
-from tests.serving.test_app import make_service, parts  # noqa: E402, F401
+
+from .fakes import make_service  # noqa: E402  (the parts fixture is in conftest.py)
 
 
 def free_port() -> int:
