@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from llmrec.cli._shared import DeprecatedAlias, EnumChoices, add_set_option, print_result
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -24,12 +27,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="retriever folder from `llmrec retrieve build` (default: fit the recipe's views)",
     )
     ft.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    ft.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a recipe value, e.g. --set training.max_steps=100 (repeatable)",
+    add_set_option(
+        ft,
+        "the recipe (sections model, dtype, adapter, prompt, examples, training, retrieval)",
+        "training.max_steps=100",
     )
     ft.set_defaults(func=cmd_finetune)
     add_recommend_parser(sub)
@@ -44,7 +45,7 @@ def default_recipe() -> Path | None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from llmrec.data import open_dataset
     from llmrec.finetune.recipe import load_recipe
-    from llmrec.finetune.trainer import SUMMARY_FILE, finetune
+    from llmrec.finetune.trainer import finetune
 
     recipe_path = args.recipe or default_recipe()
     recipe = load_recipe(recipe_path, args.set)
@@ -56,17 +57,34 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         retriever = load_retriever(args.retriever, dataset.catalog)
     print(f"fine-tuning a {recipe.adapter.method} adapter on {recipe.model} ({recipe_path})")
     summary = finetune(recipe, dataset, args.out, retriever=retriever, resume=args.resume)
-    final = summary["validation_final"] or {}
-    zero = summary["validation_zero_shot"] or {}
-    print(
-        f"done: {summary['steps']} steps in {summary['train_seconds']:.0f} s; validation "
-        f"NDCG@10 {final.get('NDCG@10', float('nan')):.4f} (zero-shot "
-        f"{zero.get('NDCG@10', float('nan')):.4f}, retriever alone "
-        f"{summary['validation_retriever']['NDCG@10']:.4f})"
-    )
-    print(f"adapter written to {summary['adapter']}; summary in {Path(args.out) / SUMMARY_FILE}")
-    print(json.dumps({k: summary[k] for k in ("trainable_parameters", "peak_memory_mb")}))
+    print_training_summary(summary, args.out)
     return 0
+
+
+def summary_value(summary: Any, key: str) -> Any:
+    """One value of what ``finetune()`` returns (a mapping, or a dataclass with the same
+    field names): the one place the CLI reads a training summary."""
+    return summary[key] if isinstance(summary, Mapping) else getattr(summary, key)
+
+
+def print_training_summary(summary: Any, out: str | Path) -> None:
+    from llmrec.finetune.trainer import SUMMARY_FILE
+
+    def ndcg(key: str) -> float:
+        return float((summary_value(summary, key) or {}).get("NDCG@10", float("nan")))
+
+    print(
+        f"done: {summary_value(summary, 'steps')} steps in "
+        f"{summary_value(summary, 'train_seconds'):.0f} s; validation NDCG@10 "
+        f"{ndcg('validation_final'):.4f} (zero-shot {ndcg('validation_zero_shot'):.4f}, "
+        f"retriever alone {ndcg('validation_retriever'):.4f})"
+    )
+    print(
+        f"adapter written to {summary_value(summary, 'adapter')}; summary in "
+        f"{Path(out) / SUMMARY_FILE}"
+    )
+    keys = ("trainable_parameters", "peak_memory_mb")
+    print(json.dumps({k: summary_value(summary, k) for k in keys}))
 
 
 # --------------------------------------------------------------------------- recommend
@@ -79,7 +97,8 @@ def add_recommend_parser(sub: argparse._SubParsersAction) -> None:
     )
     rec.add_argument("--retriever", default="runs/retriever", help="folder from retrieve build")
     rec.add_argument("--adapter", help="adapter folder from finetune (default: zero-shot base)")
-    rec.add_argument("--model", help="base model (default: the adapter's, else the default LLM)")
+    rec.add_argument("--llm", help="base model (default: the adapter's, else the default LLM)")
+    rec.add_argument("--model", dest="llm", action=DeprecatedAlias, new="--llm")
     rec.add_argument("--data", help="dataset (default: the one the retriever was built on)")
     who = rec.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id of the dataset: their whole history is used")
@@ -88,9 +107,11 @@ def add_recommend_parser(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("-k", type=int, default=5, help="how many items (default 5)")
     rec.add_argument(
         "--reasons",
-        choices=["generate", "template", "none"],
+        choices=EnumChoices("llmrec.ranking.reasons", "ReasonMode"),
         default="generate",
-        help="generated (grounded, template fallback), template only, or none",
+        metavar="MODE",  # a metavar keeps argparse from reading the choices while building
+        help="%(choices)s (default %(default)s): generated by the LLM and grounded (template "
+        "fallback), template only, or none",
     )
     rec.add_argument("--fusion-weight", type=float, help="retrieval weight next to the LLM")
     rec.add_argument("--json", action="store_true", help="print JSON lines")
@@ -138,7 +159,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}")
     pipeline = load_pipeline(
-        args.retriever, dataset, args.adapter, args.model, fusion_weight=args.fusion_weight
+        args.retriever, dataset, args.adapter, args.llm, fusion_weight=args.fusion_weight
     )
     recs = pipeline.recommend(history, k=args.k, query=args.query, reasons=args.reasons)
     for rank, rec in enumerate(recs, start=1):
@@ -159,7 +180,6 @@ def evaluate_llm(args: argparse.Namespace) -> int:
     the pure LLM ranking and the fusion with retrieval scores (weight tuned on validation)."""
     import numpy as np
 
-    from llmrec.cli.commands import _print_result
     from llmrec.data import make_split, open_dataset
     from llmrec.evaluation import EvalConfig, format_table
     from llmrec.evaluation import evaluate as run_evaluation
@@ -170,6 +190,11 @@ def evaluate_llm(args: argparse.Namespace) -> int:
 
     if not args.retriever:
         raise ValueError("--model llm needs --retriever (a folder from `llmrec retrieve build`)")
+    if args.set or args.load or args.save or args.views:
+        raise ValueError(
+            "--set/--load/--save/--views configure a recommender fitted here; --model llm is "
+            "assembled from --retriever, --adapter, --llm and --fusion-weight"
+        )
     dataset = open_dataset(args.data)
     split = make_split(dataset, args.split)
     pipeline = load_pipeline(args.retriever, dataset, args.adapter, args.llm, fusion_weight=0.0)
@@ -222,6 +247,6 @@ def evaluate_llm(args: argparse.Namespace) -> int:
         pure_path = Path(args.metrics_out).with_suffix(".llm-only.json")
         results[0].write(str(pure_path))
     for result in results:
-        _print_result(result)
+        print_result(result)
     print(format_table(results))
     return 0

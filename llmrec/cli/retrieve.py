@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmrec.cli._shared import add_set_option, split_names
+
 if TYPE_CHECKING:
-    from llmrec.data import UserSequence
+    from llmrec.cli.recommenders import FusedSettings
+    from llmrec.data import RecDataset, UserSequence
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -35,13 +38,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--lr", type=float, default=1e-4)
     fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    fit.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other fine-tuning setting (TextFinetuneConfig field)",
-    )
+    add_set_option(fit, "the fine-tuning config (TextFinetuneConfig; wins over the flags)",
+                   "warmup=0.1")  # fmt: skip
     fit.set_defaults(func=cmd_fit)
 
     build = ret_sub.add_parser(
@@ -61,12 +59,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="faiss index of the text view (auto: exact below 100k items)",
     )
-    build.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fusion setting (KEY=VALUE) or view setting (VIEW.KEY=VALUE)",
+    add_set_option(
+        build,
+        "the fused retriever's config: the fusion's settings at the top, each view's config "
+        "under views.NAME",
+        "rrf_k=30 --set weights.text=2 --set views.sasrec.epochs=50",
     )
     build.set_defaults(func=cmd_build)
 
@@ -85,19 +82,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- fit
 def cmd_fit(args: argparse.Namespace) -> int:
     from llmrec.data import make_split, open_dataset
+    from llmrec.overrides import apply_overrides
     from llmrec.retrieval.text_finetune import TextFinetuneConfig, finetune_text_encoder
 
+    flags = TextFinetuneConfig(
+        output_dir=args.out,
+        base_model=args.base,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+    )
+    config = apply_overrides(flags, args.set, "the text fine-tuning config")  # --set wins
     dataset = open_dataset(args.data)
     split = make_split(dataset, "loo")
-    settings = {
-        "output_dir": args.out,
-        "base_model": args.base,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-    }
-    config = TextFinetuneConfig(**{**settings, **_finetune_settings(args.set)})  # --set wins
     start = time.perf_counter()
     final = finetune_text_encoder(
         split.train, dataset.catalog, config, split.valid, resume=args.resume
@@ -107,56 +105,70 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune_settings(pairs: list[str]) -> dict[str, Any]:
-    from llmrec.cli.commands import settings_from_pairs
-    from llmrec.retrieval.registry import dataclass_fields
-    from llmrec.retrieval.text_finetune import TextFinetuneConfig
-
-    return settings_from_pairs(pairs, dataclass_fields(TextFinetuneConfig), "text fine-tuning")
-
-
 # --------------------------------------------------------------------------- build
 def cmd_build(args: argparse.Namespace) -> int:
-    from llmrec.cli.commands import _split_names, parse_settings
-    from llmrec.data import make_split, open_dataset
-    from llmrec.io import atomic_write_text
-    from llmrec.retrieval import registry
+    from llmrec.data import open_dataset
 
+    views = split_names(args.views)
+    settings = retriever_settings(views, args.set, args.fusion, args.text_model)
     dataset = open_dataset(args.data)
-    split = make_split(dataset, "loo")
-    views = _split_names(args.views)
-    settings, view_settings = parse_settings("fused", args.set, views)
-    settings["method"] = args.fusion
-    if args.text_model:
+    build_retriever(dataset, str(args.data), settings, args.out, args.index)
+    return 0
+
+
+def retriever_settings(
+    views: list[str], pairs: list[str], fusion: str = "weighted", text_model: str | None = None
+) -> FusedSettings:
+    """The fused retriever's settings from the flags (``--fusion``, ``--text-model``), then
+    ``--set`` (which wins)."""
+    from llmrec.cli.recommenders import fused_settings, view_config
+    from llmrec.retrieval.fusion import FusionConfig
+
+    view_configs = {}
+    if text_model:
         from llmrec.retrieval.text_finetune import view_settings_for
 
         if "text" not in views:
             raise ValueError("--text-model given but 'text' is not among --views")
-        view_settings["text"] = {
-            **view_settings_for(args.text_model),
-            **view_settings.get("text", {}),
-        }
-    retriever = registry.create("fused", settings, views=views, view_settings=view_settings)
+        view_configs["text"] = view_config("text", **view_settings_for(text_model))
+    return fused_settings(views, pairs, FusionConfig(method=fusion), view_configs)
+
+
+def build_retriever(
+    dataset: RecDataset,
+    data: str,
+    settings: FusedSettings,
+    out: str | Path,
+    index: str = "auto",
+) -> Path:
+    """Fit the views on the leave-one-out training split, tune the fusion on validation, and
+    write a retriever folder (the fused retriever, the text view's index, the manifest naming
+    ``data``) that :func:`llmrec.retrieval.saved.load_retriever` reads."""
+    from llmrec.data import make_split
+    from llmrec.io import atomic_write_text
+    from llmrec.retrieval.saved import MANIFEST
+
+    split = make_split(dataset, "loo")
+    retriever = settings.build()
     start = time.perf_counter()
     retriever.fit(split.train, dataset.catalog, split.valid)
+    views = list(retriever.views)
     print(f"fitted {len(views)} views and tuned the fusion in {time.perf_counter() - start:.0f} s")
     print(f"fusion: {retriever.describe()}")
-    out = Path(args.out)
+    out = Path(out)
     retriever.save(out / "fused")
     if "text" in views:
-        index_path = _build_index(retriever.views["text"], dataset.catalog, args.index, out)
-        print(f"text index ({args.index}) written to {index_path}")
+        index_path = _build_index(retriever.views["text"], dataset.catalog, index, out)
+        print(f"text index ({index}) written to {index_path}")
     manifest = {
-        "data": str(args.data),
+        "data": data,
         "dataset": dataset.name,
         "views": views,
         "fusion": json.loads(retriever.describe()),
     }
-    from llmrec.retrieval.saved import MANIFEST
-
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     print(f"retriever written to {out}")
-    return 0
+    return out
 
 
 def _build_index(text_view: Any, catalog: Any, kind: str, out: Path) -> Path:
@@ -215,7 +227,6 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace, dataset: Any) -> UserSequence:
-    from llmrec.cli.commands import _split_names
     from llmrec.data import UserSequence
 
     if args.user is not None:
@@ -224,7 +235,7 @@ def _history(args: argparse.Namespace, dataset: Any) -> UserSequence:
                 return seq
         raise ValueError(f"user {args.user!r} is not in dataset {dataset.name!r}")
     if args.history:
-        ids = _split_names(args.history)
+        ids = split_names(args.history)
         unknown = [i for i in ids if i not in dataset.catalog]
         if unknown:
             raise ValueError(

@@ -23,13 +23,13 @@ from llmrec.data.records import UserSequence
 from llmrec.prompts.builder import PromptBuilder, PromptConfig, stable_seed
 from llmrec.ranking.fuse import fuse, retrieval_order_scores, standardise
 from llmrec.ranking.pipeline import LLMRanker, RankerConfig
-from llmrec.ranking.reasons import Grounder, ReasonFacts
+from llmrec.ranking.reasons import Grounder, ReasonFacts, ReasonMode
 from llmrec.ranking.scorer import LLMScorer
 from llmrec.ranking.settings import read_ranker_settings
 
 logger = logging.getLogger(__name__)
 
-REASON_MODES = ("generate", "template", "none")
+REASON_MODES = tuple(ReasonMode.values())
 
 
 @dataclass
