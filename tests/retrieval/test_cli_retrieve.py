@@ -45,9 +45,9 @@ def test_build_query_and_evaluate(data, tmp_path, tiny_model, capsys) -> None:  
             "--views",
             "text,cooc,recent-pop,pop",
             "--set",
-            f"text.model={tiny_model}",
+            f"views.text.model={tiny_model}",
             "--set",
-            "text.show_progress=false",
+            "views.text.show_progress=false",
         ]
     )
     assert code == 0
