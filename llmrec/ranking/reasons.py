@@ -309,6 +309,9 @@ class ReasonMode(str, Enum):
     TEMPLATE = "template"
     NONE = "none"
 
+    def __str__(self) -> str:  # "generate", as the value is written in configs and flags
+        return self.value
+
     @classmethod
     def values(cls) -> list[str]:
         return [m.value for m in cls]

@@ -153,6 +153,19 @@ def test_reason_choices_come_from_the_enum(capsys) -> None:  # noqa: ANN001
     assert "invalid choice: 'loud'" in capsys.readouterr().err
 
 
+def test_reason_modes_are_declared_once() -> None:
+    from llmrec.ranking.reasons import ReasonMode
+    from llmrec.ranking.recommend import REASON_MODES
+    from llmrec.serving.config import ServeConfig
+
+    assert REASON_MODES == ("generate", "template", "none") == tuple(ReasonMode.values())
+    config = ServeConfig(reasons="template")
+    assert config.reasons is ReasonMode.TEMPLATE and f"{config.reasons}" == "template"
+    assert config.to_dict()["reasons"] == "template"
+    with pytest.raises(ValueError, match=r"reasons must be one of \['generate', 'template'"):
+        ServeConfig(reasons="loud")
+
+
 def _cli_imports(path: Path) -> set[str]:
     """The llmrec.cli modules ``path`` imports, at the top or inside functions."""
     found = set()
