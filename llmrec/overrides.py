@@ -93,7 +93,7 @@ def apply_overrides(config: T, overrides: Iterable[str | Override], what: str | 
     root = _Draft(config, None)
     for override in parsed:
         _set(root, override, what or type(config).__name__)
-    return root.build()  # type: ignore[no-any-return]
+    return root.build()
 
 
 # --------------------------------------------------------------------------- internals

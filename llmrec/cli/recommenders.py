@@ -40,7 +40,7 @@ class FusedSettings(FusionConfig):
 
 def view_config(name: str, **settings: Any) -> Any:
     """The config of view ``name`` (defaults, then ``settings``)."""
-    return registry.view_class(name).config_class(**settings)  # type: ignore[attr-defined]
+    return registry.view_class(name).config_class(**settings)
 
 
 def fused_settings(
@@ -87,4 +87,4 @@ def create_model(
             raise OverrideError(f"--set {pairs[0]}: the {name} model takes no settings")
         return model_class()
     config = apply_overrides(config_class(), pairs, f"the {name} model")
-    return model_class(config)  # type: ignore[call-arg]
+    return model_class(config)

@@ -38,8 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--lr", type=float, default=1e-4)
     fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    add_set_option(fit, "the fine-tuning config (TextFinetuneConfig; wins over the flags)",
-                   "warmup=0.1")  # fmt: skip
+    add_set_option(
+        fit, "the fine-tuning config (TextFinetuneConfig; wins over the flags)", "warmup=0.1"
+    )
     fit.set_defaults(func=cmd_fit)
 
     build = ret_sub.add_parser(
