@@ -12,8 +12,8 @@ from llmrec.cli.main import main
 from llmrec.data import leave_one_out
 from llmrec.finetune.recipe import load_recipe
 from llmrec.finetune.trainer import finetune
-from llmrec.ranking.tuning import RESIDUAL_GRID
 from llmrec.ranking.reasons import Grounder
+from llmrec.ranking.tuning import RESIDUAL_GRID
 from llmrec.retrieval.fusion import FusedRetriever
 
 REPO = Path(__file__).resolve().parents[2]
