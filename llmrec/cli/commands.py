@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from llmrec.cli._shared import print_result, split_names
 from llmrec.data import (
     ColumnMapping,
     LoadOptions,
@@ -115,10 +116,7 @@ def _print_stats(dataset: RecDataset) -> None:
 
 # --------------------------------------------------------------------------- evaluate
 def evaluate(args: argparse.Namespace) -> int:
-    if args.model == "llm":
-        from llmrec.cli.llm import evaluate_llm
-
-        return evaluate_llm(args)
+    """``llmrec evaluate --model NAME`` for every model but ``llm`` (see :mod:`llmrec.cli.llm`)."""
     dataset = open_dataset(args.data)
     split = make_split(dataset, args.split)
     model = fit_or_load(args.model, args.set, args.load, dataset, split, views=args.views)
@@ -131,7 +129,7 @@ def evaluate(args: argparse.Namespace) -> int:
     result = run_evaluation(model, dataset, split.cases(args.part), eval_config, part=args.part)
     result.notes[:0] = split.report
     result.write(args.metrics_out, args.rankings_out)
-    _print_result(result)
+    print_result(result)
     for label, path in (("metrics", args.metrics_out), ("rankings", args.rankings_out)):
         if path:
             print(f"{label} written to {path}")
@@ -146,79 +144,21 @@ def fit_or_load(
     split: Split,
     views: str | None = None,
 ) -> Recommender:
-    """Load a saved model, or create one from ``--set`` pairs and fit it on the training split."""
+    """Load a saved model, or create one with ``--set`` applied to its config (see
+    :mod:`llmrec.cli.recommenders`) and fit it on the training split."""
+    from llmrec.cli.recommenders import create_model
     from llmrec.retrieval import registry
 
     if load:
+        if pairs:
+            raise ValueError("--set configures a model to fit; a --load-ed model is already fit")
         return registry.view_class(name).load(load, dataset.catalog)
-    view_names = _split_names(views) if views else list(registry.DEFAULT_VIEWS)
-    settings, view_settings = parse_settings(name, pairs, view_names)
-    model = registry.create(name, settings, views=view_names, view_settings=view_settings)
+    view_names = split_names(views) if views else list(registry.DEFAULT_VIEWS)
+    model = create_model(name, pairs, view_names)
     start = time.perf_counter()
     model.fit(split.train, dataset.catalog, split.valid)
     logger.info("fitted %s in %.1f s", name, time.perf_counter() - start)
     return model
-
-
-def _split_names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def parse_settings(
-    name: str, pairs: list[str], views: list[str] | None = None
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``KEY=VALUE`` (and, for ``fused``, ``VIEW.KEY=VALUE``) strings -> typed settings.
-
-    Keys are checked against the config dataclass of the model (or view).
-    """
-    from llmrec.retrieval import registry
-    from llmrec.retrieval.fusion import FusionConfig
-
-    groups: dict[str, list[str]] = {}
-    for pair in pairs:
-        key = pair.partition("=")[0]
-        target = key.rpartition(".")[0]
-        if target and (name != "fused" or target not in (views or [])):
-            raise ValueError(
-                f"--set {pair!r}: VIEW.KEY settings apply to --model fused with VIEW in "
-                f"--views {views}"
-            )
-        groups.setdefault(target, []).append(pair[len(target) + 1 :] if target else pair)
-    own_fields = (
-        registry.dataclass_fields(FusionConfig) if name == "fused" else registry.config_fields(name)
-    )
-    own = settings_from_pairs(groups.pop("", []), own_fields, name)
-    per_view = {
-        view: settings_from_pairs(view_pairs, registry.config_fields(view), view)
-        for view, view_pairs in groups.items()
-    }
-    return own, per_view
-
-
-def settings_from_pairs(pairs: list[str], fields: dict[str, Any], what: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings -> {key: value}; keys must be in ``fields`` (name -> type hint).
-
-    Values are parsed as YAML scalars (``3``, ``0.5``, ``true``, ``text``); an int given for a
-    float field becomes a float.
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(
-                f"--set {pair!r}: expected KEY=VALUE with KEY a setting of {what}: {sorted(fields)}"
-            )
-        value = yaml.safe_load(raw)
-        if fields[key] is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        out[key] = value
-    return out
-
-
-def _print_result(result: EvalResult) -> None:
-    print(format_table([result]))
-    for note in result.notes:
-        print(f"note: {note}")
 
 
 # --------------------------------------------------------------------------- quickstart
@@ -233,7 +173,7 @@ def quickstart(args: argparse.Namespace) -> int:
     _print_stats(dataset)
     split = make_split(dataset, "loo")
     results: list[EvalResult] = []
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for name in split_names(args.models):
         print(f"\n== {name}: fitting on the training split")
         start = time.perf_counter()
         model = registry.create(name).fit(split.train, dataset.catalog, split.valid)

@@ -16,6 +16,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
+
+from llmrec.cli._shared import split_names
+from llmrec.cli.serve import run_server
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -44,54 +48,30 @@ def _done(start: float) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from llmrec.cli.llm import default_recipe
-    from llmrec.cli.main import build_parser
-    from llmrec.data import load_builtin
+    from llmrec.data import open_dataset
 
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     out = Path(args.out)
-    parser = build_parser()
     began = time.perf_counter()
 
     start = _step("1/5 MovieLens-100K")
-    dataset = load_builtin("ml-100k")
+    dataset = open_dataset("ml-100k")
     print(f"   {dataset.name}: {len(dataset.catalog)} items, {len(dataset.sequences())} users")
     _done(start)
 
     retriever_dir = out / "retriever"
     start = _step(f"2/5 multi-view retriever -> {retriever_dir}")
-    if (retriever_dir / "retriever.json").is_file():
-        print("   reusing the retriever built before")
-    else:
-        build = parser.parse_args(
-            ["retrieve", "build", "--data", "ml-100k", "--out", str(retriever_dir),
-             "--views", "text,sasrec,cooc,recent-pop,pop", "--fusion", "rrf"]
-        )  # fmt: skip
-        build.func(build)
+    _retriever(dataset, retriever_dir)
     _done(start)
 
     adapter_dir = Path(args.adapter) if args.adapter else out / "adapter-lora" / "adapter"
     start = _step(f"3/5 LoRA adapter -> {adapter_dir}")
-    if (adapter_dir / "llmrec_adapter.json").is_file():
-        print("   reusing the adapter trained before")
-    elif args.adapter:
-        raise FileNotFoundError(f"--adapter {args.adapter} holds no llmrec adapter")
-    else:
-        # a short run for the demo: validation targets as examples (no second retriever to fit)
-        finetune = parser.parse_args(
-            ["finetune", "--recipe", str(default_recipe()), "--retriever", str(retriever_dir),
-             "--out", str(adapter_dir.parent),
-             "--set", f"training.max_steps={args.steps}",
-             "--set", f"training.eval_steps={max(10, args.steps // 2)}",
-             "--set", "training.eval_users=50",
-             "--set", "examples.source=valid"]
-        )  # fmt: skip
-        finetune.func(finetune)
+    _adapter(dataset, retriever_dir, adapter_dir, args)
     _done(start)
 
     start = _step("4/5 top 5 with reasons (the service's code path)")
-    from llmrec.serving.app import build_service, create_app
+    from llmrec.serving.app import build_service
     from llmrec.serving.config import ServeConfig
     from llmrec.serving.protocol import RecommendRequest
 
@@ -104,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     service = build_service(config)
     service.batcher.start()
     try:
-        for user in [u.strip() for u in args.users.split(",") if u.strip()]:
+        for user in split_names(args.users):
             result = service.recommend(RecommendRequest(user_id=user, k=5))
             recent = [service.catalog.item(i).title for i in service.users[user].item_ids[-3:]]
             print(f"\n   user {user} (recently: {'; '.join(recent)})")
@@ -122,13 +102,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     _step(f"5/5 serving on http://{args.host}:{args.port}/  (web chat page; API docs at /docs)")
     print("   stop with Ctrl-C", flush=True)
-    import uvicorn
-
-    uvicorn.run(
-        create_app(service),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        timeout_graceful_shutdown=config.graceful_shutdown_s,
-    )
+    run_server(service, config, log_level="warning")
     return 0
+
+
+def _retriever(dataset: Any, retriever_dir: Path) -> None:
+    """Build the retriever (all five views fused by RRF) unless the folder holds one."""
+    from llmrec.cli.retrieve import build_retriever, retriever_settings
+    from llmrec.retrieval.saved import MANIFEST
+
+    if (retriever_dir / MANIFEST).is_file():
+        print("   reusing the retriever built before")
+        return
+    settings = retriever_settings(["text", "sasrec", "cooc", "recent-pop", "pop"], [], "rrf")
+    build_retriever(dataset, "ml-100k", settings, retriever_dir)
+
+
+def _adapter(
+    dataset: Any, retriever_dir: Path, adapter_dir: Path, args: argparse.Namespace
+) -> None:
+    """Fine-tune a short LoRA run unless ``adapter_dir`` holds an adapter."""
+    from llmrec.cli.llm import default_recipe, print_training_summary
+    from llmrec.finetune.recipe import load_recipe
+    from llmrec.finetune.trainer import finetune
+    from llmrec.models.adapters import META_FILE
+    from llmrec.retrieval.saved import load_retriever
+
+    if (adapter_dir / META_FILE).is_file():
+        print("   reusing the adapter trained before")
+        return
+    if args.adapter:
+        raise FileNotFoundError(f"--adapter {args.adapter} holds no llmrec adapter")
+    # a short run for the demo: validation targets as examples (no second retriever to fit)
+    overrides = [
+        f"training.max_steps={args.steps}",
+        f"training.eval_steps={max(10, args.steps // 2)}",
+        "training.eval_users=50",
+        "examples.source=valid",
+    ]
+    recipe_path = default_recipe()
+    recipe = load_recipe(recipe_path, overrides)
+    print(f"fine-tuning a {recipe.adapter.method} adapter on {recipe.model} ({recipe_path})")
+    retriever = load_retriever(retriever_dir, dataset.catalog)
+    summary = finetune(recipe, dataset, adapter_dir.parent, retriever=retriever)
+    print_training_summary(summary, adapter_dir.parent)

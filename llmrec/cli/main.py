@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from llmrec import __version__
+from llmrec.cli._shared import add_set_option
 
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -97,13 +98,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="pop, markov, sasrec, text, cooc, recent-pop, fused, or llm (the whole pipeline: "
         "--retriever, optional --adapter)",
     )
-    ev.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model setting, e.g. --set epochs=50; for fused also VIEW.KEY=VALUE, "
-        "e.g. --set sasrec.epochs=50 (repeatable)",
+    add_set_option(
+        ev,
+        "the model's config (for --model fused: the fusion's settings, each view's under "
+        "views.NAME)",
+        "epochs=50 (sasrec), --set views.sasrec.epochs=50 (fused)",
     )
     ev.add_argument(
         "--views", help="views of --model fused (default text,sasrec,cooc,recent-pop,pop)"
@@ -241,6 +240,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.model == "llm":
+        from llmrec.cli.llm import evaluate_llm
+
+        return evaluate_llm(args)
     from llmrec.cli import commands
 
     return commands.evaluate(args)

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmrec.cli._shared import add_set_option, split_names
+
 if TYPE_CHECKING:
-    from llmrec.data import UserSequence
+    from llmrec.cli.recommenders import FusedSettings
+    from llmrec.data import RecDataset, UserSequence
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +38,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--lr", type=float, default=1e-4)
     fit.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    fit.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other fine-tuning setting (TextFinetuneConfig field)",
+    add_set_option(
+        fit, "the fine-tuning config (TextFinetuneConfig; wins over the flags)", "warmup=0.1"
     )
     fit.set_defaults(func=cmd_fit)
 
@@ -61,12 +60,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="faiss index of the text view (auto: exact below 100k items)",
     )
-    build.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fusion setting (KEY=VALUE) or view setting (VIEW.KEY=VALUE)",
+    add_set_option(
+        build,
+        "the fused retriever's config: the fusion's settings at the top, each view's config "
+        "under views.NAME",
+        "rrf_k=30 --set weights.text=2 --set views.sasrec.epochs=50",
     )
     build.set_defaults(func=cmd_build)
 
@@ -85,19 +83,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- fit
 def cmd_fit(args: argparse.Namespace) -> int:
     from llmrec.data import make_split, open_dataset
+    from llmrec.overrides import apply_overrides
     from llmrec.retrieval.text_finetune import TextFinetuneConfig, finetune_text_encoder
 
+    flags = TextFinetuneConfig(
+        output_dir=args.out,
+        base_model=args.base,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+    )
+    config = apply_overrides(flags, args.set, "the text fine-tuning config")  # --set wins
     dataset = open_dataset(args.data)
     split = make_split(dataset, "loo")
-    settings = {
-        "output_dir": args.out,
-        "base_model": args.base,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-    }
-    config = TextFinetuneConfig(**{**settings, **_finetune_settings(args.set)})  # --set wins
     start = time.perf_counter()
     final = finetune_text_encoder(
         split.train, dataset.catalog, config, split.valid, resume=args.resume
@@ -107,48 +106,62 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune_settings(pairs: list[str]) -> dict[str, Any]:
-    from llmrec.cli.commands import settings_from_pairs
-    from llmrec.retrieval.registry import dataclass_fields
-    from llmrec.retrieval.text_finetune import TextFinetuneConfig
-
-    return settings_from_pairs(pairs, dataclass_fields(TextFinetuneConfig), "text fine-tuning")
-
-
 # --------------------------------------------------------------------------- build
 def cmd_build(args: argparse.Namespace) -> int:
-    from llmrec.cli.commands import _split_names, parse_settings
-    from llmrec.data import make_split, open_dataset
-    from llmrec.retrieval.saved import build_retriever
+    from llmrec.data import open_dataset
 
+    views = split_names(args.views)
+    settings = retriever_settings(views, args.set, args.fusion, args.text_model)
     dataset = open_dataset(args.data)
+    build_retriever(dataset, str(args.data), settings, args.out, args.index)
+    return 0
+
+
+def retriever_settings(
+    views: list[str], pairs: list[str], fusion: str = "weighted", text_model: str | None = None
+) -> FusedSettings:
+    """The fused retriever's settings from the flags (``--fusion``, ``--text-model``), then
+    ``--set`` (which wins)."""
+    from llmrec.cli.recommenders import fused_settings, view_config
+    from llmrec.retrieval.fusion import FusionConfig
+
+    view_configs = {}
+    if text_model:
+        from llmrec.retrieval.text_finetune import view_settings_for
+
+        if "text" not in views:
+            raise ValueError("--text-model given but 'text' is not among --views")
+        view_configs["text"] = view_config("text", **view_settings_for(text_model))
+    return fused_settings(views, pairs, FusionConfig(method=fusion), view_configs)
+
+
+def build_retriever(
+    dataset: RecDataset,
+    data: str,
+    settings: FusedSettings,
+    out: str | Path,
+    index: str = "auto",
+) -> Path:
+    """Fit the views on the leave-one-out training split, tune the fusion on validation, and
+    write a retriever folder (the fused retriever, the text view's index, the manifest naming
+    ``data``) that :func:`llmrec.retrieval.saved.load_retriever` reads."""
+    from llmrec.data import make_split
+    from llmrec.retrieval.saved import save_retriever
+
     split = make_split(dataset, "loo")
-    views = _split_names(args.views)
-    settings, view_settings = parse_settings("fused", args.set, views)
-    settings["method"] = args.fusion
-    if args.text_model and "text" not in views:
-        raise ValueError("--text-model given but 'text' is not among --views")
-    out = Path(args.out)
+    retriever = settings.build()
     start = time.perf_counter()
-    retriever = build_retriever(
-        out,
-        split.train,
-        dataset.catalog,
-        split.valid,
-        views,
-        settings=settings,
-        view_settings=view_settings,
-        text_model=args.text_model,
-        data=str(args.data),
-        dataset=dataset.name,
-        index=args.index,
-    )
+    retriever.fit(split.train, dataset.catalog, split.valid)
+    views = list(retriever.views)
     print(f"fitted {len(views)} views and tuned the fusion in {time.perf_counter() - start:.0f} s")
     print(f"fusion: {retriever.describe()}")
+    out = save_retriever(
+        out, retriever, dataset.catalog, data=data, dataset=dataset.name, index=index
+    )
     if "text" in views:
-        print(f"text index ({args.index}) written to {out / 'index'}")
+        print(f"text index ({index}) written to {out / 'index'}")
     print(f"retriever written to {out}")
-    return 0
+    return out
 
 
 # --------------------------------------------------------------------------- query
@@ -194,7 +207,6 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace, dataset: Any) -> UserSequence:
-    from llmrec.cli.commands import _split_names
     from llmrec.data import UserSequence
 
     if args.user is not None:
@@ -203,7 +215,7 @@ def _history(args: argparse.Namespace, dataset: Any) -> UserSequence:
                 return seq
         raise ValueError(f"user {args.user!r} is not in dataset {dataset.name!r}")
     if args.history:
-        ids = _split_names(args.history)
+        ids = split_names(args.history)
         unknown = [i for i in ids if i not in dataset.catalog]
         if unknown:
             raise ValueError(

@@ -4,8 +4,14 @@ command)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from llmrec.cli._shared import add_set_option
+
+if TYPE_CHECKING:
+    from llmrec.serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -20,55 +26,54 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--config", default="serve/cpu.yaml", help="serve config YAML")
     serve.add_argument("--host", help="override the config's host")
     serve.add_argument("--port", type=int, help="override the config's port")
-    serve.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a top-level config value (YAML syntax), e.g. --set reasons=template",
+    add_set_option(
+        serve,
+        "the serve config (wins over the file; --host/--port win over both)",
+        "limits.max_k=20 --set reasons=template --set adapters.mine=runs/adapter",
     )
     serve.set_defaults(func=cmd_serve)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set wants KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
+    from llmrec.overrides import apply_overrides
+    from llmrec.serving.config import load_serve_config
+
+    _require_serve_extra()
+    config = apply_overrides(load_serve_config(args.config), args.set, "the serve config")
+    flags = {"host": args.host, "port": args.port}
+    config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
+    from llmrec.serving.app import build_service
+
+    print(f"loading {config.data}, retriever {config.retriever}, models {config.model_names} ...")
+    service = build_service(config)
+    print(f"llmrec is serving on http://{config.host}:{config.port}/ (web chat page there; "
+          f"API docs at /docs)", flush=True)  # fmt: skip
+    run_server(service, config, log_level="info")
+    return 0
+
+
+def _require_serve_extra() -> None:
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         raise ValueError(
             f"serving needs the serve extra ({exc.name} is missing): pip install 'llmrec[serve]'"
         ) from None
-    from llmrec.serving.app import build_service, create_app
-    from llmrec.serving.config import load_serve_config
 
-    overrides = parse_overrides(args.set)
-    if args.host:
-        overrides["host"] = args.host
-    if args.port is not None:
-        overrides["port"] = args.port
-    config = load_serve_config(args.config, overrides)
-    print(f"loading {config.data}, retriever {config.retriever}, models {config.model_names} ...")
-    service = build_service(config)
-    app = create_app(service)
-    print(f"llmrec is serving on http://{config.host}:{config.port}/ (web chat page there; "
-          f"API docs at /docs)", flush=True)  # fmt: skip
+
+def run_server(service: Any, config: ServeConfig, log_level: str = "info") -> None:
+    """Serve ``service`` (from :func:`llmrec.serving.app.build_service`) over HTTP on the
+    config's host and port until interrupted."""
+    _require_serve_extra()
+    import uvicorn
+
+    from llmrec.serving.app import create_app
+
     uvicorn.run(
-        app,
+        create_app(service),
         host=config.host,
         port=config.port,
-        log_level="info",
+        log_level=log_level,
         timeout_graceful_shutdown=config.graceful_shutdown_s,
     )
-    return 0

@@ -1,14 +1,16 @@
 """Fine-tuning recipes: one YAML file names the model, adapter, prompts, examples and training.
 
 See ``finetune/*.yaml`` for the shipped recipes (LoRA, AdaLoRA, prefix tuning, QLoRA). Any value
-can be overridden from the command line with ``--set section.key=value``.
+can be overridden from the command line with ``--set section.key=value`` (a dotted path into
+:class:`Recipe`, read by :mod:`llmrec.overrides`: ``--set training.max_steps=100``,
+``--set model=HuggingFaceTB/SmolLM2-360M-Instruct``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import yaml
 
 from llmrec.finetune.examples import ExampleConfig
 from llmrec.models.adapters import AdapterConfig
+from llmrec.overrides import apply_overrides
 from llmrec.prompts.builder import PromptConfig
 from llmrec.validation import check_number, reject_unknown
 
@@ -85,6 +88,13 @@ class Recipe:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
+    def __post_init__(self) -> None:
+        if self.training.residual and not self.examples.require_retrieved:
+            raise ValueError(
+                "training.residual needs examples.require_retrieved: true (the candidates must "
+                "be the retriever's top list for its ranks to mean anything)"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["adapter"] = self.adapter.to_dict()
@@ -123,15 +133,9 @@ class Recipe:
                     if isinstance(section.get("views"), list):
                         section["views"] = tuple(section["views"])
                     values[name] = klass(**section)
+            return cls(**values)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from exc
-        recipe = cls(**values)
-        if recipe.training.residual and not recipe.examples.require_retrieved:
-            raise ValueError(
-                f"{where}: training.residual needs examples.require_retrieved: true (the "
-                "candidates must be the retriever's top list for its ranks to mean anything)"
-            )
-        return recipe
 
 
 def _plain(value: Any) -> Any:
@@ -157,14 +161,11 @@ def _numbers(value: Any) -> Any:
     return value
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text.strip() else ""
-
-
 def load_recipe(
-    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+    path: str | os.PathLike[str] | None = None, overrides: Sequence[str] | None = None
 ) -> Recipe:
-    """Read a recipe file (``None``: all defaults) and apply ``section.key=value`` overrides."""
+    """Read a recipe file (``None``: all defaults) and apply ``--set`` overrides
+    (``section.key=value``, see :mod:`llmrec.overrides`)."""
     raw: dict[str, Any] = {}
     where = "recipe"
     if path is not None:
@@ -174,17 +175,4 @@ def load_recipe(
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{where}: a recipe must be a YAML mapping")
-    for pair in overrides or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects section.key=value, got {pair!r}")
-        parts = key.strip().split(".")
-        target = raw
-        for part in parts[:-1]:
-            if target.get(part) is None:  # absent, or an empty section in the file
-                target[part] = {}
-            target = target[part]
-            if not isinstance(target, dict):
-                raise ValueError(f"--set {key}: {part} is not a section")
-        target[parts[-1]] = _parse_value(value)
-    return Recipe.from_dict(_numbers(raw), where)
+    return apply_overrides(Recipe.from_dict(_numbers(raw), where), overrides or (), "the recipe")

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 
@@ -297,3 +298,20 @@ def _capitalised_runs(text: str) -> list[str]:
     if len(current) >= 2:
         runs.append(" ".join(current))
     return runs
+
+
+class ReasonMode(str, Enum):
+    """What a recommendation's reason is: ``generate`` (written by the LLM and grounded, the
+    template reason when the check fails), ``template`` (built from facts only, fast) or
+    ``none``. The one list the CLI, the serve config and the pipeline accept."""
+
+    GENERATE = "generate"
+    TEMPLATE = "template"
+    NONE = "none"
+
+    def __str__(self) -> str:  # "generate", as the value is written in configs and flags
+        return self.value
+
+    @classmethod
+    def values(cls) -> list[str]:
+        return [m.value for m in cls]

@@ -28,11 +28,11 @@ from llmrec.prompts.builder import PromptConfig, stable_seed
 from llmrec.ranking.backends import BackendConfig, RankModel
 from llmrec.ranking.fuse import fuse, retrieval_order_scores, standardise
 from llmrec.ranking.pipeline import LLMRanker, RankerConfig, candidates_from_scores
-from llmrec.ranking.reasons import Grounder, ReasonFacts
+from llmrec.ranking.reasons import Grounder, ReasonFacts, ReasonMode
 
 logger = logging.getLogger(__name__)
 
-REASON_MODES = ("generate", "template", "none")
+REASON_MODES = tuple(ReasonMode.values())
 
 
 @dataclass

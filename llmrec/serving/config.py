@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from llmrec.ranking.backends import BACKENDS, DEFAULT_BASE_MODEL, BackendConfig
+from llmrec.ranking.reasons import ReasonMode
 from llmrec.validation import check_number, reject_unknown
-
-REASONS = ("generate", "template", "none")
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class ServeConfig:
     num_candidates: int = 20
     #: Reasons in /v1/recommend with ``explain`` and in chat replies: "generate" (LLM, grounded,
     #: template fallback), "template" (facts only, fast) or "none".
-    reasons: str = "generate"
+    reasons: ReasonMode = ReasonMode.GENERATE
     device: str = "auto"
     #: "auto" (bf16 on GPUs and CPUs with bf16 units, else fp32), "float32", "bfloat16", ...
     dtype: str = "auto"
@@ -92,8 +91,9 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.reasons not in REASONS:
-            raise ValueError(f"reasons must be one of {REASONS}, got {self.reasons!r}")
+        if self.reasons not in ReasonMode.values():
+            raise ValueError(f"reasons must be one of {ReasonMode.values()}, got {self.reasons!r}")
+        object.__setattr__(self, "reasons", ReasonMode(self.reasons))
         check_number("num_candidates", self.num_candidates, minimum=2, maximum=26)
         check_number("port", self.port, minimum=0, maximum=65535)
         names = [self.base_name, *self.adapters]
@@ -132,6 +132,7 @@ class ServeConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["api_keys"] = ["***"] * len(self.api_keys)
+        out["reasons"] = self.reasons.value
         return out
 
     @classmethod

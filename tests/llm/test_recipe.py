@@ -65,36 +65,55 @@ def test_defaults_without_a_file() -> None:
 
 
 def test_unknown_sections_and_keys_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"unknown sections \['trainig'\]"):
+    with pytest.raises(
+        ValueError, match=r"the recipe has no key 'trainig' \(did you mean training"
+    ):
         load_recipe(None, ["trainig.max_steps=3"])
-    with pytest.raises(ValueError, match=r"unknown training settings \['max_step'\]"):
+    with pytest.raises(ValueError, match=r"training has no key 'max_step'.*valid keys: batch_size"):
         load_recipe(None, ["training.max_step=3"])
-    with pytest.raises(ValueError, match="unknown adapter settings"):
+    with pytest.raises(ValueError, match="adapter has no key 'rank'"):
         load_recipe(None, ["adapter.rank=3"])
-    with pytest.raises(ValueError, match="unknown prompt settings"):
+    with pytest.raises(ValueError, match="prompt has no key 'history'"):
         load_recipe(None, ["prompt.history=3"])
-    with pytest.raises(ValueError, match="unknown example settings"):
+    with pytest.raises(ValueError, match="examples has no key 'negatives'"):
         load_recipe(None, ["examples.negatives=3"])
-    with pytest.raises(ValueError, match="unknown retrieval settings"):
+    with pytest.raises(ValueError, match="retrieval has no key 'view'"):
         load_recipe(None, ["retrieval.view=[pop]"])
+    path = REPO / "finetune" / "lora.yaml"
+    with pytest.raises(ValueError, match=r"unknown sections \['trainig'\]"):
+        Recipe.from_dict({"trainig": {}}, str(path))  # the file's own keys: checked as before
 
 
 def test_bad_values_and_bad_overrides_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="section.key=value"):
+    with pytest.raises(ValueError, match="KEY=VALUE"):
         load_recipe(None, ["training.max_steps"])
     with pytest.raises(ValueError, match="max_steps must be positive"):
         load_recipe(None, ["training.max_steps=0"])
     with pytest.raises(ValueError, match="num_candidates"):
         load_recipe(None, ["examples.num_candidates=30"])
-    with pytest.raises(ValueError, match="is not a section"):
+    with pytest.raises(ValueError, match="not a section"):
         load_recipe(REPO / "finetune" / "lora.yaml", ["model.name=x"])
-    with pytest.raises(ValueError, match="model must be a string"):
-        load_recipe(None, ["model.name=x"])  # no file: model is not there to say so
-    with pytest.raises(ValueError, match="adapter must be a section of settings"):
+    with pytest.raises(ValueError, match="not a section"):
+        load_recipe(None, ["model.name=x"])
+    with pytest.raises(ValueError, match="adapter is a section of settings"):
         load_recipe(None, ["adapter=lora"])
+    with pytest.raises(ValueError, match="training.max_steps expects an integer, got 'many'"):
+        load_recipe(None, ["training.max_steps=many"])
+    with pytest.raises(ValueError, match="require_retrieved"):
+        load_recipe(None, ["training.residual=true"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_recipe(tmp_path / "nope.yaml")
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="must be a YAML mapping"):
         load_recipe(listy)
+
+
+def test_overrides_are_applied_together() -> None:
+    # each alone breaks target_r <= init_r; the config is checked once, on the final values
+    recipe = load_recipe(None, ["adapter.target_r=16", "adapter.init_r=20"])
+    assert (recipe.adapter.target_r, recipe.adapter.init_r) == (16, 20)
+    recipe = load_recipe(
+        None, ["training.residual=true", "examples.require_retrieved=true", "model=2"]
+    )
+    assert recipe.training.residual and recipe.model == "2"

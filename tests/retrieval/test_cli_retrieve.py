@@ -45,9 +45,9 @@ def test_build_query_and_evaluate(data, tmp_path, tiny_model, capsys) -> None:  
             "--views",
             "text,cooc,recent-pop,pop",
             "--set",
-            f"text.model={tiny_model}",
+            f"views.text.model={tiny_model}",
             "--set",
-            "text.show_progress=false",
+            "views.text.show_progress=false",
         ]
     )
     assert code == 0
@@ -118,12 +118,14 @@ def test_query_rejects_bad_input(data, tmp_path, capsys) -> None:  # noqa: ANN00
                 "--views",
                 "cooc",
                 "--set",
-                "cooc.windw=3",
+                "views.cooc.windw=3",
             ]
         )
         == 2
     )
-    assert "windw" in capsys.readouterr().err
+    assert "views.cooc has no key 'windw' (did you mean views.cooc.window?)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_fit_rejects_unknown_settings(data, tmp_path, capsys) -> None:  # noqa: ANN001
@@ -141,3 +143,32 @@ def test_fit_rejects_unknown_settings(data, tmp_path, capsys) -> None:  # noqa: 
     )
     assert code == 2 and "max_stpes" in capsys.readouterr().err
     assert not (tmp_path / "enc" / "final").exists()
+
+
+def test_build_set_is_a_path_into_the_fused_retrievers_config(data, tmp_path, capsys) -> None:  # noqa: ANN001
+    from llmrec.data import open_dataset
+    from llmrec.retrieval.fusion import FusedRetriever
+
+    out = tmp_path / "retriever"
+    build = ["retrieve", "build", "--data", str(data), "--out", str(out), "--views", "cooc,pop"]
+    sets = ["rrf_k=7", "weights.pop=0.5", "tune=false", "views.cooc.window=2"]
+    assert main([*build, "--fusion", "rrf", *(f"--set={s}" for s in sets)]) == 0
+    loaded = FusedRetriever.load(out / "fused", open_dataset(str(data)).catalog)
+    assert (loaded.config.method.value, loaded.config.rrf_k) == ("rrf", 7.0)
+    assert loaded.weights == {"cooc": 1.0, "pop": 0.5}
+    assert loaded.views["cooc"].config.window == 2
+    capsys.readouterr()
+    # the spelling before --set meant one thing everywhere fails with the new one
+    assert main([*build, "--set", "cooc.window=2"]) == 2
+    assert "write --set views.cooc.window=2" in capsys.readouterr().err
+    # --set wins over the flag it overlaps
+    assert main([*build, "--fusion", "rrf", "--set", "method=weighted", "--set", "tune=false"]) == 0
+    assert json.loads((out / "retriever.json").read_text())["fusion"]["method"] == "weighted"
+
+
+def test_fit_set_types_are_checked(data, tmp_path, capsys) -> None:  # noqa: ANN001
+    fit = ["retrieve", "fit", "--data", str(data), "--out", str(tmp_path / "enc")]
+    assert main([*fit, "--set", "warmup=soon"]) == 2
+    assert "warmup expects a number, got 'soon'" in capsys.readouterr().err
+    assert main([*fit, "--set", "uniform_negatives=3"]) == 2
+    assert "uniform_negatives expects true or false, got 3" in capsys.readouterr().err
