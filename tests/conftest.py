@@ -1,13 +1,15 @@
 """Fixtures shared by the LLM-stage and serving tests: the tiny offline Llama (built once per
-session by ``tests/llm/fakes.py``), its tokenizer, the movie catalogue and a small dataset."""
+session by ``tests/llm_fakes.py``), its tokenizer, the movie catalogue and a small dataset."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
-from llmrec.data import Catalog, RecDataset
+from llmrec.data import Catalog, RecDataset, UserSequence
 
-from .llm.fakes import build_tiny_llm, make_catalog, make_dataset, movie_items
+from .llm_fakes import build_tiny_llm, make_catalog, make_dataset, make_sequence, movie_items
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +47,23 @@ def movies() -> Catalog:
 @pytest.fixture(scope="session")
 def tiny_dataset() -> RecDataset:
     return make_dataset()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module's tests (restored after them): the tiny model's ops are far
+    too small to gain from threads, and on a busy machine OpenMP workers waiting for a core made
+    these tests 5-10x slower on 2 cores. Modules that run the tiny model ask for it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def seq() -> Callable[..., UserSequence]:
+    """Build a :class:`UserSequence` from item ids (``tests/llm_fakes.make_sequence``)."""
+    return make_sequence

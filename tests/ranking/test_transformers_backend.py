@@ -13,8 +13,10 @@ from llmrec.ranking.backends import BackendConfig
 from llmrec.ranking.backends.transformers import TransformersBackend
 from llmrec.ranking.scorer import LLMScorer
 
-from ..llm.fakes import build_tiny_llm, make_dataset
+from ..llm_fakes import build_tiny_llm, make_dataset
 from ..serving.fakes import SMALL, make_adalora_adapter, make_lora_adapter
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

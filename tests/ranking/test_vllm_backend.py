@@ -50,7 +50,7 @@ from llmrec.ranking.backends.vllm import (
 )
 from llmrec.ranking.scorer import LLMScorer
 
-from ..llm.fakes import ITEM_IDS, make_sequence
+from ..llm_fakes import ITEM_IDS, make_sequence
 from ..serving.fakes import SMALL, make_adalora_adapter, make_lora_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

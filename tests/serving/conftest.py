@@ -4,31 +4,17 @@ adapters on the tiny model live in ``tests/serving/fakes.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from llmrec.data.splits import leave_one_out
 
-from ..llm.fakes import build_tiny_llm, make_dataset
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """One torch thread for a module's tests (as tests/llm does for its own): the tiny model's
-    ops gain nothing from threads and OpenMP workers waiting for a busy core slow them down.
-    Not autouse, so the other serving tests keep their settings."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from ..llm_fakes import build_tiny_llm, make_dataset
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A tiny model, a saved LoRA adapter on it, the tiny movie data and a fitted retriever."""
-    import torch
 
     from llmrec.models.adapters import AdapterConfig, AdapterRecord, attach_adapter, save_adapter
     from llmrec.models.loader import load_model

@@ -6,7 +6,7 @@ import pytest
 
 from llmrec.serving.chat import MentionFinder, wish
 
-from ..llm.fakes import make_catalog, movie_items
+from ..llm_fakes import make_catalog, movie_items
 
 
 @pytest.fixture(scope="module")

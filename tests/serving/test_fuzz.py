@@ -53,7 +53,7 @@ FUZZ = {
 #: No API keys, whatever the environment says: a 401 on every call would fuzz nothing.
 NO_KEYS = {"api_keys": (), "api_keys_env": None}
 MAX_K = 10
-KNOWN_USER = "u1"  # a user of the tiny data set (tests/llm/conftest.py: make_dataset)
+KNOWN_USER = "u1"  # a user of the tiny data set (tests/llm_fakes.py: make_dataset)
 
 
 def openapi_document() -> dict:

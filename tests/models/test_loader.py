@@ -17,6 +17,8 @@ from llmrec.models.loader import (
     resolve_model,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_load_model_from_a_local_folder(tiny_llm, tiny_llm_dir) -> None:  # noqa: ANN001
     loaded = tiny_llm

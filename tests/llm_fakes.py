@@ -20,7 +20,7 @@ from llmrec.data import Catalog, RecDataset
 from llmrec.data.records import Item, UserSequence
 from llmrec.data.schema import sort_interactions
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

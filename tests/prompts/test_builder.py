@@ -9,7 +9,9 @@ import pytest
 from llmrec.data.records import Item
 from llmrec.prompts import LABELS, PromptBuilder, PromptConfig, label_token_ids, sanitize_text
 
-from .fakes import INJECTION, ITEM_IDS, make_catalog, make_sequence, movie_items
+from ..llm_fakes import INJECTION, ITEM_IDS, make_catalog, make_sequence, movie_items
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

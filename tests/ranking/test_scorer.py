@@ -10,7 +10,9 @@ from llmrec.models.loader import load_tokenizer
 from llmrec.prompts import PromptBuilder, PromptConfig
 from llmrec.ranking.scorer import LLMScorer, parse_ranking
 
-from .fakes import INJECTION, ITEM_IDS, make_catalog, make_sequence, movie_items
+from ..llm_fakes import INJECTION, ITEM_IDS, make_catalog, make_sequence, movie_items
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ from llmrec.prompts.templates import (
     load_template_file,
 )
 
-from .fakes import REPO
+from ..llm_fakes import REPO
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SHIPPED = sorted((REPO / "prompts").glob("*.yaml"))
 

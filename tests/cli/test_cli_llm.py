@@ -16,6 +16,8 @@ from llmrec.ranking.reasons import Grounder
 from llmrec.ranking.tuning import RESIDUAL_GRID
 from llmrec.retrieval.fusion import FusedRetriever
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def parts(tiny_llm_dir, tmp_path_factory):  # noqa: ANN001, ANN201
     """A saved dataset, a retriever built by the CLI, and a LoRA adapter from the shipped recipe
     (trained as a plain ranker, so that its fusion weight is tuned)."""
-    from .fakes import make_dataset
+    from ..llm_fakes import make_dataset
 
     root = tmp_path_factory.mktemp("cli-llm")
     dataset = make_dataset()

@@ -32,7 +32,9 @@ from llmrec.models.loader import QuantizationConfig, load_model
 from llmrec.prompts import PromptBuilder, PromptConfig
 from llmrec.ranking.scorer import LLMScorer
 
-from .fakes import ITEM_IDS, make_sequence
+from ..llm_fakes import ITEM_IDS, make_sequence
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL = PromptConfig(max_history=3, history_token_budget=40)
 

@@ -7,7 +7,9 @@ import pytest
 
 from llmrec.ranking.reasons import Grounder, ReasonFacts, display_title
 
-from .fakes import ITEM_IDS, make_sequence
+from ..llm_fakes import ITEM_IDS, make_sequence
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Toy Story, Alien, Usual Suspects The, Blade Runner, Matrix The, Pulp Fiction, Heat
 HISTORY = ["i0", "i3", "i5", "i6", "i18", "i14", "i1"]
@@ -127,7 +129,7 @@ def test_cites_needs_a_history_item_or_a_shared_genre() -> None:
     from llmrec.data.records import UserSequence
     from llmrec.ranking.reasons import Grounder
 
-    from .fakes import make_catalog, movie_items
+    from ..llm_fakes import make_catalog, movie_items
 
     catalog = make_catalog(movie_items())
     by_title = {item.title: item.item_id for item in catalog}

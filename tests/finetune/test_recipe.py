@@ -9,7 +9,9 @@ import pytest
 from llmrec.finetune.examples import ExampleConfig
 from llmrec.finetune.recipe import Recipe, load_recipe
 
-from .fakes import REPO
+from ..llm_fakes import REPO
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RECIPES = sorted((REPO / "finetune").glob("*.yaml"))
 

@@ -33,6 +33,8 @@ from llmrec.ranking.reasons import ReasonFacts
 from llmrec.ranking.scorer import LLMScorer
 from llmrec.recommender import Recommender
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMALL_PROMPT = PromptConfig(max_history=4, history_token_budget=60, item_max_chars=40)
 SMALL_EXAMPLES = ExampleConfig(
     num_candidates=5, hard_negatives=2, prefixes_per_user=2, max_examples=8, seed=0

@@ -14,8 +14,8 @@ from llmrec.models.adapters import merge_adapter, read_adapter_record
 from llmrec.models.convert import VLLM_LORA_RANKS, adalora_to_lora, vllm_rank
 from llmrec.prompts import PromptBuilder
 
-from ..llm.fakes import ITEM_IDS, make_sequence
-from .fakes import INIT_R, SMALL, fresh_model, make_adalora_adapter
+from ..llm_fakes import ITEM_IDS, make_sequence
+from ..serving.fakes import INIT_R, SMALL, fresh_model, make_adalora_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
