@@ -462,7 +462,7 @@ def _speed(data, split, methods, args) -> list[str]:  # noqa: ANN001
     )
     prompt = None if folder else load_recipe(ROOT / "finetune" / "lora.yaml").prompt
     pipe = load_pipeline(args.retriever, data, folder, fusion_weight=0.0, prompt=prompt)
-    scorer = pipe.ranker.scorer
+    scorer = pipe.model.scorer  # the LLMScorer under the transformers backend
     # the same model both ways: generation keeps the adapter on even if it only learned to rank
     scorer.write_with_adapter = True
     prompts = _prompts(pipe, data, split, args.speed_prompts)
@@ -571,7 +571,7 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
         + (
             "reasons written by the base model with the adapter off (it was trained only to "
             "rank: `writes_text`)."
-            if not gen.scorer.write_with_adapter
+            if not gen.scorer.info.writes_text
             else "reasons written by the same model."
         ),
         "",
