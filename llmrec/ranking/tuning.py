@@ -3,7 +3,8 @@
 The weight itself is picked by :meth:`llmrec.ranking.pipeline.LLMRanker.tune`; this module says
 where it may be tuned (never on users an adapter trained on) and over which weights (multiples of
 a residual adapter's trained weight, else :data:`DEFAULT_WEIGHT_GRID`). It reads only the
-adapter's record, so evaluation needs no training code.
+adapter's record (through :func:`llmrec.ranking.adapter_folder.open_adapter_folder`), so
+evaluation needs no training code.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ RESIDUAL_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def _training(adapter_dir: str | os.PathLike[str]) -> dict:
-    from llmrec.models.adapters import read_adapter_record
+    from llmrec.ranking.adapter_folder import open_adapter_folder
 
-    return read_adapter_record(adapter_dir).training or {}
+    return open_adapter_folder(adapter_dir).record.training or {}
 
 
 def tuning_cases(
