@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -237,3 +238,11 @@ def test_serving_recommend_and_evaluate_give_the_same_items_and_scores(parts, ca
     assert len(cli) == k
     assert cli == library == served
     assert evaluated == cli[: len(evaluated)] and len(evaluated) == min(k, 20)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_recommend_on_vllm_without_vllm_names_the_extra(parts, capsys) -> None:  # noqa: ANN001
+    code = _recommend(parts, "--user", "u3", "--backend", "vllm")
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "pip install 'llmrec[vllm]'" in err and "Traceback" not in err
