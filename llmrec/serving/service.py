@@ -206,13 +206,15 @@ class RecService:
                 )
             )
         limit = self.config.limits.max_history
-        if base is not None:
+        if base is not None and not ids:
+            # a known user as the data holds them (ratings and all), as `llmrec recommend --user`
+            # and evaluation see them: max_history limits what a request adds, not the data
+            history = base
+        elif base is not None:
             item_ids = (*base.item_ids, *ids)[-limit:]
             history = UserSequence(
                 base.user_id, item_ids, tuple(float(i) for i in range(len(item_ids)))
             )
-            if not ids and len(base) <= limit:
-                history = base
         else:
             ids = list(dict.fromkeys(ids))[-limit:]
             history = UserSequence("adhoc", tuple(ids), tuple(float(i) for i in range(len(ids))))

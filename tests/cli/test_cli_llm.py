@@ -208,7 +208,7 @@ def test_serving_recommend_and_evaluate_give_the_same_items_and_scores(parts, ca
 
     from llmrec.ranking.recommend import load_pipeline
     from llmrec.serving.app import build_service
-    from llmrec.serving.config import ServeConfig
+    from llmrec.serving.config import Limits, ServeConfig
     from llmrec.serving.protocol import RecommendRequest
 
     dataset, user = parts["dataset"], "u3"
@@ -227,7 +227,9 @@ def test_serving_recommend_and_evaluate_give_the_same_items_and_scores(parts, ca
     evaluated = [(dataset.catalog.ids[i], round(float(scores[i]), 6)) for i in top]
     config = ServeConfig(data=str(parts["data"]), retriever=str(parts["retriever"]),
                          base_model=parts["model"], adapters={"a": str(parts["adapter"])},
-                         reasons="none", device="cpu", dtype="float32")  # fmt: skip
+                         reasons="none", device="cpu", dtype="float32",
+                         limits=Limits(max_history=2))  # fmt: skip
+    assert len(history) > 2  # a request limit must not cut a known user's stored history
     service = build_service(config)
     service.batcher.start()
     try:
