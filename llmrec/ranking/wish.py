@@ -173,10 +173,12 @@ _BOUND = re.compile(
 )
 _DECADE_BOUND = re.compile(r"\b(?P<op>before|after|since|pre|post)[\s-]*$")
 _RELATIVE_NEW = re.compile(
-    r"\b(?:recent|recently|latest|newest|newer|modern|contemporary|new (?:movies?|films?|releases?|ones?|stuff))\b"
+    r"\b(?:recent|recently|latest|newest|newer|modern|contemporary|"
+    r"new (?:movies?|films?|releases?|ones?|stuff))\b"
 )
 _RELATIVE_OLD = re.compile(
-    r"(?<!year )(?<!years )(?<!year-)\b(?:old|older|oldies|oldie|classic|classics|vintage|golden age)\b"
+    r"(?<!year )(?<!years )(?<!year-)"
+    r"\b(?:old|older|oldies|oldie|classic|classics|vintage|golden age)\b"
 )
 _LIKE = re.compile(r"\b(?:like|similar to|in the vein of|reminds? me of|same as)\s+", re.IGNORECASE)
 _BUT = re.compile(r"\s*,?\s*\b(?:but|only|except|just|yet)\b\s*", re.IGNORECASE)

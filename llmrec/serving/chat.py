@@ -151,6 +151,28 @@ class MentionFinder:
         return Mention(text.strip(), match.item_id, match.title, match.score, start, end)
 
 
+def wish_text(text: str, mentions: list[Mention]) -> str | None:
+    """The message without its mentions, for the wish reader
+    (:class:`llmrec.ranking.wish.WishParser`): the clauses that hold more than filler, words
+    kept as written ("I loved Fargo, but nothing violent" -> "but nothing violent"), so that
+    negations and years survive; ``None`` when no clause is left."""
+    from llmrec.ranking.wish import FILLER
+
+    pieces, last = [], 0
+    for m in sorted(mentions, key=lambda m: m.start):
+        pieces.append(text[last : m.start])
+        pieces.append("\n")
+        last = max(last, m.end)
+    pieces.append(text[last:])
+    clauses = re.split(r"[\n,;.!?]+", "".join(pieces))
+    kept = []
+    for clause in clauses:
+        words = [w.lower() for w in _WORD.findall(clause)]
+        if any(w not in FILLER and w not in _PEOPLE for w in words):
+            kept.append(" ".join(clause.split()))
+    return ", ".join(kept)[:1000] or None
+
+
 def wish(text: str, mentions: list[Mention]) -> str | None:
     """What the message asks for once the mentioned titles are taken out ("something darker"),
     or ``None`` when nothing but filler is left."""

@@ -42,6 +42,9 @@ class Filters(Strict):
     categories: list[str] | None = Field(
         None, max_length=32, description="Keep only items in at least one of these categories."
     )
+    exclude_categories: list[str] | None = Field(
+        None, max_length=32, description="Leave out items in any of these categories."
+    )
     year_min: int | None = Field(None, ge=0, le=3000)
     year_max: int | None = Field(None, ge=0, le=3000)
     exclude_items: list[str] = Field(default_factory=list, max_length=1000)
@@ -112,6 +115,32 @@ class RecommendedItem(BaseModel):
     reason_source: Literal["llm", "template"] | None = None
 
 
+class Understood(BaseModel):
+    """What the service read from the query: the constraints it applied to the items, the soft
+    rest it searched with, and what it ignored or had to drop."""
+
+    categories: list[list[str]] = Field(
+        default_factory=list,
+        description="Each inner list: every item has at least one of these categories.",
+    )
+    exclude_categories: list[str] = Field(default_factory=list)
+    year_min: int | None = None
+    year_max: int | None = None
+    like: list[str] = Field(
+        default_factory=list, description="Catalogue titles the query named ('like X'): they "
+        "joined the history.",
+    )  # fmt: skip
+    query: str | None = Field(None, description="The soft rest, searched by the text view.")
+    phrases: list[str] = Field(
+        default_factory=list, description="How each part of the query was read."
+    )
+    ignored: list[str] = Field(default_factory=list, description="Words that carried no wish.")
+    relaxed: list[str] = Field(
+        default_factory=list,
+        description="Constraints dropped because no catalogue item satisfied them all.",
+    )
+
+
 class RecommendResponse(BaseModel):
     object: Literal["recommendation"] = "recommendation"
     model: str
@@ -120,6 +149,9 @@ class RecommendResponse(BaseModel):
     resolved: list[ResolvedItem]
     unresolved: list[str]
     notes: list[str] = Field(default_factory=list, description="What the service did not do.")
+    understood: Understood | None = Field(
+        None, description="What was read from the query (null without a query)."
+    )
     items: list[RecommendedItem]
 
 

@@ -28,9 +28,10 @@ import numpy as np
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import UserSequence
 from llmrec.ranking.pipeline import LLMRanker, RankerConfig
-from llmrec.ranking.recommend import ItemFilter, Recommendation, RecPipeline
+from llmrec.ranking.recommend import Answer, ItemFilter, Recommendation, RecPipeline
+from llmrec.ranking.wish import titles_of
 from llmrec.serving.batching import Batcher, RoutedModel
-from llmrec.serving.chat import MentionFinder, wish
+from llmrec.serving.chat import MentionFinder, wish_text
 from llmrec.serving.config import ServeConfig
 from llmrec.serving.protocol import (
     ChatMessage,
@@ -43,12 +44,15 @@ from llmrec.serving.protocol import (
     ResolvedItem,
     ToolCall,
     ToolDef,
+    Understood,
     ViewEvidenceOut,
 )
 
 logger = logging.getLogger(__name__)
 
 TOOL_NAME = "recommend"
+#: The ``recommend`` tool's arguments that are filters of the request.
+FILTER_ARGUMENTS = ("categories", "exclude_categories", "year_min", "year_max")
 
 
 class ServiceError(Exception):
@@ -98,6 +102,11 @@ def recommend_tool() -> ToolDef:
                         "items": {"type": "string"},
                         "description": "Only items in one of these categories (genres).",
                     },
+                    "exclude_categories": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Leave out items in any of these categories.",
+                    },
                     "year_min": {"type": "integer"},
                     "year_max": {"type": "integer"},
                 },
@@ -115,7 +124,7 @@ def tool_arguments_to_request(arguments: str, model: str | None) -> RecommendReq
         raise ServiceError(400, f"tool arguments are not JSON: {exc}", param="arguments") from None
     if not isinstance(raw, dict):
         raise ServiceError(400, "tool arguments must be a JSON object", param="arguments")
-    filters = {k: raw.pop(k) for k in ("categories", "year_min", "year_max") if k in raw}
+    filters = {k: raw.pop(k) for k in FILTER_ARGUMENTS if k in raw}
     return RecommendRequest.model_validate({**raw, "filters": filters, "model": model})
 
 
@@ -227,11 +236,8 @@ class RecService:
         model = self.model_name(request.model)
         history, resolved, unresolved = self.resolve_history(request.user_id, request.history)
         query = (request.query or "").strip() or None
-        notes = []
-        if query and not self.has_query_view:
-            notes.append("query ignored: the served retriever has no text view")
         routed = RoutedModel(self.batcher, model, deadline)
-        recs = self.pipeline.recommend(
+        answer = self.pipeline.answer(
             history,
             k=request.k,
             query=query,
@@ -239,7 +245,12 @@ class RecService:
             model=routed,
             filters=item_filter(request.filters),
         )
-        items = [recommended_item(r) for r in recs]
+        notes = []
+        soft = answer.wish.query if answer.wish and answer.wish.changed_query else query
+        if soft and not self.has_query_view:
+            kind = "query" if answer.wish is None or not answer.wish.changed_query else "free text"
+            notes.append(f"{kind} ignored: the served retriever has no text view")
+        items = [recommended_item(r) for r in answer.items]
         return RecommendResponse(
             model=model,
             user_id=request.user_id,
@@ -248,6 +259,24 @@ class RecService:
             unresolved=unresolved,
             items=items,
             notes=notes,
+            understood=self.understood(answer),
+        )
+
+    def understood(self, answer: Answer) -> Understood | None:
+        """What the pipeline read from the query, in the response's shape."""
+        wish, applied = answer.wish, answer.applied
+        if wish is None or applied is None:
+            return None
+        return Understood(
+            categories=[list(g) for g in applied.categories],
+            exclude_categories=list(applied.exclude_categories),
+            year_min=applied.year_min,
+            year_max=applied.year_max,
+            like=titles_of(self.catalog, wish.like),
+            query=wish.query if wish.changed_query else wish.text,
+            phrases=list(wish.understood),
+            ignored=list(wish.ignored),
+            relaxed=list(answer.relaxed),
         )
 
     # ------------------------------------------------------------------ chat
@@ -331,11 +360,13 @@ class RecService:
             mentions.extend(found)
             unmatched.extend(missing)
             if i == len(users) - 1:
-                query = wish(text, found)
+                query = wish_text(text, found)
         unique = list({m.item_id: m for m in mentions}.values())
         args: dict[str, Any] = {"history": [self._display(m.item_id) for m in unique]}
-        if query and self.has_query_view:
+        parsed = self.pipeline.wishes.parse(query) if query else None
+        if parsed is not None and (parsed.changed_query or self.has_query_view):
             args["query"] = query
+            args.update(tool_constraints(parsed))
         if request.llmrec.k:
             args["k"] = request.llmrec.k
         return args, unique, unmatched
@@ -397,10 +428,27 @@ class RecService:
         return ChatResult(content=render_reply(result), model=model, recommendation=result)
 
 
+def tool_constraints(wish: Any) -> dict[str, Any]:
+    """A wish's hard constraints as ``recommend`` tool arguments, so that a bot calling the tool
+    asks for what was understood. Several category groups ("romantic comedy") are not one
+    ``categories`` list (any of); the ``query`` the call also carries is read again then."""
+    out: dict[str, Any] = {}
+    if len(wish.categories) == 1:
+        out["categories"] = list(wish.categories[0])
+    if wish.exclude_categories:
+        out["exclude_categories"] = list(wish.exclude_categories)
+    if wish.year_min is not None:
+        out["year_min"] = wish.year_min
+    if wish.year_max is not None:
+        out["year_max"] = wish.year_max
+    return out
+
+
 def item_filter(filters: Filters) -> ItemFilter:
     """The request's filters as the pipeline's :class:`ItemFilter`."""
     return ItemFilter(
         categories=tuple(filters.categories or ()),
+        exclude_categories=tuple(filters.exclude_categories or ()),
         year_min=filters.year_min,
         year_max=filters.year_max,
         exclude=frozenset(filters.exclude_items),
@@ -455,7 +503,20 @@ def render_reply(result: RecommendResponse) -> str:
         lines.append("You mentioned: " + "; ".join(shown) + ".")
     for text in result.unresolved:
         lines.append(f'I could not find "{_quote(text)}" in the catalogue.')
-    if result.query:
+    understood = result.understood
+    if understood is not None:
+        said = understood_line(understood)
+        if said:
+            lines.append(f"Understood: {said}.")
+        if understood.relaxed:
+            lines.append(
+                "Nothing in the catalogue fits all of that, so I dropped: "
+                + "; ".join(understood.relaxed)
+                + "."
+            )
+        if understood.query:
+            lines.append(f'Looking for: "{_quote(understood.query)}".')
+    elif result.query:
         lines.append(f'Looking for: "{_quote(result.query)}".')
     if not result.items:
         lines.append("I found nothing in the catalogue that fits; try fewer filters.")
@@ -470,6 +531,23 @@ def render_reply(result: RecommendResponse) -> str:
         if item.reason:
             lines.append(f"   Why: {item.reason}")
     return "\n".join(lines)
+
+
+def understood_line(understood: Understood) -> str:
+    """The constraints applied, in a few words ("Horror or Thriller; years 1990-1999")."""
+    parts = [" or ".join(group) for group in understood.categories]
+    if understood.exclude_categories:
+        parts.append("not " + " or ".join(understood.exclude_categories))
+    low, high = understood.year_min, understood.year_max
+    if low is not None and high is not None:
+        parts.append(f"years {low}-{high}" if low != high else f"year {low}")
+    elif low is not None:
+        parts.append(f"from {low}")
+    elif high is not None:
+        parts.append(f"up to {high}")
+    if understood.like:
+        parts.append("like " + ", ".join(understood.like))
+    return "; ".join(parts)
 
 
 def _quote(text: str, limit: int = 80) -> str:

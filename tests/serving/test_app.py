@@ -93,7 +93,9 @@ def test_recommend_with_titles_filters_and_models(client: TestClient, service: R
     toy, fargo = ids_of(service, "Toy Story", "Fargo")
     assert [r["item_id"] for r in body["resolved"]][:2] == [toy, fargo]  # titles matched
     assert body["unresolved"] == ["No Such Film At All"]
-    assert body["notes"] == ["query ignored: the served retriever has no text view"]
+    # the wish's constraint applies without a text view; only its free text is not searched
+    assert body["notes"] == ["free text ignored: the served retriever has no text view"]
+    assert body["understood"]["categories"] == [["Comedy"]]
     assert body["items"], body
     for item in body["items"]:
         assert "Comedy" in item["categories"] and item["item_id"] not in {toy, fargo, "i3", "i7"}
