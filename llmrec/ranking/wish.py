@@ -11,8 +11,8 @@ What the parser knows comes from the catalogue, not from a fixed list of genres:
   "for my kids" -> Children's/Animation, "darker" -> Thriller/Crime/Film-Noir/Horror and not
   Comedy/Children's). A synonym keeps only the targets the catalogue has; one with none is unused.
 - **years**: decades ("the 90s", "early 80s", "nineties"), "before 1970", "after 1990",
-  "since 1990", "between 1980 and 1990", "from 1995"; "recent" = the catalogue's newest fifth of
-  items (year >= the 80th percentile), "old"/"classic" = its oldest fifth (<= the 20th).
+  "since 1990", "between 1980 and 1990", "from 1995"; "recent" = the catalogue's newest tenth of
+  items (year >= the 90th percentile), "old"/"classic" = its oldest tenth (<= the 10th).
 - **exclusions**: a negation ("not", "no", "nothing", "without", "anything but", "don't want",
   "other than", ...) followed by category words: "not horror", "no comedies", "nothing violent".
 - **like X**: "like X", "similar to X" where X is a catalogue title (exact after normalisation,
@@ -42,7 +42,7 @@ from llmrec.data.titles import TitleIndex
 #: punctuation ("childrens" = "Children's"); targets a catalogue lacks are dropped.
 SYNONYMS: dict[str, tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] = {
     **dict.fromkeys(
-        "scary scare scares frightening creepy spooky terrifying chilling haunted haunting "
+        "scary scarier scariest scare scares frightening creepy spooky terrifying chilling haunted haunting "
         "ghost ghosts monster monsters zombie zombies slasher nightmare nightmares".split(),
         ((("Horror", "Thriller"),), ()),
     ),
@@ -134,7 +134,8 @@ NEGATIONS = (
 #: Words an exclusion's scope passes over ("not too scary", "no more comedies or horror").
 _SCOPE_SKIP = frozenset(
     "a an any the too so very more of or and nor nothing anything something really overly that "
-    "is are with movies movie films film please kind kinds sort type types".split()
+    "is are with movies movie films film please kind kinds sort type types for my our about "
+    "involving stuff".split()
 )
 #: Words that carry no wish: dropped from the soft query and listed as ignored.
 FILLER = frozenset(
@@ -146,7 +147,7 @@ FILLER = frozenset(
     thank thanks that the their them then there these they this those to tonight too type up us
     very want wanna was watch watching we what whatever which while who will with would you your
     movie movies film films flick flicks title titles like love loved liked enjoy enjoyed wants
-    wanted looking look find see seen good great nice best else other another more less much many
+    wanted looking look find see seen don't dont good great nice best else other another more less much many
     really maybe perhaps bit little lot year years old son daughter wife husband friend friends
     """.split()
 )
@@ -268,8 +269,8 @@ class WishParser:
         self._names = names
         self.titles = titles or TitleIndex(catalog, cutoff=0.85)
         if years:
-            self.recent_from = int(np.percentile(years, 80))
-            self.classic_until = int(np.percentile(years, 20))
+            self.recent_from = int(np.percentile(years, 90))
+            self.classic_until = int(np.percentile(years, 10))
         else:
             self.recent_from = self.classic_until = None
         self.phrases = self._phrases(synonyms)
