@@ -42,8 +42,9 @@ from llmrec.data.titles import TitleIndex
 #: punctuation ("childrens" = "Children's"); targets a catalogue lacks are dropped.
 SYNONYMS: dict[str, tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] = {
     **dict.fromkeys(
-        "scary scarier scariest scare scares frightening creepy spooky terrifying chilling haunted haunting "
-        "ghost ghosts monster monsters zombie zombies slasher nightmare nightmares".split(),
+        "scary scarier scariest scare scares frightening creepy spooky terrifying chilling "
+        "haunted haunting ghost ghosts monster monsters zombie zombies slasher nightmare "
+        "nightmares".split(),
         ((("Horror", "Thriller"),), ()),
     ),
     **dict.fromkeys(
@@ -147,8 +148,9 @@ FILLER = frozenset(
     thank thanks that the their them then there these they this those to tonight too type up us
     very want wanna was watch watching we what whatever which while who will with would you your
     movie movies film films flick flicks title titles like love loved liked enjoy enjoyed wants
-    wanted looking look find see seen don't dont good great nice best else other another more less much many
-    really maybe perhaps bit little lot year years old son daughter wife husband friend friends
+    wanted looking look find see seen don't dont good great nice best else other another more
+    less much many really maybe perhaps bit little lot year years old son daughter wife husband
+    friend friends
     """.split()
 )
 
