@@ -60,6 +60,10 @@ class Filters(Strict):
         return self
 
 
+#: The ``recommend`` tool's arguments that are filters (flat in the tool, ``filters`` here).
+TOOL_FILTERS = ("categories", "exclude_categories", "year_min", "year_max")
+
+
 class RecommendRequest(Strict):
     """Who to recommend for (a known user id, or an ad-hoc history of item ids or titles), what
     they ask for, and how many."""
@@ -75,6 +79,26 @@ class RecommendRequest(Strict):
     explain: bool = Field(True, description="Add a grounded reason to each item.")
     filters: Filters = Field(default_factory=Filters)
     model: str | None = Field(None, max_length=128, description="Served model (adapter) name.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_arguments(cls, data: Any) -> Any:
+        """The ``recommend`` tool's arguments are a valid body: its filters (``categories``,
+        ``exclude_categories``, ``year_min``, ``year_max``) may sit at the top level."""
+        if not isinstance(data, dict) or not set(TOOL_FILTERS) & set(data):
+            return data
+        data = dict(data)
+        filters = data.get("filters") or {}
+        if not isinstance(filters, dict):
+            return data
+        filters = dict(filters)
+        for key in TOOL_FILTERS:
+            if key in data:
+                if key in filters:
+                    raise ValueError(f"{key} is given twice: at the top level and in filters")
+                filters[key] = data.pop(key)
+        data["filters"] = filters
+        return data
 
     @field_validator("history")
     @classmethod

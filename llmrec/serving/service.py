@@ -51,8 +51,6 @@ from llmrec.serving.protocol import (
 logger = logging.getLogger(__name__)
 
 TOOL_NAME = "recommend"
-#: The ``recommend`` tool's arguments that are filters of the request.
-FILTER_ARGUMENTS = ("categories", "exclude_categories", "year_min", "year_max")
 
 
 class ServiceError(Exception):
@@ -124,8 +122,8 @@ def tool_arguments_to_request(arguments: str, model: str | None) -> RecommendReq
         raise ServiceError(400, f"tool arguments are not JSON: {exc}", param="arguments") from None
     if not isinstance(raw, dict):
         raise ServiceError(400, "tool arguments must be a JSON object", param="arguments")
-    filters = {k: raw.pop(k) for k in FILTER_ARGUMENTS if k in raw}
-    return RecommendRequest.model_validate({**raw, "filters": filters, "model": model})
+    # the tool's flat filters are read by RecommendRequest itself (a bot may post them as is)
+    return RecommendRequest.model_validate({**raw, "model": model})
 
 
 @dataclass

@@ -369,3 +369,74 @@ def test_serve_config_file_and_cli_parser(tmp_path: Path) -> None:
         load_serve_config(path)
     args = build_parser().parse_args(["serve", "--config", str(path), "--port", "1"])
     assert args.port == 1 and args.func.__name__ == "cmd_serve"
+
+
+# --------------------------------------------------------------------------- wishes
+def test_recommend_says_what_it_understood_and_the_wish_leads(
+    client: TestClient, service: RecService
+) -> None:
+    body = client.post(
+        "/v1/recommend",
+        json={"history": ["Toy Story"], "query": "something scary from the 80s, not sci-fi"},
+    ).json()
+    understood = body["understood"]
+    assert understood["categories"] == [["Horror", "Thriller"]]
+    assert understood["exclude_categories"] == ["Sci-Fi"]
+    assert (understood["year_min"], understood["year_max"]) == (1980, 1989)
+    assert understood["relaxed"] == [] and understood["query"] == "scary"
+    assert '"not sci fi" -> not Sci-Fi' in understood["phrases"]
+    assert body["items"]
+    for item in body["items"]:
+        facts = service.catalog.item(item["item_id"])
+        assert {"Horror", "Thriller"} & set(facts.categories) and "Sci-Fi" not in facts.categories
+        assert 1980 <= facts.year <= 1989
+    plain = client.post("/v1/recommend", json={"history": ["Toy Story"]}).json()
+    assert plain["understood"] is None
+
+
+def test_recommend_relaxes_visibly_when_nothing_fits(client: TestClient) -> None:
+    body = client.post(
+        "/v1/recommend", json={"history": ["Toy Story"], "query": "a horror film from the 1940s"}
+    ).json()
+    assert body["understood"]["relaxed"] == ["years 1940-1949"]
+    assert body["understood"]["year_min"] is None  # what was applied in the end
+    assert body["items"] and all("Horror" in i["categories"] for i in body["items"])
+
+
+def test_chat_reply_says_what_was_understood(client: TestClient, service: RecService) -> None:
+    content = "I loved Toy Story. Something scary from the 80s, but no sci-fi please"
+    body = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": content}]}
+    ).json()
+    text = body["choices"][0]["message"]["content"]
+    assert "Understood: Horror or Thriller; not Sci-Fi; years 1980-1989." in text
+    assert body["llmrec"]["items"]
+    for item in body["llmrec"]["items"]:
+        facts = service.catalog.item(item["item_id"])
+        assert 1980 <= facts.year <= 1989 and "Sci-Fi" not in facts.categories
+    relaxed = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "a horror film from the 1940s"}]},
+    ).json()["choices"][0]["message"]["content"]
+    assert "so I dropped: years 1940-1949." in relaxed
+
+
+def test_tool_arguments_carry_the_understood_constraints(
+    client: TestClient, service: RecService
+) -> None:
+    tool = client.get("/v1/tools").json()["data"][0]
+    assert "exclude_categories" in tool["function"]["parameters"]["properties"]
+    messages = [{"role": "user", "content": "I liked Heat, now something funny, not romance"}]
+    first = client.post("/v1/chat/completions", json={"messages": messages, "tools": [tool]})
+    args = json.loads(
+        first.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    )
+    assert args["history"] == ["Heat (1995)"]
+    assert args["categories"] == ["Comedy"] and args["exclude_categories"] == ["Romance"]
+    assert "funny" in args["query"]
+    # a bot that runs the tool with these arguments gets items that satisfy them
+    result = client.post("/v1/recommend", json={**args, "k": 4}).json()
+    assert result["items"]
+    for item in result["items"]:
+        facts = service.catalog.item(item["item_id"])
+        assert "Comedy" in facts.categories and "Romance" not in facts.categories

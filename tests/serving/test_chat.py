@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmrec.serving.chat import MentionFinder, wish
+from llmrec.serving.chat import MentionFinder, wish, wish_text
 
 from ..llm_fakes import make_catalog, movie_items
 
@@ -56,3 +56,11 @@ def test_the_wish_is_what_remains(finder: MentionFinder) -> None:
     assert wish("hello, thanks", []) is None
     text = "My son loved Toy Story and Mulan"
     assert wish(text, finder.find(text)[0]) is None
+
+
+def test_the_wish_text_keeps_negations_and_years(finder: MentionFinder) -> None:
+    text = "I loved Toy Story and Fargo, but nothing violent from before 1970"
+    assert wish_text(text, finder.find(text)[0]) == "but nothing violent from before 1970"
+    text = "I loved Toy Story and Fargo, something darker?"
+    assert wish_text(text, finder.find(text)[0]) == "something darker"
+    assert wish_text("I liked Heat", finder.find("I liked Heat")[0]) is None
