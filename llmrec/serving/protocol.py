@@ -61,7 +61,7 @@ class Filters(Strict):
 
 
 #: The ``recommend`` tool's arguments that are filters (flat in the tool, ``filters`` here).
-TOOL_FILTERS = ("categories", "exclude_categories", "year_min", "year_max")
+TOOL_FILTERS = ("categories", "exclude_categories", "year_min", "year_max", "exclude_items")
 
 
 class RecommendRequest(Strict):
@@ -162,6 +162,11 @@ class Understood(BaseModel):
     relaxed: list[str] = Field(
         default_factory=list,
         description="Constraints dropped because no catalogue item satisfied them all.",
+    )
+    refined: list[str] = Field(
+        default_factory=list,
+        description="How the last chat message refined the previous answer ('something else', "
+        "'older', 'more like the second').",
     )
 
 

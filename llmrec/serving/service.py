@@ -31,7 +31,14 @@ from llmrec.ranking.pipeline import LLMRanker, RankerConfig
 from llmrec.ranking.recommend import Answer, ItemFilter, Recommendation, RecPipeline
 from llmrec.ranking.wish import titles_of
 from llmrec.serving.batching import Batcher, RoutedModel
-from llmrec.serving.chat import MentionFinder, wish_text
+from llmrec.serving.chat import (
+    MentionFinder,
+    Refinement,
+    listed_items,
+    read_refinement,
+    wish_clauses,
+    without_mentions,
+)
 from llmrec.serving.config import ServeConfig
 from llmrec.serving.protocol import (
     ChatMessage,
@@ -107,6 +114,11 @@ def recommend_tool() -> ToolDef:
                     },
                     "year_min": {"type": "integer"},
                     "year_max": {"type": "integer"},
+                    "exclude_items": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Item ids not to recommend (e.g. already shown).",
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -313,23 +325,27 @@ class RecService:
         last = request.messages[-1]
         if last.role == "tool":
             return self._answer_tool_result(request, model, deadline)
-        args, mentions, unmatched = self._read_conversation(request)
+        args, mentions, unmatched, refined = self._read_conversation(request)
         use_tool = offered and choice != "none"
         forced = choice == "required" or (choice is not None and not isinstance(choice, str))
-        if use_tool and (forced or args["history"] or args.get("query")):
+        if use_tool and (forced or args["history"] or args.get("query") or refined):
             call = ToolCall(
                 id=f"call_{uuid.uuid4().hex[:24]}",
                 function={"name": TOOL_NAME, "arguments": json.dumps(args)},  # type: ignore[arg-type]
             )
             return ChatResult(content=None, model=model, tool_calls=[call])
         options = request.llmrec
+        filters = options.filters
+        if refined is not None:
+            filters = refined_filters(filters, refined)
+        liked = refined.like if refined is not None else []
         rec_request = RecommendRequest(
             user_id=options.user_id,
-            history=[m.item_id for m in mentions],
+            history=[*[m.item_id for m in mentions], *liked],
             query=args.get("query"),
             k=options.k or 5,
             explain=options.explain,
-            filters=options.filters,
+            filters=filters,
             model=model,
         )
         result = self.recommend(rec_request, deadline)
@@ -339,35 +355,87 @@ class RecService:
             for m in mentions
         ]
         result.unresolved = list(unmatched)
+        if refined is not None and refined.said:
+            result.understood = result.understood or Understood()
+            result.understood.refined = list(refined.said)
         return ChatResult(content=render_reply(result), model=model, recommendation=result)
 
     def _read_conversation(
         self, request: ChatRequest
-    ) -> tuple[dict[str, Any], list[Any], list[str]]:
-        """Tool-call arguments from the user's messages (every title they mentioned, oldest
-        first, and the wish of their last message), the mentions themselves and quoted texts that
-        matched nothing. Other roles' text is not read: a system or assistant message cannot add
-        items or change the query."""
+    ) -> tuple[dict[str, Any], list[Any], list[str], Refinement | None]:
+        """Tool-call arguments from the conversation, the mentions themselves, quoted texts that
+        matched nothing and how the last message refines the previous answer (``None`` when it
+        does not).
+
+        Every title the user mentioned counts (oldest first); the wish is the last user
+        message's, carried on from earlier messages while each refines the answer before it
+        ("something else", "not that one", "older", "more like the second", "without horror").
+        Of the other roles, only the numbered items of assistant replies are read (looked up
+        as catalogue titles, for "the second" to mean something): a system or assistant
+        message cannot add items or change the query."""
         mentions: list[Any] = []
         unmatched: list[str] = []
-        query = None
-        users = [m for m in request.messages if m.role == "user"]
-        for i, message in enumerate(users):
+        query: str | None = None
+        refined: Refinement | None = None
+        shown: list[str] = []
+        for message in request.messages:
+            if message.role == "assistant":
+                shown = listed_items(message.text(), self.mentions.titles) or shown
+                continue
+            if message.role != "user":
+                continue
             text = message.text()
             found, missing = self.mentions.find(text)
             mentions.extend(found)
             unmatched.extend(missing)
-            if i == len(users) - 1:
-                query = wish_text(text, found)
+            rest = without_mentions(text, found)
+            step = read_refinement(rest, shown, self._years(shown)) if shown else None
+            if step is not None and (step.refines or self._only_excludes(step.text, found)):
+                wish = wish_clauses(step.text)
+                query = ", ".join(q for q in (query, wish) if q) or None
+                if refined is not None:
+                    step.exclude = list(dict.fromkeys([*refined.exclude, *step.exclude]))
+                    step.like = list(dict.fromkeys([*refined.like, *step.like]))
+                    step.said = [*refined.said, *step.said]
+                    if step.year_min is None and step.year_max is None:
+                        step.year_min, step.year_max = refined.year_min, refined.year_max
+                refined = step
+            else:
+                query, refined = wish_clauses(rest), None
         unique = list({m.item_id: m for m in mentions}.values())
-        args: dict[str, Any] = {"history": [self._display(m.item_id) for m in unique]}
+        history = [self._display(m.item_id) for m in unique]
+        if refined is not None:
+            history += [self._display(i) for i in refined.like if i not in history]
+        args: dict[str, Any] = {"history": history}
         parsed = self.pipeline.wishes.parse(query) if query else None
         if parsed is not None and (parsed.changed_query or self.has_query_view):
             args["query"] = query
             args.update(tool_constraints(parsed))
+        if refined is not None:
+            if refined.year_min is not None or refined.year_max is not None:
+                # the refinement's years replace the wish's (which the pipeline may relax)
+                args.pop("year_min", None)
+                args.pop("year_max", None)
+                args.update(
+                    {k: v for k, v in (("year_min", refined.year_min),
+                                       ("year_max", refined.year_max)) if v is not None}
+                )  # fmt: skip
+            if refined.exclude:
+                args["exclude_items"] = list(refined.exclude)
         if request.llmrec.k:
             args["k"] = request.llmrec.k
-        return args, unique, unmatched
+        return args, unique, unmatched, refined
+
+    def _years(self, item_ids: Sequence[str]) -> list[int]:
+        return [y for i in item_ids if (y := self.catalog.item(i).year) is not None]
+
+    def _only_excludes(self, text: str, found: Sequence[Any]) -> bool:
+        """Whether a message only takes something away ("without horror"): it then refines
+        the previous answer instead of starting a new wish."""
+        if found or not text.strip():
+            return False
+        wish = self.pipeline.wishes.parse(text)
+        return bool(wish.exclude_categories) and not wish.categories and not wish.like
 
     def _display(self, item_id: str) -> str:
         item = self.catalog.item(item_id)
@@ -442,6 +510,17 @@ def tool_constraints(wish: Any) -> dict[str, Any]:
     return out
 
 
+def refined_filters(filters: Filters, refined: Refinement) -> Filters:
+    """The request's filters with a refinement's: its items left out, its years where they
+    agree with the request's (the request's own years win otherwise)."""
+    low = max((y for y in (filters.year_min, refined.year_min) if y is not None), default=None)
+    high = min((y for y in (filters.year_max, refined.year_max) if y is not None), default=None)
+    if low is not None and high is not None and low > high:
+        low, high = filters.year_min, filters.year_max
+    exclude = list(dict.fromkeys([*filters.exclude_items, *refined.exclude]))
+    return filters.model_copy(update={"year_min": low, "year_max": high, "exclude_items": exclude})
+
+
 def item_filter(filters: Filters) -> ItemFilter:
     """The request's filters as the pipeline's :class:`ItemFilter`."""
     return ItemFilter(
@@ -512,6 +591,8 @@ def render_reply(result: RecommendResponse) -> str:
                 + "; ".join(understood.relaxed)
                 + "."
             )
+        if understood.refined:
+            lines.append("Refining the last answer: " + "; ".join(understood.refined) + ".")
         if understood.query:
             lines.append(f'Looking for: "{_quote(understood.query)}".')
     elif result.query:
