@@ -16,7 +16,9 @@ the code on ``PYTHONPATH``. Model: the default base model zero-shot; reasons: ``
 
 Each wish of :data:`CORPUS` says, as a person would read it, which catalogue facts (genres and
 year) an answer must have; an item satisfies the wish when its catalogue record has them (an
-item the wish names as its reference, "like Fargo but ...", never does). Score per wish type:
+item the wish names as its reference, "like Fargo but ...", never does). A multi-turn wish is
+scored on the second answer, which must also relate to the first as the refinement asked
+("something else": none of its items; "older": older than all of them; ...). Score per wish type:
 satisfying items / (5 x wishes), a missing item counting as a miss. Writes
 runs/bench-wishes/<label>.json and regenerates docs/wishes.md from every label measured.
 """
@@ -81,6 +83,12 @@ class Case:
     need: Need
     history: tuple[str, ...] = ()
     chat: bool = False  # sent as one chat message (titles in the text) instead of /v1/recommend
+    #: multi-turn: the reply to ``text`` goes back into the conversation, then this message
+    then: str | None = None
+    #: what the second answer must have beside ``need``, relative to the first answer's items:
+    #: "new" (none of them), "not_first" (not its first), "older"/"newer" (a year before the
+    #: oldest / after the newest of them), "like_second" (new, sharing a genre with its second)
+    relative: str = ""
 
 
 def N(*groups: str | tuple[str, ...], **kw: Any) -> Need:  # noqa: N802
@@ -200,6 +208,54 @@ CORPUS: list[Case] = [
     Case("chat", "I liked Fargo, but no comedies please", N(none=("Comedy",)), chat=True),
     Case("chat", "My kids loved Aladdin, anything similar for them?", N(KIDS), chat=True),
     Case("chat", "I liked Psycho. Anything from before 1970?", N(hi=1969), chat=True),
+    # multi-turn: the second message refines the first answer
+    Case(
+        "multi-turn",
+        "I loved Toy Story. Something scary",
+        N(("Horror", "Thriller")),
+        chat=True,
+        then="something else",
+        relative="new",
+    ),  # fmt: skip
+    Case(
+        "multi-turn",
+        "I liked Fargo, a comedy please",
+        N("Comedy"),
+        chat=True,
+        then="not that one",
+        relative="not_first",
+    ),  # fmt: skip
+    Case(
+        "multi-turn",
+        "I liked Star Wars, something from the 90s",
+        N(),
+        chat=True,
+        then="older",
+        relative="older",
+    ),  # fmt: skip
+    Case(
+        "multi-turn",
+        "I liked Heat, something scary",
+        N("Thriller", none=("Horror",)),
+        chat=True,
+        then="without horror",
+    ),  # fmt: skip
+    Case(
+        "multi-turn",
+        "I loved Toy Story",
+        N(),
+        chat=True,
+        then="more like the second",
+        relative="like_second",
+    ),  # fmt: skip
+    Case(
+        "multi-turn",
+        "I liked Casablanca, a romantic movie",
+        N("Romance"),
+        chat=True,
+        then="newer ones",
+        relative="newer",
+    ),  # fmt: skip
 ]
 
 
@@ -281,21 +337,62 @@ def run(args: argparse.Namespace) -> list[Outcome]:
 
 def ask(client: Any, case: Case, facts: dict[str, Any]) -> Outcome:
     if case.chat:
-        body = {"messages": [{"role": "user", "content": case.text}], "llmrec": {"k": K}}
-        response = client.post("/v1/chat/completions", json=body)
-        items = response.json().get("llmrec", {}).get("items") if response.is_success else None
+        messages = [{"role": "user", "content": case.text}]
+        reply, items = chat(client, messages)
+        first: list[str] = []
+        if case.then is not None and items is not None:
+            first = [entry["item_id"] for entry in items]
+            messages += [
+                {"role": "assistant", "content": reply},
+                {"role": "user", "content": case.then},
+            ]
+            reply, items = chat(client, messages)
     else:
         body = {"history": list(case.history), "query": case.text, "k": K, "explain": False}
         response = client.post("/v1/recommend", json=body)
         items = response.json().get("items") if response.is_success else None
+        reply, first = response.text, []
     if items is None:
-        return Outcome(case, error=f"HTTP {response.status_code}: {response.text[:200]}")
+        return Outcome(case, error=f"no answer: {str(reply)[:200]}")
     outcome = Outcome(case)
     for entry in items[:K]:
         item = facts[entry["item_id"]]  # the catalogue's record, not the response's
         outcome.titles.append(f"{item.title} ({item.year})")
-        outcome.met.append(case.need.met_by(item.title, item.year, set(item.categories)))
+        met = case.need.met_by(item.title, item.year, set(item.categories))
+        outcome.met.append(met and relative_ok(case.relative, item, first, facts))
     return outcome
+
+
+def chat(client: Any, messages: list[dict[str, str]]) -> tuple[str, list[dict] | None]:
+    """One chat call: (the reply's text, the items behind it)."""
+    body = {"messages": messages, "llmrec": {"k": K, "explain": False}}
+    response = client.post("/v1/chat/completions", json=body)
+    if not response.is_success:
+        return response.text, None
+    data = response.json()
+    return data["choices"][0]["message"]["content"] or "", (data.get("llmrec") or {}).get("items")
+
+
+def relative_ok(relative: str, item: Any, first: list[str], facts: dict[str, Any]) -> bool:
+    """Whether ``item`` of the second answer relates to the first answer as the message asked."""
+    if not relative:
+        return True
+    if not first:
+        return False
+    years = [facts[i].year for i in first if facts[i].year]
+    if relative == "new":
+        return item.item_id not in first
+    if relative == "not_first":
+        return item.item_id != first[0]
+    if relative == "older":
+        return item.year is not None and bool(years) and item.year < min(years)
+    if relative == "newer":
+        return item.year is not None and bool(years) and item.year > max(years)
+    if relative == "like_second":
+        second = facts[first[1]] if len(first) > 1 else None
+        shared = second is not None and set(second.categories) & set(item.categories)
+        return item.item_id not in first and bool(shared)
+    raise ValueError(f"unknown relative check {relative!r}")
 
 
 def scores(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
@@ -313,14 +410,16 @@ def detail(label: str, outcomes: list[Outcome]) -> list[str]:
     lines = [
         f"## {label}: every wish",
         "",
+        "Multi-turn rows show the second answer (the first message, then the refinement after",
+        "the arrow).",
+        "",
         "| type | wish | satisfied | top-5 (misses in italics) |",
         "|---|---|---|---|",
     ]
     for o in outcomes:
         shown = ", ".join(t if ok else f"_{t}_" for t, ok in zip(o.titles, o.met, strict=True))
-        lines.append(
-            f"| {o.case.kind} | {o.case.text} | {o.hits}/{K} | {o.error or shown or '-'} |"
-        )
+        said = o.case.text + (f" -> {o.case.then}" if o.case.then else "")
+        lines.append(f"| {o.case.kind} | {said} | {o.hits}/{K} | {o.error or shown or '-'} |")
     return [*lines, ""]
 
 

@@ -337,7 +337,7 @@ class RecService:
         options = request.llmrec
         filters = options.filters
         if refined is not None:
-            filters = refined_filters(filters, refined)
+            filters = refined_filters(filters, refined, self._categories(refined.like))
         liked = refined.like if refined is not None else []
         rec_request = RecommendRequest(
             user_id=options.user_id,
@@ -391,14 +391,13 @@ class RecService:
             rest = without_mentions(text, found)
             step = read_refinement(rest, shown, self._years(shown)) if shown else None
             if step is not None and (step.refines or self._only_excludes(step.text, found)):
-                wish = wish_clauses(step.text)
+                # "older"/"newer" become years of the wish, which the pipeline can relax
+                wish = ", ".join(w for w in (wish_clauses(step.text), years_phrase(step)) if w)
                 query = ", ".join(q for q in (query, wish) if q) or None
                 if refined is not None:
                     step.exclude = list(dict.fromkeys([*refined.exclude, *step.exclude]))
                     step.like = list(dict.fromkeys([*refined.like, *step.like]))
                     step.said = [*refined.said, *step.said]
-                    if step.year_min is None and step.year_max is None:
-                        step.year_min, step.year_max = refined.year_min, refined.year_max
                 refined = step
             else:
                 query, refined = wish_clauses(rest), None
@@ -412,19 +411,17 @@ class RecService:
             args["query"] = query
             args.update(tool_constraints(parsed))
         if refined is not None:
-            if refined.year_min is not None or refined.year_max is not None:
-                # the refinement's years replace the wish's (which the pipeline may relax)
-                args.pop("year_min", None)
-                args.pop("year_max", None)
-                args.update(
-                    {k: v for k, v in (("year_min", refined.year_min),
-                                       ("year_max", refined.year_max)) if v is not None}
-                )  # fmt: skip
             if refined.exclude:
                 args["exclude_items"] = list(refined.exclude)
+            if refined.like and "categories" not in args:
+                args["categories"] = self._categories(refined.like)
         if request.llmrec.k:
             args["k"] = request.llmrec.k
         return args, unique, unmatched, refined
+
+    def _categories(self, item_ids: Sequence[str]) -> list[str]:
+        """The categories of ``item_ids`` ("more like the second": one of its genres)."""
+        return list(dict.fromkeys(c for i in item_ids for c in self.catalog.item(i).categories))
 
     def _years(self, item_ids: Sequence[str]) -> list[int]:
         return [y for i in item_ids if (y := self.catalog.item(i).year) is not None]
@@ -510,15 +507,23 @@ def tool_constraints(wish: Any) -> dict[str, Any]:
     return out
 
 
-def refined_filters(filters: Filters, refined: Refinement) -> Filters:
-    """The request's filters with a refinement's: its items left out, its years where they
-    agree with the request's (the request's own years win otherwise)."""
-    low = max((y for y in (filters.year_min, refined.year_min) if y is not None), default=None)
-    high = min((y for y in (filters.year_max, refined.year_max) if y is not None), default=None)
-    if low is not None and high is not None and low > high:
-        low, high = filters.year_min, filters.year_max
+def years_phrase(refined: Refinement) -> str | None:
+    """A refinement's years as words the wish reader understands ("older" -> "before 1994")."""
+    if refined.year_max is not None:
+        return f"before {refined.year_max + 1}"
+    if refined.year_min is not None:
+        return f"after {refined.year_min - 1}"
+    return None
+
+
+def refined_filters(filters: Filters, refined: Refinement, categories: list[str]) -> Filters:
+    """The request's filters with a refinement's: its items left out and, for "more like the
+    second", one of that item's ``categories`` (unless the request names categories)."""
     exclude = list(dict.fromkeys([*filters.exclude_items, *refined.exclude]))
-    return filters.model_copy(update={"year_min": low, "year_max": high, "exclude_items": exclude})
+    update: dict[str, Any] = {"exclude_items": exclude}
+    if refined.like and not filters.categories:
+        update["categories"] = categories
+    return filters.model_copy(update=update)
 
 
 def item_filter(filters: Filters) -> ItemFilter:
