@@ -50,7 +50,19 @@ HEADER = [
     "whose catalogue record satisfies them (a missing item counts as a miss). **before**: the",
     "code at `d9ca35d` (the wish only nudges the text view); **after**: the wish read into",
     "constraints (`llmrec/ranking/wish.py`) that filter the whole catalogue, the soft rest",
-    "ordering it. Goal: >= 0.90 overall.",
+    "ordering it. Goal: >= 0.90 overall. An item shown after a constraint was relaxed (the",
+    "reply says which) counts as a miss when it breaks that constraint.",
+    "",
+    "Commands (from the repository root; the retriever has a text view):",
+    "",
+    "```bash",
+    "llmrec retrieve build --data ml-100k --out runs/retriever-text \\",
+    "    --views text,sasrec,cooc,recent-pop,pop --fusion rrf",
+    "git worktree add /tmp/wish-before d9ca35d",
+    "PYTHONPATH=/tmp/wish-before python bench/wishes.py --retriever runs/retriever-text "
+    "--label before",
+    "PYTHONPATH=$PWD python bench/wishes.py --retriever runs/retriever-text --label after",
+    "```",
     "",
 ]
 

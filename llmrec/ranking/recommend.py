@@ -156,11 +156,14 @@ def relaxations(wish: Wish) -> list[tuple[str, Wish]]:
     """The wish made looser step by step, each step with the constraint it drops: years first,
     then the category groups (the last said first), then the exclusions."""
     steps = []
-    if wish.year_min is not None or wish.year_max is not None:
-        low = "" if wish.year_min is None else str(wish.year_min)
-        high = "" if wish.year_max is None else str(wish.year_max)
+    low, high = wish.year_min, wish.year_max
+    if low is not None or high is not None:
+        if low is not None and high is not None:
+            said = f"years {low}-{high}"
+        else:
+            said = f"years from {low}" if low is not None else f"years up to {high}"
         wish = replace(wish, year_min=None, year_max=None)
-        steps.append((f"years {low}-{high}", wish))
+        steps.append((said, wish))
     while wish.categories:
         group = wish.categories[-1]
         wish = replace(wish, categories=wish.categories[:-1])
