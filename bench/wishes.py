@@ -299,9 +299,13 @@ def main() -> int:
     outcomes = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from llmrec.ranking.backends import DEFAULT_BASE_MODEL
+
+    model = args.base_model or DEFAULT_BASE_MODEL
     record = {
         "label": args.label,
         "code": str(code),
+        "base_model": model,
         "scores": scores(outcomes),
         "wishes": [
             {
@@ -318,7 +322,7 @@ def main() -> int:
     lines = detail(args.label, outcomes)
     print("\n".join(lines))
     write_section(out, args.label, lines, started, "bench/wishes.py")
-    write_section(out, "compare", compare(out), started, "bench/wishes.py")
+    write_section(out, "compare", compare(out, model), started, "bench/wishes.py")
     write_doc(out, Path(args.doc), HEADER, PARTS)
     print(f"wrote {out / (args.label + '.json')} and {args.doc}")
     return 1 if any(o.error for o in outcomes) else 0
@@ -435,8 +439,10 @@ def detail(label: str, outcomes: list[Outcome]) -> list[str]:
     return [*lines, ""]
 
 
-def compare(out: Path) -> list[str]:
+def compare(out: Path, model: str) -> list[str]:
     """The table of every label measured so far, per wish type."""
+    import torch
+
     runs = {}
     for label in ("before", "after"):
         path = out / f"{label}.json"
@@ -446,8 +452,9 @@ def compare(out: Path) -> list[str]:
     lines = [
         "## Share of top-5 items that satisfy the wish",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; ML-100K, default base model zero-shot, reasons template.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"Python {platform.python_version()}; ML-100K, base model {model} zero-shot, reasons "
+        "template, retriever with views text, sasrec, cooc, recent-pop, pop (RRF).",
         "",
         "| wish type | wishes | " + " | ".join(runs) + " |",
         "|---|---|" + "---|" * len(runs),
