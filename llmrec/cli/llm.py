@@ -191,8 +191,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         backend=args.backend,
         dtype=args.dtype,
     )
-    recs = pipeline.recommend(history, k=args.k, query=args.query, reasons=args.reasons)
-    for rank, rec in enumerate(recs, start=1):
+    answer = pipeline.answer(history, k=args.k, query=args.query, reasons=args.reasons)
+    if answer.wish is not None and not args.json:
+        print_understood(answer)
+    for rank, rec in enumerate(answer.items, start=1):
         if args.json:
             print(json.dumps({"rank": rank, **rec.to_dict()}, ensure_ascii=False))
             continue
@@ -202,6 +204,19 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         if rec.reason is not None:
             print(f"   why: {rec.reason.text}  ({rec.reason.source})")
     return 0
+
+
+def print_understood(answer: Any) -> None:
+    """What was read from --query: each phrase, dropped constraints, the soft rest."""
+    wish = answer.wish
+    for phrase in wish.understood:
+        print(f"understood: {phrase}")
+    for dropped in answer.relaxed:
+        print(f"relaxed: no item satisfies every constraint; dropped {dropped}")
+    if wish.changed_query:
+        print(f"searching for: {wish.query!r}" if wish.query else "searching for: (nothing more)")
+    if wish.ignored:
+        print("ignored: " + " ".join(wish.ignored))
 
 
 # --------------------------------------------------------------------------- evaluate --model llm

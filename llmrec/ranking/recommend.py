@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from llmrec.ranking.backends import BackendConfig, RankModel
 from llmrec.ranking.fuse import fuse, retrieval_order_scores, standardise
 from llmrec.ranking.pipeline import LLMRanker, RankerConfig, candidates_from_scores
 from llmrec.ranking.reasons import Grounder, ReasonFacts, ReasonMode
+from llmrec.ranking.wish import Wish, WishParser
 
 logger = logging.getLogger(__name__)
 
@@ -78,32 +79,113 @@ def _rounded(value: float) -> float | None:
 
 @dataclass(frozen=True)
 class ItemFilter:
-    """Hard constraints on recommended items: categories (any of), a year range, exclusions."""
+    """Hard constraints on recommended items: categories (any of), a year range, exclusions.
+
+    ``require``: further groups of categories, an item needs one of each (a wish's "romantic
+    comedy" is two groups); ``exclude_categories``: an item with any of these is rejected.
+    """
 
     categories: tuple[str, ...] = ()
     year_min: int | None = None
     year_max: int | None = None
     #: Item ids never to recommend (beside the user's history, which is always excluded).
     exclude: frozenset[str] = frozenset()
+    exclude_categories: tuple[str, ...] = ()
+    require: tuple[tuple[str, ...], ...] = ()
 
     @property
     def narrows(self) -> bool:
         """Whether the filter can reject items beyond the excluded ones (then the whole
         catalogue is searched, not just the top of the retriever's list)."""
-        return bool(self.categories) or self.year_min is not None or self.year_max is not None
+        return (
+            bool(self.categories or self.exclude_categories or self.require)
+            or self.year_min is not None
+            or self.year_max is not None
+        )
 
     def passes(self, item: Item) -> bool:
         if item.item_id in self.exclude:
             return False
-        if self.categories:
-            wanted = {c.lower() for c in self.categories}
-            if not wanted & {c.lower() for c in item.categories}:
+        have = {c.lower() for c in item.categories}
+        for group in (self.categories, *self.require):
+            if group and not have & {c.lower() for c in group}:
                 return False
+        if have & {c.lower() for c in self.exclude_categories}:
+            return False
         if self.year_min is not None and (item.year is None or item.year < self.year_min):
             return False
         if self.year_max is not None and (item.year is None or item.year > self.year_max):
             return False
         return True
+
+    def with_wish(self, wish: Wish | None) -> ItemFilter:
+        """This filter narrowed by a wish's hard constraints (both must hold)."""
+        if wish is None or not wish.constrains:
+            return self
+        lows = [y for y in (self.year_min, wish.year_min) if y is not None]
+        highs = [y for y in (self.year_max, wish.year_max) if y is not None]
+        return replace(
+            self,
+            year_min=max(lows) if lows else None,
+            year_max=min(highs) if highs else None,
+            exclude_categories=tuple(
+                dict.fromkeys((*self.exclude_categories, *wish.exclude_categories))
+            ),
+            require=(*self.require, *wish.categories),
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A recommendation list with what was understood of the wish.
+
+    ``wish``: the wish as read (``None`` without a query); ``applied``: its constraints that
+    filtered the items (the wish minus the ``relaxed`` ones, dropped because no item satisfied
+    them all, each said as the wish said it).
+    """
+
+    items: list[Recommendation]
+    wish: Wish | None = None
+    applied: Wish | None = None
+    relaxed: tuple[str, ...] = ()
+    #: the history the items were ranked for (with the wish's "like X" items added)
+    history: UserSequence | None = None
+
+
+def relaxations(wish: Wish) -> list[tuple[str, Wish]]:
+    """The wish made looser step by step, each step with the constraint it drops: years first,
+    then the category groups (the last said first), then the exclusions."""
+    steps = []
+    low, high = wish.year_min, wish.year_max
+    if low is not None or high is not None:
+        if low is not None and high is not None:
+            said = f"years {low}-{high}"
+        else:
+            said = f"years from {low}" if low is not None else f"years up to {high}"
+        wish = replace(wish, year_min=None, year_max=None)
+        steps.append((said, wish))
+    while wish.categories:
+        group = wish.categories[-1]
+        wish = replace(wish, categories=wish.categories[:-1])
+        steps.append((" or ".join(group), wish))
+    if wish.exclude_categories:
+        said = "not " + " or ".join(wish.exclude_categories)
+        wish = replace(wish, exclude_categories=())
+        steps.append((said, wish))
+    return steps
+
+
+def with_items(history: UserSequence, item_ids: Sequence[str]) -> UserSequence:
+    """``history`` followed by ``item_ids`` it lacks (a wish's "like X"). Ratings, behaviours
+    and context are not invented for the added items: the longer history carries none, as a
+    service history extended by titles does."""
+    new = [i for i in dict.fromkeys(item_ids) if i not in set(history.item_ids)]
+    if not new:
+        return history
+    ids = (*history.item_ids, *new)
+    start = history.timestamps[-1] + 1.0 if history.timestamps else 0.0
+    times = (*history.timestamps, *(start + n for n in range(len(new))))
+    return UserSequence(history.user_id, ids, times)
 
 
 class ReasonGenerator:
@@ -198,6 +280,8 @@ class RecPipeline:
         self.facts = facts or ReasonFacts(catalog, text_item_embeddings(retriever))
         self.grounder = grounder or Grounder(catalog)
         self.adapter = adapter
+        self._wishes: WishParser | None = None
+        self._items: list[Item] | None = None
 
     @property
     def model(self) -> RankModel:
@@ -318,14 +402,74 @@ class RecPipeline:
         model: RankModel | None = None,
         filters: ItemFilter | None = None,
     ) -> list[Recommendation]:
+        """The top ``k`` items (:meth:`answer` without what was understood)."""
+        return self.answer(history, k, query, reasons, model, filters).items
+
+    def answer(
+        self,
+        history: UserSequence,
+        k: int = 5,
+        query: str | None = None,
+        reasons: str = "generate",
+        model: RankModel | None = None,
+        filters: ItemFilter | None = None,
+    ) -> Answer:
+        """The top ``k`` items for ``history`` and the wish in ``query``.
+
+        A wish leads: its hard constraints (:class:`~llmrec.ranking.wish.Wish`) join
+        ``filters``, so candidates come from the whole catalogue filtered by them, ordered by the
+        retriever with the wish's soft query, then by the LLM; items it names ("like X") join
+        the history. If no item satisfies them all, the wish's constraints are dropped one at a
+        time (years, categories, exclusions) until one does, and the answer says which were
+        (``filters`` themselves are never relaxed). Without a query this is exactly the ranking
+        of history and ``filters`` alone."""
         if reasons not in REASON_MODES:
             raise ValueError(f"reasons must be one of {REASON_MODES}, got {reasons!r}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        cands = self.candidates(history, k, query, filters)
+        filters = filters or ItemFilter()
+        wish = self.wishes.parse(query) if query and query.strip() else None
+        applied, relaxed = wish, ()
+        if wish is not None:
+            history = with_items(history, wish.like)
+            applied, relaxed = self._satisfiable(history, filters, wish)
+            if wish.changed_query:
+                query = wish.query
+            if relaxed:
+                logger.info("wish %r: no item satisfies it; dropped %s", wish.text, relaxed)
+        cands = self.candidates(history, k, query, filters.with_wish(applied))
         recs = self.rank(history, cands, k, model)
         self.explain(history, recs, reasons, model)
-        return recs
+        return Answer(recs, wish, applied, relaxed, history)
+
+    @property
+    def wishes(self) -> WishParser:
+        """The wish reader for this catalogue (built on first use)."""
+        if self._wishes is None:
+            self._wishes = WishParser(self.catalog)
+        return self._wishes
+
+    def _satisfiable(
+        self, history: UserSequence, filters: ItemFilter, wish: Wish
+    ) -> tuple[Wish, tuple[str, ...]]:
+        """``wish`` loosened until some item outside the history passes it with ``filters``:
+        (the wish applied, the constraints dropped)."""
+        if self._items is None:
+            self._items = list(self.catalog)
+        seen = set(history.item_ids)
+
+        def any_passes(w: Wish) -> bool:
+            f = filters.with_wish(w)
+            return any(i.item_id not in seen and f.passes(i) for i in self._items or ())
+
+        if any_passes(wish):
+            return wish, ()
+        dropped: list[str] = []
+        for said, looser in relaxations(wish):
+            dropped.append(said)
+            if any_passes(looser):
+                return looser, tuple(dropped)
+        return looser if dropped else wish, tuple(dropped)
 
     def _recommendation(self, cand: Any, score: float, llm: float, ret: float) -> Recommendation:
         item = self.catalog.item(cand.item_id)

@@ -13,7 +13,7 @@ Nothing here follows instructions found in the text: it only looks titles up in 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmrec.data.catalog import Catalog
 from llmrec.data.titles import TitleIndex, TitleMatch, normalise_title
@@ -151,6 +151,37 @@ class MentionFinder:
         return Mention(text.strip(), match.item_id, match.title, match.score, start, end)
 
 
+def without_mentions(text: str, mentions: list[Mention]) -> str:
+    """``text`` with every mention replaced by a line break (a clause boundary)."""
+    pieces, last = [], 0
+    for m in sorted(mentions, key=lambda m: m.start):
+        pieces.append(text[last : m.start])
+        pieces.append("\n")
+        last = max(last, m.end)
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def wish_clauses(text: str) -> str | None:
+    """The clauses of ``text`` that hold more than filler, words kept as written, so that
+    negations and years survive; ``None`` when no clause is left."""
+    from llmrec.ranking.wish import FILLER
+
+    kept = []
+    for clause in re.split(r"[\n,;.!?]+", text):
+        words = [w.lower() for w in _WORD.findall(clause)]
+        if any(w not in FILLER and w not in _PEOPLE for w in words):
+            kept.append(" ".join(clause.split()))
+    return ", ".join(kept)[:1000] or None
+
+
+def wish_text(text: str, mentions: list[Mention]) -> str | None:
+    """The message without its mentions, for the wish reader
+    (:class:`llmrec.ranking.wish.WishParser`): "I loved Fargo, but nothing violent" ->
+    "but nothing violent" (:func:`wish_clauses` of :func:`without_mentions`)."""
+    return wish_clauses(without_mentions(text, mentions))
+
+
 def wish(text: str, mentions: list[Mention]) -> str | None:
     """What the message asks for once the mentioned titles are taken out ("something darker"),
     or ``None`` when nothing but filler is left."""
@@ -171,3 +202,123 @@ def wish(text: str, mentions: list[Mention]) -> str | None:
         content.pop(0)
     phrase = " ".join(content)[:300]
     return phrase or None
+
+
+# --------------------------------------------------------------------------- refinement
+#: A numbered line of a reply: "2. Fargo (1996) [Crime, Drama]" (render_reply's list).
+_LISTED = re.compile(
+    r"^\s*\d{1,2}\.\s+(?P<title>.+?)(?:\s+\((?P<year>\d{4})\))?(?:\s+\[[^\]]*\])?\s*$"
+)
+_ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "1st": 0, "2nd": 1,
+             "3rd": 2, "4th": 3, "5th": 4}  # fmt: skip
+_WHICH = (
+    r"(?:the\s+)?(?:#|number\s+)?"
+    r"(?P<which>first|second|third|fourth|fifth|1st|2nd|3rd|4th|5th|last|\d)"
+)
+_ELSE = re.compile(
+    r"\b(?:else|other ones?|others|different ones?|something different|another one|"
+    r"more options|new ones|not these|none of (?:these|those|them))\b"
+)
+_NOT_ONE = re.compile(
+    rf"\b(?:not|no|drop|skip|without)\s+(?:(?P<that>that|this)(?:\s+one)?|{_WHICH}(?:\s+one)?)\b"
+)
+_MORE_LIKE = re.compile(rf"\b(?:more\s+)?(?:like|similar to)\s+{_WHICH}(?:\s+one)?\b")
+_OLDER = re.compile(r"\b(?:older|earlier|less recent)(?:\s+ones?)?\b")
+_NEWER = re.compile(r"\b(?:newer|more recent|later)(?:\s+ones?)?\b")
+
+
+def listed_items(text: str, titles: TitleIndex, limit: int = 50) -> list[str]:
+    """Item ids of a reply's numbered list, in order. A line counts only when its title is a
+    catalogue title exactly (after normalisation): anything else in the text is not read."""
+    out: list[str] = []
+    for line in text.splitlines():
+        match = _LISTED.match(line)
+        if match is None:
+            continue
+        found = titles.match(match["title"] + (f" ({match['year']})" if match["year"] else ""))
+        if found is not None and found.score >= 1.0 and found.item_id not in out:
+            out.append(found.item_id)
+        if len(out) == limit:
+            break
+    return out
+
+
+@dataclass
+class Refinement:
+    """How a message refines the previous answer (``shown``, its items in order): items not to
+    show again, items to be more like, years relative to the shown ones, and the message's text
+    with the refinement cues taken out (what is left is read as a wish)."""
+
+    shown: list[str]
+    text: str
+    exclude: list[str]
+    like: list[str]
+    year_min: int | None = None
+    year_max: int | None = None
+    said: list[str] = field(default_factory=list)
+
+    @property
+    def refines(self) -> bool:
+        return bool(self.exclude or self.like or self.year_min or self.year_max)
+
+
+def read_refinement(text: str, shown: list[str], years: list[int]) -> Refinement:
+    """Read "something else", "not that one", "not the second", "more like the first", "older",
+    "newer" against the items of the previous answer (``shown``, with their ``years``)."""
+    norm = re.sub(r"[ \t]+", " ", text).strip()
+    lower = norm.lower()
+    if len(lower) != len(norm):
+        norm = lower
+    out = Refinement(shown=list(shown), text=norm, exclude=[], like=[])
+    spans: list[tuple[int, int]] = []
+
+    def pick(which: str | None) -> str | None:
+        if not shown:
+            return None
+        if which in (None, "that", "this"):
+            return shown[0]
+        if which == "last":
+            return shown[-1]
+        n = _ORDINALS.get(which, int(which) - 1 if which.isdigit() else -1)
+        return shown[n] if 0 <= n < len(shown) else None
+
+    def cut(match: re.Match[str]) -> None:
+        spans.append(match.span())
+
+    for match in _MORE_LIKE.finditer(lower):
+        item = pick(match["which"])
+        if item is not None:
+            out.like.append(item)
+            out.said.append(f'"{match.group(0)}" -> like item {shown.index(item) + 1}')
+            cut(match)
+    for match in _NOT_ONE.finditer(lower):
+        item = pick(match["which"] or match["that"])
+        if item is not None:
+            out.exclude.append(item)
+            out.said.append(f'"{match.group(0)}" -> not item {shown.index(item) + 1}')
+            cut(match)
+    if _ELSE.search(lower) or out.like:
+        out.exclude = list(dict.fromkeys([*out.exclude, *shown]))
+        out.said.append(f"not the {len(shown)} items shown before")
+        for match in _ELSE.finditer(lower):
+            cut(match)
+    known = [y for y in years if y]
+    for pattern, older in ((_OLDER, True), (_NEWER, False)):
+        match = pattern.search(lower)
+        if match is None or not known:
+            continue
+        if older:
+            out.year_max = min(known) - 1
+            out.said.append(f'"{match.group(0)}" -> up to {out.year_max}')
+        else:
+            out.year_min = max(known) + 1
+            out.said.append(f'"{match.group(0)}" -> from {out.year_min}')
+        out.exclude = list(dict.fromkeys([*out.exclude, *shown]))
+        cut(match)
+    kept, last = [], 0
+    for start, end in sorted(spans):
+        kept.append(norm[last:start])
+        last = max(last, end)
+    kept.append(norm[last:])
+    out.text = re.sub(r"[ \t]+", " ", " ".join(kept)).strip()
+    return out

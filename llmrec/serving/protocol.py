@@ -42,6 +42,9 @@ class Filters(Strict):
     categories: list[str] | None = Field(
         None, max_length=32, description="Keep only items in at least one of these categories."
     )
+    exclude_categories: list[str] | None = Field(
+        None, max_length=32, description="Leave out items in any of these categories."
+    )
     year_min: int | None = Field(None, ge=0, le=3000)
     year_max: int | None = Field(None, ge=0, le=3000)
     exclude_items: list[str] = Field(default_factory=list, max_length=1000)
@@ -55,6 +58,10 @@ class Filters(Strict):
         ):
             raise ValueError("year_min must not exceed year_max")
         return self
+
+
+#: The ``recommend`` tool's arguments that are filters (flat in the tool, ``filters`` here).
+TOOL_FILTERS = ("categories", "exclude_categories", "year_min", "year_max", "exclude_items")
 
 
 class RecommendRequest(Strict):
@@ -72,6 +79,26 @@ class RecommendRequest(Strict):
     explain: bool = Field(True, description="Add a grounded reason to each item.")
     filters: Filters = Field(default_factory=Filters)
     model: str | None = Field(None, max_length=128, description="Served model (adapter) name.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_arguments(cls, data: Any) -> Any:
+        """The ``recommend`` tool's arguments are a valid body: its filters (``categories``,
+        ``exclude_categories``, ``year_min``, ``year_max``) may sit at the top level."""
+        if not isinstance(data, dict) or not set(TOOL_FILTERS) & set(data):
+            return data
+        data = dict(data)
+        filters = data.get("filters") or {}
+        if not isinstance(filters, dict):
+            return data
+        filters = dict(filters)
+        for key in TOOL_FILTERS:
+            if key in data:
+                if key in filters:
+                    raise ValueError(f"{key} is given twice: at the top level and in filters")
+                filters[key] = data.pop(key)
+        data["filters"] = filters
+        return data
 
     @field_validator("history")
     @classmethod
@@ -112,6 +139,37 @@ class RecommendedItem(BaseModel):
     reason_source: Literal["llm", "template"] | None = None
 
 
+class Understood(BaseModel):
+    """What the service read from the query: the constraints it applied to the items, the soft
+    rest it searched with, and what it ignored or had to drop."""
+
+    categories: list[list[str]] = Field(
+        default_factory=list,
+        description="Each inner list: every item has at least one of these categories.",
+    )
+    exclude_categories: list[str] = Field(default_factory=list)
+    year_min: int | None = None
+    year_max: int | None = None
+    like: list[str] = Field(
+        default_factory=list, description="Catalogue titles the query named ('like X'): they "
+        "joined the history.",
+    )  # fmt: skip
+    query: str | None = Field(None, description="The soft rest, searched by the text view.")
+    phrases: list[str] = Field(
+        default_factory=list, description="How each part of the query was read."
+    )
+    ignored: list[str] = Field(default_factory=list, description="Words that carried no wish.")
+    relaxed: list[str] = Field(
+        default_factory=list,
+        description="Constraints dropped because no catalogue item satisfied them all.",
+    )
+    refined: list[str] = Field(
+        default_factory=list,
+        description="How the last chat message refined the previous answer ('something else', "
+        "'older', 'more like the second').",
+    )
+
+
 class RecommendResponse(BaseModel):
     object: Literal["recommendation"] = "recommendation"
     model: str
@@ -120,6 +178,9 @@ class RecommendResponse(BaseModel):
     resolved: list[ResolvedItem]
     unresolved: list[str]
     notes: list[str] = Field(default_factory=list, description="What the service did not do.")
+    understood: Understood | None = Field(
+        None, description="What was read from the query (null without a query)."
+    )
     items: list[RecommendedItem]
 
 

@@ -28,9 +28,17 @@ import numpy as np
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import UserSequence
 from llmrec.ranking.pipeline import LLMRanker, RankerConfig
-from llmrec.ranking.recommend import ItemFilter, Recommendation, RecPipeline
+from llmrec.ranking.recommend import Answer, ItemFilter, Recommendation, RecPipeline
+from llmrec.ranking.wish import titles_of
 from llmrec.serving.batching import Batcher, RoutedModel
-from llmrec.serving.chat import MentionFinder, wish
+from llmrec.serving.chat import (
+    MentionFinder,
+    Refinement,
+    listed_items,
+    read_refinement,
+    wish_clauses,
+    without_mentions,
+)
 from llmrec.serving.config import ServeConfig
 from llmrec.serving.protocol import (
     ChatMessage,
@@ -43,6 +51,7 @@ from llmrec.serving.protocol import (
     ResolvedItem,
     ToolCall,
     ToolDef,
+    Understood,
     ViewEvidenceOut,
 )
 
@@ -98,8 +107,18 @@ def recommend_tool() -> ToolDef:
                         "items": {"type": "string"},
                         "description": "Only items in one of these categories (genres).",
                     },
+                    "exclude_categories": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Leave out items in any of these categories.",
+                    },
                     "year_min": {"type": "integer"},
                     "year_max": {"type": "integer"},
+                    "exclude_items": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Item ids not to recommend (e.g. already shown).",
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -115,8 +134,8 @@ def tool_arguments_to_request(arguments: str, model: str | None) -> RecommendReq
         raise ServiceError(400, f"tool arguments are not JSON: {exc}", param="arguments") from None
     if not isinstance(raw, dict):
         raise ServiceError(400, "tool arguments must be a JSON object", param="arguments")
-    filters = {k: raw.pop(k) for k in ("categories", "year_min", "year_max") if k in raw}
-    return RecommendRequest.model_validate({**raw, "filters": filters, "model": model})
+    # the tool's flat filters are read by RecommendRequest itself (a bot may post them as is)
+    return RecommendRequest.model_validate({**raw, "model": model})
 
 
 @dataclass
@@ -229,11 +248,8 @@ class RecService:
         model = self.model_name(request.model)
         history, resolved, unresolved = self.resolve_history(request.user_id, request.history)
         query = (request.query or "").strip() or None
-        notes = []
-        if query and not self.has_query_view:
-            notes.append("query ignored: the served retriever has no text view")
         routed = RoutedModel(self.batcher, model, deadline)
-        recs = self.pipeline.recommend(
+        answer = self.pipeline.answer(
             history,
             k=request.k,
             query=query,
@@ -241,7 +257,12 @@ class RecService:
             model=routed,
             filters=item_filter(request.filters),
         )
-        items = [recommended_item(r) for r in recs]
+        notes = []
+        soft = answer.wish.query if answer.wish and answer.wish.changed_query else query
+        if soft and not self.has_query_view:
+            kind = "query" if answer.wish is None or not answer.wish.changed_query else "free text"
+            notes.append(f"{kind} ignored: the served retriever has no text view")
+        items = [recommended_item(r) for r in answer.items]
         return RecommendResponse(
             model=model,
             user_id=request.user_id,
@@ -250,6 +271,24 @@ class RecService:
             unresolved=unresolved,
             items=items,
             notes=notes,
+            understood=self.understood(answer),
+        )
+
+    def understood(self, answer: Answer) -> Understood | None:
+        """What the pipeline read from the query, in the response's shape."""
+        wish, applied = answer.wish, answer.applied
+        if wish is None or applied is None:
+            return None
+        return Understood(
+            categories=[list(g) for g in applied.categories],
+            exclude_categories=list(applied.exclude_categories),
+            year_min=applied.year_min,
+            year_max=applied.year_max,
+            like=titles_of(self.catalog, wish.like),
+            query=wish.query if wish.changed_query else wish.text,
+            phrases=list(wish.understood),
+            ignored=list(wish.ignored),
+            relaxed=list(answer.relaxed),
         )
 
     # ------------------------------------------------------------------ chat
@@ -288,23 +327,27 @@ class RecService:
         last = request.messages[-1]
         if last.role == "tool":
             return self._answer_tool_result(request, model, deadline)
-        args, mentions, unmatched = self._read_conversation(request)
+        args, mentions, unmatched, refined = self._read_conversation(request)
         use_tool = offered and choice != "none"
         forced = choice == "required" or (choice is not None and not isinstance(choice, str))
-        if use_tool and (forced or args["history"] or args.get("query")):
+        if use_tool and (forced or args["history"] or args.get("query") or refined):
             call = ToolCall(
                 id=f"call_{uuid.uuid4().hex[:24]}",
                 function={"name": TOOL_NAME, "arguments": json.dumps(args)},  # type: ignore[arg-type]
             )
             return ChatResult(content=None, model=model, tool_calls=[call])
         options = request.llmrec
+        filters = options.filters
+        if refined is not None:
+            filters = refined_filters(filters, refined, self._categories(refined.like))
+        liked = refined.like if refined is not None else []
         rec_request = RecommendRequest(
             user_id=options.user_id,
-            history=[m.item_id for m in mentions],
+            history=[*[m.item_id for m in mentions], *liked],
             query=args.get("query"),
             k=options.k or 5,
             explain=options.explain,
-            filters=options.filters,
+            filters=filters,
             model=model,
         )
         result = self.recommend(rec_request, deadline)
@@ -314,33 +357,84 @@ class RecService:
             for m in mentions
         ]
         result.unresolved = list(unmatched)
+        if refined is not None and refined.said:
+            result.understood = result.understood or Understood()
+            result.understood.refined = list(refined.said)
         return ChatResult(content=render_reply(result), model=model, recommendation=result)
 
     def _read_conversation(
         self, request: ChatRequest
-    ) -> tuple[dict[str, Any], list[Any], list[str]]:
-        """Tool-call arguments from the user's messages (every title they mentioned, oldest
-        first, and the wish of their last message), the mentions themselves and quoted texts that
-        matched nothing. Other roles' text is not read: a system or assistant message cannot add
-        items or change the query."""
+    ) -> tuple[dict[str, Any], list[Any], list[str], Refinement | None]:
+        """Tool-call arguments from the conversation, the mentions themselves, quoted texts that
+        matched nothing and how the last message refines the previous answer (``None`` when it
+        does not).
+
+        Every title the user mentioned counts (oldest first); the wish is the last user
+        message's, carried on from earlier messages while each refines the answer before it
+        ("something else", "not that one", "older", "more like the second", "without horror").
+        Of the other roles, only the numbered items of assistant replies are read (looked up
+        as catalogue titles, for "the second" to mean something): a system or assistant
+        message cannot add items or change the query."""
         mentions: list[Any] = []
         unmatched: list[str] = []
-        query = None
-        users = [m for m in request.messages if m.role == "user"]
-        for i, message in enumerate(users):
+        query: str | None = None
+        refined: Refinement | None = None
+        shown: list[str] = []
+        for message in request.messages:
+            if message.role == "assistant":
+                shown = listed_items(message.text(), self.mentions.titles) or shown
+                continue
+            if message.role != "user":
+                continue
             text = message.text()
             found, missing = self.mentions.find(text)
             mentions.extend(found)
             unmatched.extend(missing)
-            if i == len(users) - 1:
-                query = wish(text, found)
+            rest = without_mentions(text, found)
+            step = read_refinement(rest, shown, self._years(shown)) if shown else None
+            if step is not None and (step.refines or self._only_excludes(step.text, found)):
+                # "older"/"newer" become years of the wish, which the pipeline can relax
+                wish = ", ".join(w for w in (wish_clauses(step.text), years_phrase(step)) if w)
+                query = ", ".join(q for q in (query, wish) if q) or None
+                if refined is not None:
+                    step.exclude = list(dict.fromkeys([*refined.exclude, *step.exclude]))
+                    step.like = list(dict.fromkeys([*refined.like, *step.like]))
+                    step.said = [*refined.said, *step.said]
+                refined = step
+            else:
+                query, refined = wish_clauses(rest), None
         unique = list({m.item_id: m for m in mentions}.values())
-        args: dict[str, Any] = {"history": [self._display(m.item_id) for m in unique]}
-        if query and self.has_query_view:
+        history = [self._display(m.item_id) for m in unique]
+        if refined is not None:
+            history += [self._display(i) for i in refined.like if i not in history]
+        args: dict[str, Any] = {"history": history}
+        parsed = self.pipeline.wishes.parse(query) if query else None
+        if parsed is not None and (parsed.changed_query or self.has_query_view):
             args["query"] = query
+            args.update(tool_constraints(parsed))
+        if refined is not None:
+            if refined.exclude:
+                args["exclude_items"] = list(refined.exclude)
+            if refined.like and "categories" not in args:
+                args["categories"] = self._categories(refined.like)
         if request.llmrec.k:
             args["k"] = request.llmrec.k
-        return args, unique, unmatched
+        return args, unique, unmatched, refined
+
+    def _categories(self, item_ids: Sequence[str]) -> list[str]:
+        """The categories of ``item_ids`` ("more like the second": one of its genres)."""
+        return list(dict.fromkeys(c for i in item_ids for c in self.catalog.item(i).categories))
+
+    def _years(self, item_ids: Sequence[str]) -> list[int]:
+        return [y for i in item_ids if (y := self.catalog.item(i).year) is not None]
+
+    def _only_excludes(self, text: str, found: Sequence[Any]) -> bool:
+        """Whether a message only takes something away ("without horror"): it then refines
+        the previous answer instead of starting a new wish."""
+        if found or not text.strip():
+            return False
+        wish = self.pipeline.wishes.parse(text)
+        return bool(wish.exclude_categories) and not wish.categories and not wish.like
 
     def _display(self, item_id: str) -> str:
         item = self.catalog.item(item_id)
@@ -399,10 +493,46 @@ class RecService:
         return ChatResult(content=render_reply(result), model=model, recommendation=result)
 
 
+def tool_constraints(wish: Any) -> dict[str, Any]:
+    """A wish's hard constraints as ``recommend`` tool arguments, so that a bot calling the tool
+    asks for what was understood. Several category groups ("romantic comedy") are not one
+    ``categories`` list (any of); the ``query`` the call also carries is read again then."""
+    out: dict[str, Any] = {}
+    if len(wish.categories) == 1:
+        out["categories"] = list(wish.categories[0])
+    if wish.exclude_categories:
+        out["exclude_categories"] = list(wish.exclude_categories)
+    if wish.year_min is not None:
+        out["year_min"] = wish.year_min
+    if wish.year_max is not None:
+        out["year_max"] = wish.year_max
+    return out
+
+
+def years_phrase(refined: Refinement) -> str | None:
+    """A refinement's years as words the wish reader understands ("older" -> "before 1994")."""
+    if refined.year_max is not None:
+        return f"before {refined.year_max + 1}"
+    if refined.year_min is not None:
+        return f"after {refined.year_min - 1}"
+    return None
+
+
+def refined_filters(filters: Filters, refined: Refinement, categories: list[str]) -> Filters:
+    """The request's filters with a refinement's: its items left out and, for "more like the
+    second", one of that item's ``categories`` (unless the request names categories)."""
+    exclude = list(dict.fromkeys([*filters.exclude_items, *refined.exclude]))
+    update: dict[str, Any] = {"exclude_items": exclude}
+    if refined.like and not filters.categories:
+        update["categories"] = categories
+    return filters.model_copy(update=update)
+
+
 def item_filter(filters: Filters) -> ItemFilter:
     """The request's filters as the pipeline's :class:`ItemFilter`."""
     return ItemFilter(
         categories=tuple(filters.categories or ()),
+        exclude_categories=tuple(filters.exclude_categories or ()),
         year_min=filters.year_min,
         year_max=filters.year_max,
         exclude=frozenset(filters.exclude_items),
@@ -457,7 +587,22 @@ def render_reply(result: RecommendResponse) -> str:
         lines.append("You mentioned: " + "; ".join(shown) + ".")
     for text in result.unresolved:
         lines.append(f'I could not find "{_quote(text)}" in the catalogue.')
-    if result.query:
+    understood = result.understood
+    if understood is not None:
+        said = understood_line(understood)
+        if said:
+            lines.append(f"Understood: {said}.")
+        if understood.relaxed:
+            lines.append(
+                "Nothing in the catalogue fits all of that, so I dropped: "
+                + "; ".join(understood.relaxed)
+                + "."
+            )
+        if understood.refined:
+            lines.append("Refining the last answer: " + "; ".join(understood.refined) + ".")
+        if understood.query:
+            lines.append(f'Looking for: "{_quote(understood.query)}".')
+    elif result.query:
         lines.append(f'Looking for: "{_quote(result.query)}".')
     if not result.items:
         lines.append("I found nothing in the catalogue that fits; try fewer filters.")
@@ -472,6 +617,23 @@ def render_reply(result: RecommendResponse) -> str:
         if item.reason:
             lines.append(f"   Why: {item.reason}")
     return "\n".join(lines)
+
+
+def understood_line(understood: Understood) -> str:
+    """The constraints applied, in a few words ("Horror or Thriller; years 1990-1999")."""
+    parts = [" or ".join(group) for group in understood.categories]
+    if understood.exclude_categories:
+        parts.append("not " + " or ".join(understood.exclude_categories))
+    low, high = understood.year_min, understood.year_max
+    if low is not None and high is not None:
+        parts.append(f"years {low}-{high}" if low != high else f"year {low}")
+    elif low is not None:
+        parts.append(f"from {low}")
+    elif high is not None:
+        parts.append(f"up to {high}")
+    if understood.like:
+        parts.append("like " + ", ".join(understood.like))
+    return "; ".join(parts)
 
 
 def _quote(text: str, limit: int = 80) -> str:

@@ -82,6 +82,25 @@ def test_recommend_from_titles_reports_fuzzy_matches(parts, capsys) -> None:  # 
     assert code == 0 and "matched 'Usual Suspects, The'" in out and "why:" not in out
 
 
+def test_recommend_with_a_query_prints_what_it_understood(parts, capsys) -> None:  # noqa: ANN001
+    catalog = parts["dataset"].catalog
+    code = _recommend(parts, "--history", "Toy Story", "--query", "something scary, not sci-fi",
+                      "--reasons", "none", "--json")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert rows
+    for row in rows:
+        genres = set(catalog.item(row["item_id"]).categories)
+        assert genres & {"Horror", "Thriller"} and "Sci-Fi" not in genres
+    code = _recommend(parts, "--history", "Toy Story", "--query", "a horror film from the 1940s",
+                      "--reasons", "none")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert 'understood: "horror" -> Horror' in out
+    assert "relaxed: no item satisfies every constraint; dropped years 1940-1949" in out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
