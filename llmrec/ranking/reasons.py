@@ -430,8 +430,13 @@ UNVERIFIABLE_WORDS: tuple[str, ...] = (
     "soundtrack", "cinematography", "visuals", "twist", "ending", "review", "reviewer", "sequel",
     "prequel", "remake", "based on", "true story", "biopic", "masterpiece", "cult", "iconic",
     "legendary", "satire", "superhero", "coming-of-age", "indie", "psychological", "historical",
-    "period piece", "dialogue", "script", "written by", "novel", "book", "hit",
+    "period piece", "dialogue", "script", "written by", "novel", "book", "hit", "praised",
+    "renowned", "famous", "beloved", "timeless",
 )  # fmt: skip
+
+#: A sentence in the first person speaks for a recommender that has no taste of its own ("I just
+#: love Fargo"): nothing in the data can make it true.
+_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|[Mm]e|[Mm]y|[Mm]ine|[Mm]yself)\b")
 
 #: Era words: "old" holds for an item at least :data:`CLASSIC_AGE` years older than the
 #: catalogue's newest, "new" for one at most :data:`RECENT_AGE` years older.
@@ -478,6 +483,8 @@ class Claim:
     holds: bool
     #: What the data says (for a false claim: why it is false).
     note: str = ""
+    #: The history item (or the item) the claim is about, when it names one.
+    item_id: str | None = None
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.span!r}" + (f" ({self.note})" if self.note else "")
@@ -501,7 +508,8 @@ _POSITIVE = re.compile(
     r"|\b(?:liked|loved|enjoyed|adored|favou?rites?|fans?\s+of|fond\s+of|rated\s+highly)\b"
 )
 _PAST_POSITIVE = re.compile(
-    r"\byou(?:'ve|\s+have|\s+had)?\s+(?:really\s+|also\s+|already\s+)?"
+    r"\b(?:you|the\s+user|they|he|she)(?:'ve|\s+have|\s+has|\s+had)?\s+"
+    r"(?:really\s+|also\s+|already\s+)?"
     r"(?:liked|loved|enjoyed|adored|watched|saw|seen|rated|chose|picked)\s*$"
 )
 _NEGATIVE = re.compile(
@@ -590,7 +598,7 @@ class ClaimChecker:
       (:data:`LIKED_RATING`); one rated <= :data:`DISLIKED_RATING` may only be named as a
       contrast ("unlike X"); the recommended item was never watched ("you loved <item>").
     - unverifiable: :data:`UNVERIFIABLE_WORDS` (plot, cast, awards, critics), unless the item's
-      description or attributes use the word.
+      description or attributes use the word; anything said in the first person.
 
     Titles are taken out of the sentence before the words are read: "Star Wars" makes no war
     claim, "Toy Story" no story claim.
@@ -664,9 +672,8 @@ class ClaimChecker:
             after = ctx.masked_lower[m.end : m.end + 40]
             if m.item_id == ctx.item_id:
                 if _PAST_POSITIVE.search(before):
-                    out.append(
-                        Claim(ClaimKind.HISTORY, span, False, "the user has not had this item")
-                    )
+                    note = "the user has not had this item"
+                    out.append(Claim(ClaimKind.HISTORY, span, False, note, m.item_id))
                 continue
             rating = history_rating(ctx.history, m.item_id)
             negative = bool(_NEGATIVE.search(before))
@@ -675,17 +682,17 @@ class ClaimChecker:
             )
             if rating is None:
                 if positive:
-                    out.append(Claim(ClaimKind.HISTORY, span, True, "in the history"))
+                    out.append(Claim(ClaimKind.HISTORY, span, True, "in the history", m.item_id))
                 continue
             if negative:
                 holds = rating <= self.disliked
-                out.append(Claim(ClaimKind.HISTORY, span, holds, f"rated {rating:g}"))
+                out.append(Claim(ClaimKind.HISTORY, span, holds, f"rated {rating:g}", m.item_id))
             elif rating <= self.disliked:
                 note = f"rated {rating:g}: not a reason to like"
-                out.append(Claim(ClaimKind.HISTORY, span, False, note))
+                out.append(Claim(ClaimKind.HISTORY, span, False, note, m.item_id))
             elif positive:
                 holds = rating >= self.liked
-                out.append(Claim(ClaimKind.HISTORY, span, holds, f"rated {rating:g}"))
+                out.append(Claim(ClaimKind.HISTORY, span, holds, f"rated {rating:g}", m.item_id))
         return out
 
     def _rating_claims(self, ctx: _Context) -> list[Claim]:
@@ -704,7 +711,8 @@ class ClaimChecker:
             elif target is None or target == ctx.item_id or actual is None:
                 out.append(Claim(ClaimKind.RATING, span, False, "no rating of a named item"))
             else:
-                out.append(Claim(ClaimKind.RATING, span, value == actual, f"rated {actual:g}"))
+                holds = value == actual
+                out.append(Claim(ClaimKind.RATING, span, holds, f"rated {actual:g}", target))
         for match in _RATING_HIGH.finditer(ctx.masked):
             span = ctx.text[match.start() : match.end()].strip()
             target = ctx.owner(match.start())
@@ -713,7 +721,7 @@ class ClaimChecker:
                 out.append(Claim(ClaimKind.RATING, span, False, "no rating of a named item"))
             else:
                 holds = actual >= self.liked
-                out.append(Claim(ClaimKind.RATING, span, holds, f"rated {actual:g}"))
+                out.append(Claim(ClaimKind.RATING, span, holds, f"rated {actual:g}", target))
         return out
 
     def _year_claims(self, ctx: _Context) -> list[Claim]:
@@ -772,7 +780,10 @@ class ClaimChecker:
     def _unverifiable_claims(self, ctx: _Context) -> list[Claim]:
         item = self.catalog.item(ctx.item_id)
         known = " ".join([item.description or "", *map(str, item.attributes.values())]).lower()
-        out = []
+        out = [
+            Claim(ClaimKind.UNVERIFIABLE, m.group(0), False, "the first person")
+            for m in _FIRST_PERSON.finditer(ctx.masked)
+        ]
         for word, pattern in self._unverifiable:
             for match in pattern.finditer(ctx.masked):
                 holds = bool(known) and word in known

@@ -189,8 +189,9 @@ class ReasonGenerator:
 
 
 def first_sentence(text: str, max_chars: int = 300) -> str:
-    """The first sentence of a generation, cut at ``max_chars``."""
-    text = " ".join(text.split())
+    """The first sentence of a generation (without a leading bullet or quote), cut at
+    ``max_chars``."""
+    text = " ".join(text.split()).lstrip("-*•>\"' ")
     for end in (". ", "! ", "? "):
         cut = text.find(end)
         if 0 < cut:

@@ -211,3 +211,12 @@ def test_a_true_sentence_that_cites_nothing_of_the_user_is_not_shown(movies, his
     )
     assert reason.source == "template"
     assert [r.kinds for r in reason.rejected] == [("no citation",), ("no citation",)]
+
+
+def test_first_person_and_a_leading_bullet(movies, history) -> None:  # noqa: ANN001
+    from llmrec.ranking.recommend import first_sentence
+
+    checker = ClaimChecker(movies)
+    assert first_sentence("- I just love Toy Story! More text.") == "I just love Toy Story!"
+    assert _false_kinds(checker, "I just love Toy Story!", history) == {"unverifiable"}
+    assert _false_kinds(checker, "The user enjoyed Fargo a lot.", history) == {"history"}
