@@ -428,10 +428,12 @@ UNVERIFIABLE_WORDS: tuple[str, ...] = (
     "blockbuster", "bestseller", "best-selling", "director", "directed", "starring", "cast",
     "actor", "actress", "performance", "plot", "storyline", "story", "stories", "character",
     "soundtrack", "cinematography", "visuals", "twist", "ending", "review", "reviewer", "sequel",
-    "prequel", "remake", "based on", "true story", "biopic", "masterpiece", "cult", "iconic",
-    "legendary", "satire", "superhero", "coming-of-age", "indie", "psychological", "historical",
-    "period piece", "dialogue", "script", "written by", "novel", "book", "hit", "praised",
-    "renowned", "famous", "beloved", "timeless",
+    "prequel", "remake", "based on a", "based on an", "true story", "biopic", "masterpiece",
+    "cult", "iconic", "legendary", "satire", "superhero", "coming-of-age", "indie",
+    "psychological", "historical", "period piece", "dialogue", "script", "written by", "novel",
+    "book", "hit", "praised", "renowned", "famous", "beloved", "timeless", "about a", "about an",
+    "about the", "follows", "tells", "well-received", "audience", "viewers", "hailed", "setting",
+    "theme", "atmosphere", "tone", "style",
 )  # fmt: skip
 
 #: A sentence in the first person speaks for a recommender that has no taste of its own ("I just
@@ -545,6 +547,10 @@ _DECADE = re.compile(
     + r"))\b",
     re.IGNORECASE,
 )
+_COUNT = re.compile(
+    r"\b(\d+)\s+(?:out\s+)?of\s+(?:your|the)\s+(?:last|recent|past|latest)\s+(\d+)\b",
+    re.IGNORECASE,
+)
 _YEAR_ANY = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?![\d'’s])")
 
 
@@ -609,8 +615,10 @@ class ClaimChecker:
         catalog: Catalog,
         liked: float = LIKED_RATING,
         disliked: float = DISLIKED_RATING,
+        recent: int = 20,
     ) -> None:
         self.catalog = catalog
+        self.recent = recent
         self.liked = liked
         self.disliked = disliked
         names = {g for item in catalog for g in item.categories if g.lower() != "unknown"}
@@ -775,6 +783,23 @@ class ClaimChecker:
                 else:
                     holds, note = False, f"the item is {_joined(sorted(item_cats)) or 'none'}"
                 out.append(Claim(ClaimKind.CATEGORY, span, holds, note))
+        return out + self._count_claims(ctx, item_cats)
+
+    def _count_claims(self, ctx: _Context, item_cats: set[str]) -> list[Claim]:
+        """ "4 of your last 7 items are Thriller": the recent history must hold that count of a
+        category named in the clause (or of one of the item's)."""
+        recent = [i for i in ctx.history.item_ids[-self.recent :] if i in self.catalog]
+        counts = Counter(g for i in recent for g in self.catalog.item(i).categories)
+        out = []
+        for match in _COUNT.finditer(ctx.masked):
+            count, total = int(match.group(1)), int(match.group(2))
+            rest = ctx.masked[match.end() : ctx.clause_end(match.end())]
+            named = {c for found, meant in self._categories if found.search(rest) for c in meant}
+            holds = total == len(recent) and any(counts[g] == count for g in named or item_cats)
+            note = f"{len(recent)} recent items: " + ", ".join(
+                f"{counts[g]} {g}" for g in sorted(named or item_cats)
+            )
+            out.append(Claim(ClaimKind.CATEGORY, match.group(0), holds, note))
         return out
 
     def _unverifiable_claims(self, ctx: _Context) -> list[Claim]:

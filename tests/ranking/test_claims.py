@@ -220,3 +220,11 @@ def test_first_person_and_a_leading_bullet(movies, history) -> None:  # noqa: AN
     assert first_sentence("- I just love Toy Story! More text.") == "I just love Toy Story!"
     assert _false_kinds(checker, "I just love Toy Story!", history) == {"unverifiable"}
     assert _false_kinds(checker, "The user enjoyed Fargo a lot.", history) == {"history"}
+
+
+def test_a_count_of_recent_items_must_match_the_history(checker, history) -> None:  # noqa: ANN001
+    # the last 7 items hold 4 Thrillers and 2 Dramas
+    assert not checker.false_claims("4 of your last 7 items are Thriller.", history, FARGO)
+    assert not checker.false_claims("2 of your last 7 items are dramas.", history, FARGO)
+    assert _false_kinds(checker, "5 of your last 7 items are Thriller.", history) == {"category"}
+    assert _false_kinds(checker, "4 of your last 10 items are thrillers.", history) == {"category"}
