@@ -51,9 +51,18 @@ class Fact:
     evidence: str | None = None
 
 
+_ARTICLE_LAST = re.compile(
+    r"^(?P<head>.+), (?P<article>the|a|an|les|la|le|il|el|das|der|die)$", re.IGNORECASE
+)
+
+
 def display_title(catalog: Catalog, item_id: str) -> str:
+    """The title as a sentence writes it, with its year: "The Usual Suspects (1995)" for the
+    catalogue's "Usual Suspects, The"."""
     item = catalog.item(item_id)
-    return f"{item.title} ({item.year})" if item.year is not None else item.title
+    match = _ARTICLE_LAST.match(item.title)
+    title = f"{match['article']} {match['head']}" if match else item.title
+    return f"{title} ({item.year})" if item.year is not None else title
 
 
 def _joined(words: Sequence[str]) -> str:
