@@ -185,7 +185,7 @@ class ReasonFacts:
         if how == "cooc":
             text = f"people who chose {named}{rated}{',' if rated else ''} often chose it too"
         elif how == "text":
-            text = f"it is similar to {named}{rated}"
+            text = f"its description is close to that of {named}{rated}"
         else:
             theirs = set(self.catalog.item(other).categories)
             both = [g for g in self.catalog.item(item_id).categories if g in theirs]
@@ -246,7 +246,7 @@ class Grounder:
         liked: float = LIKED_RATING,
     ) -> None:
         self.catalog = catalog
-        self.claims = ClaimChecker(catalog, liked)
+        self.claims = ClaimChecker(catalog, liked, extra_words=extra_words)
         genres = {g for item in catalog for g in item.categories}
         self.genres = {_norm(g) for g in genres}
         self.extra = {_norm(w) for w in extra_words}
@@ -430,20 +430,39 @@ CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
     "documentaries": ("Documentary",),
 }
 
-#: Claims the data cannot verify (awards, people, plot, critics): a sentence making one is not
-#: shown, unless the item's own description or attributes hold the word.
-UNVERIFIABLE_WORDS: tuple[str, ...] = (
-    "award", "oscar", "academy award", "acclaimed", "critic", "critically", "box office",
-    "blockbuster", "bestseller", "best-selling", "director", "directed", "starring", "cast",
-    "actor", "actress", "performance", "plot", "storyline", "story", "stories", "character",
-    "soundtrack", "cinematography", "visuals", "twist", "ending", "review", "reviewer", "sequel",
-    "prequel", "remake", "based on a", "based on an", "true story", "biopic", "masterpiece",
-    "cult", "iconic", "legendary", "satire", "superhero", "coming-of-age", "indie",
-    "psychological", "historical", "period piece", "dialogue", "script", "written by", "novel",
-    "book", "hit", "praised", "renowned", "famous", "beloved", "timeless", "about a", "about an",
-    "about the", "follows", "tells", "well-received", "audience", "viewers", "hailed", "setting",
-    "theme", "atmosphere", "tone", "style",
-)  # fmt: skip
+#: The words a reason may use besides titles, category and era words, years and numbers (each of
+#: those is checked on its own): the words facts are told in, and the words that join them. Any
+#: other word is a claim the data cannot verify ("a brilliant plot", "an Oscar-winning cast", "a
+#: favourite among gamers"), unless the item's own description or attributes use it. A list of
+#: what may be said, rather than of what may not, so that a new kind of invention is caught too.
+REASON_WORDS: frozenset[str] = frozenset(
+    """
+    a an the and or but so as of in on at to for with by from than then too also both either not
+    no nor very more most much many some any all each every other another one ones this that
+    these those it its is are was were be been being has have had having do does did will would
+    can could may might should must if because since while which who whom whose what when where
+    why how there here just only even still same such own
+    you your yours yourself user users they them their he she his her him people person others
+    someone anyone everyone who viewers
+    like likes liked liking love loves loved enjoy enjoys enjoyed enjoying enjoyable appreciate
+    appreciates appreciated adore adored prefer prefers preferred fan fans fond favorite favourite
+    favorites favourites taste tastes interest interests
+    choose chooses chose chosen choosing pick picks picked picking choice choices option watch
+    watches watched watching saw seen see try trying give gave given rate rates rated rating
+    ratings star stars out score high highly well
+    often usually frequently typically commonly together along
+    similar similarly alike same share shares shared sharing common match matches matching
+    genre genres category categories kind type sort mix blend combination combines combining
+    element elements blend
+    film films movie movies item items title titles pick
+    release released releases came come comes year years era decade decades old older new newer
+    last recent recently latest past history list
+    recommend recommended recommendation suggest suggested suggestion next worth fit fits fitting
+    good great fun perfect nice solid strong
+    likely probably might especially particularly mostly mainly unlike after before listed
+    popular resembles resemble whose description close
+    """.split()
+)
 
 #: A sentence in the first person speaks for a recommender that has no taste of its own ("I just
 #: love Fargo"): nothing in the data can make it true.
@@ -512,6 +531,8 @@ class Mention:
     year: int | None
 
 
+_WORD_TOKEN = re.compile(r"(?<![\w'’\x00])[A-Za-z][A-Za-z'’\-]*")
+_CONTRACTION = re.compile(r"['’](?:s|ll|ve|re|d|t)$|['’]$")
 _CLAUSE_END = re.compile(r"[,;:.!?()]|\b(?:but|while|whereas|although|though)\b")
 _POSITIVE = re.compile(
     r"\byou(?:'ve|'re|\s+have|\s+had|\s+are|\s+really|\s+also|\s+clearly|\s+seem\s+to)*\s+"
@@ -519,10 +540,20 @@ _POSITIVE = re.compile(
     r"|\b(?:liked|loved|enjoyed|adored|favou?rites?|fans?\s+of|fond\s+of|rated\s+highly)\b"
 )
 _PAST_POSITIVE = re.compile(
-    r"\b(?:you|the\s+user|they|he|she)(?:'ve|\s+have|\s+has|\s+had)?\s+"
+    r"\b(?:you|the\s+user|user|they|he|she)(?:'ve|\s+have|\s+has|\s+had)?\s+"
     r"(?:really\s+|also\s+|already\s+)?"
-    r"(?:liked|loved|enjoyed|adored|watched|saw|seen|rated|chose|picked)\s*$"
+    r"(?:liked|loved|enjoyed|adored|watched|saw|seen|rated|chose|picked|likes|loves|enjoys"
+    r"|adores|watches)(?:\s+the)?(?:\s+(?:movie|film|item|game|show|series|book))?\s*$"
 )
+#: "the user liked it": the recommended item, which the user has not had.
+_LIKED_IT = re.compile(
+    r"\b(?:you|the\s+user|user|they)\s+(?:really\s+|already\s+)?"
+    r"(?:liked|loved|enjoyed|adored|watched|saw|likes|loves|enjoys|adores)\s+"
+    r"(?:it|this|(?:the|this)\s+(?:movie|film|item))\b(?!\s*\x00)",
+    re.IGNORECASE,
+)
+#: "similar to X", "X-like": X must share a category with the item.
+_SIMILAR = re.compile(r"\b(?:similar|alike|resembl\w*|reminiscent|same\s+kind)\b[^,;.!?]*$")
 _NEGATIVE = re.compile(
     r"\b(?:unlike|dislike[sd]?|hated?|(?:didn't|did\s+not|don't|do\s+not)\s+(?:like|enjoy|love)"
     r"|not\s+a\s+fan\s+of)\b"
@@ -612,8 +643,9 @@ class ClaimChecker:
     - history: a history item named with "you liked/loved/enjoyed ..." must be liked
       (:data:`LIKED_RATING`); one rated <= :data:`DISLIKED_RATING` may only be named as a
       contrast ("unlike X"); the recommended item was never watched ("you loved <item>").
-    - unverifiable: :data:`UNVERIFIABLE_WORDS` (plot, cast, awards, critics), unless the item's
-      description or attributes use the word; anything said in the first person.
+    - unverifiable: any word outside :data:`REASON_WORDS` (plot, cast, awards, critics,
+      "a favourite among gamers"), unless the item's description or attributes use it;
+      anything said in the first person.
 
     Titles are taken out of the sentence before the words are read: "Star Wars" makes no war
     claim, "Toy Story" no story claim.
@@ -625,8 +657,10 @@ class ClaimChecker:
         liked: float = LIKED_RATING,
         disliked: float = DISLIKED_RATING,
         recent: int = 20,
+        extra_words: Sequence[str] = (),
     ) -> None:
         self.catalog = catalog
+        self.words = REASON_WORDS | {w for phrase in extra_words for w in phrase.lower().split()}
         self.recent = recent
         self.liked = liked
         self.disliked = disliked
@@ -635,9 +669,6 @@ class ClaimChecker:
         self._categories = [
             (re.compile(_phrase_pattern(p), re.IGNORECASE), meant)
             for p, meant in sorted(phrases.items(), key=lambda kv: -len(kv[0]))
-        ]
-        self._unverifiable = [
-            (w, re.compile(_phrase_pattern(w), re.IGNORECASE)) for w in UNVERIFIABLE_WORDS
         ]
         self._eras = [
             (w, era, re.compile(_phrase_pattern(w), re.IGNORECASE)) for w, era in ERA_WORDS.items()
@@ -682,7 +713,10 @@ class ClaimChecker:
 
     # ------------------------------------------------------------------ claim kinds
     def _history_claims(self, ctx: _Context) -> list[Claim]:
-        out = []
+        out = [
+            Claim(ClaimKind.HISTORY, m.group(0), False, "the user has not had this item")
+            for m in _LIKED_IT.finditer(ctx.masked)
+        ]
         for m in ctx.mentions:
             span = ctx.text[m.start : m.end]
             before = ctx.masked_lower[ctx.clause_start(m.start) : m.start]
@@ -697,6 +731,11 @@ class ClaimChecker:
             positive = not negative and bool(
                 _POSITIVE.search(before) or _AFTER_POSITIVE.search(after)
             )
+            if _SIMILAR.search(before):
+                theirs = set(self.catalog.item(m.item_id).categories)
+                shared = theirs & set(self.catalog.item(ctx.item_id).categories)
+                note = f"shares {_joined(sorted(shared))}" if shared else "shares no category"
+                out.append(Claim(ClaimKind.HISTORY, span, bool(shared), note, m.item_id))
             if rating is None:
                 if positive:
                     out.append(Claim(ClaimKind.HISTORY, span, True, "in the history", m.item_id))
@@ -812,16 +851,25 @@ class ClaimChecker:
         return out
 
     def _unverifiable_claims(self, ctx: _Context) -> list[Claim]:
+        """First-person words, and every word outside :data:`REASON_WORDS` (once titles,
+        category and era words, years and numbers are taken out) and the item's own text."""
         item = self.catalog.item(ctx.item_id)
         known = " ".join([item.description or "", *map(str, item.attributes.values())]).lower()
         out = [
             Claim(ClaimKind.UNVERIFIABLE, m.group(0), False, "the first person")
             for m in _FIRST_PERSON.finditer(ctx.masked)
         ]
-        for word, pattern in self._unverifiable:
-            for match in pattern.finditer(ctx.masked):
-                holds = bool(known) and word in known
-                out.append(Claim(ClaimKind.UNVERIFIABLE, match.group(0), holds, "not in the data"))
+        rest = ctx.masked
+        patterns = [p for p, _ in self._categories] + [p for _, _, p in self._eras]
+        for pattern in [*patterns, _DECADE, _COUNT]:
+            rest = pattern.sub(lambda m: " " * len(m.group(0)), rest)
+        for match in _WORD_TOKEN.finditer(rest):
+            word = match.group(0)
+            for part in re.split(r"[\-]", _CONTRACTION.sub("", word.lower())):
+                if part and part not in self.words and part not in known:
+                    note = "no fact says so"
+                    out.append(Claim(ClaimKind.UNVERIFIABLE, word, False, note))
+                    break
         return out
 
     # ------------------------------------------------------------------ helpers

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +39,9 @@ REASON_MODES = tuple(ReasonMode.values())
 @dataclass(frozen=True)
 class Rejection:
     """A generated reason that was not shown, and why: the false or unverifiable claims
-    (``title``, ``category``, ``year``, ``rating``, ``history``, ``unverifiable``), ``empty``, or
-    ``no citation`` (true, but pointing at nothing of this user's)."""
+    (``title``, ``category``, ``year``, ``rating``, ``history``, ``unverifiable``), ``empty``,
+    ``incomplete`` (cut off mid-sentence) or ``no citation`` (true, but pointing at nothing of
+    this user's)."""
 
     text: str
     problems: tuple[str, ...]
@@ -177,6 +179,8 @@ class ReasonGenerator:
         """None when ``text`` may be shown, else why not."""
         if not text:
             return Rejection(text, ("empty",), ("empty",))
+        if not _SENTENCE_END.search(text):  # the generation ran out of tokens mid-sentence
+            return Rejection(text, ("the sentence does not end",), ("incomplete",))
         findings = self.grounder.findings(text, history, item_id)
         if findings:
             kinds = tuple(dict.fromkeys(str(c.kind) for c in findings))
@@ -186,6 +190,9 @@ class ReasonGenerator:
         if not self.grounder.cites(text, history, item_id):
             return Rejection(text, ("cites no history item or shared genre",), ("no citation",))
         return None
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*$")
 
 
 def first_sentence(text: str, max_chars: int = 300) -> str:

@@ -40,12 +40,12 @@ def _false_kinds(checker: ClaimChecker, text: str, history, item_id: str = FARGO
 @pytest.mark.parametrize(
     ("kind", "false", "true"),
     [
-        ("category", "Fargo is a great comedy.", "Fargo is a gripping thriller."),
-        ("category", "You will enjoy this horror film.", "This dramatic film suits you."),
+        ("category", "Fargo is a great comedy.", "Fargo is a great thriller."),
+        ("category", "You will enjoy this horror film.", "This dramatic film is a good pick."),
         ("category", "You love romances, so try Fargo.", "You love comedies, so try Fargo."),
         ("year", "Fargo came out in 1994.", "Fargo came out in 1996."),
         ("year", "Fargo is an 80s film.", "Fargo is a 90s film."),
-        ("year", "Fargo (1995) is dark.", "Fargo (1996) is dark."),
+        ("year", "Fargo (1995) is a pick.", "Fargo (1996) is a pick."),
         ("year", "Fargo is a classic.", "Toy Story (1995) and Fargo are both from the 90s."),
         ("rating", "You rated Pulp Fiction 4.", "You rated Pulp Fiction 5."),
         ("rating", "You gave Alien 5 stars.", "You gave Alien 4 stars."),
@@ -55,7 +55,11 @@ def _false_kinds(checker: ClaimChecker, text: str, history, item_id: str = FARGO
         ("history", "It is similar to Heat (1995).", "It is similar to Pulp Fiction (1994)."),
         ("history", "Since you enjoyed Fargo, watch it again.", "Unlike Heat, it is a Drama."),
         ("unverifiable", "Fargo has a brilliant plot.", "Fargo is a Drama and a Thriller."),
-        ("unverifiable", "It is like Toy Story, but with a twist.", "It shares Toy Story's year."),
+        (
+            "unverifiable",
+            "It is like Toy Story, but with a twist.",
+            "It is from the same year as Toy Story.",
+        ),
     ],
 )
 def test_each_claim_kind_has_a_false_and_a_true_sentence(
@@ -73,7 +77,8 @@ def test_the_reported_falsehoods_are_caught(movies, history) -> None:  # noqa: A
     checker = ClaimChecker(movies)
     schindler = "i2"  # Schindler's List (1993): Drama
     text = "The user found it to be a great example of a classic comedy."
-    assert _false_kinds(checker, text, history, schindler) == {"category", "year"}
+    # "found it to be a great example of": words no fact is told in
+    assert _false_kinds(checker, text, history, schindler) == {"category", "year", "unverifiable"}
     assert _false_kinds(checker, "It is similar to Heat (1995), which you rated 2.", history) == {
         "history"
     }
@@ -96,10 +101,16 @@ def test_titles_are_not_read_as_claims(movies) -> None:  # noqa: ANN001
     assert ClaimKind.CATEGORY not in kinds and ClaimKind.UNVERIFIABLE not in kinds
 
 
+def test_similar_to_a_history_item_needs_a_shared_category(checker, history) -> None:  # noqa: ANN001
+    # Fargo is Drama and Thriller; Pulp Fiction shares both, Toy Story neither
+    assert not checker.false_claims("It is similar to Pulp Fiction.", history, FARGO)
+    assert _false_kinds(checker, "It is similar to Toy Story.", history) == {"history"}
+
+
 def test_a_category_claim_next_to_a_history_title_is_about_that_title(checker, history) -> None:  # noqa: ANN001
     # Toy Story is Animation and Comedy; Fargo is neither
-    assert not checker.false_claims("Toy Story is a comedy; Fargo is darker.", history, FARGO)
-    assert _false_kinds(checker, "Alien is a comedy; Fargo is darker.", history) == {"category"}
+    assert not checker.false_claims("Toy Story is a comedy; Fargo is a thriller.", history, FARGO)
+    assert _false_kinds(checker, "Alien is a comedy; Fargo is a thriller.", history) == {"category"}
 
 
 def test_without_ratings_every_history_item_counts_as_chosen(movies) -> None:  # noqa: ANN001
@@ -205,12 +216,13 @@ def test_the_generator_replaces_a_false_sentence_by_the_fact_built_one(movies, h
 
 
 def test_a_true_sentence_that_cites_nothing_of_the_user_is_not_shown(movies, history) -> None:  # noqa: ANN001
-    model = _ScriptedModel({FARGO: ["Fargo came out in 1996.", "Fargo came out in 1996."]})
+    model = _ScriptedModel({FARGO: ["Fargo came out in 1996.", "Fargo is a thriller that"]})
     (reason,) = ReasonGenerator(model, ReasonFacts(movies), Grounder(movies)).generate(
         history, [FARGO]
     )
     assert reason.source == "template"
-    assert [r.kinds for r in reason.rejected] == [("no citation",), ("no citation",)]
+    # the second ran out of tokens before its sentence ended
+    assert [r.kinds for r in reason.rejected] == [("no citation",), ("incomplete",)]
 
 
 def test_first_person_and_a_leading_bullet(movies, history) -> None:  # noqa: ANN001
@@ -219,7 +231,7 @@ def test_first_person_and_a_leading_bullet(movies, history) -> None:  # noqa: AN
     checker = ClaimChecker(movies)
     assert first_sentence("- I just love Toy Story! More text.") == "I just love Toy Story!"
     assert _false_kinds(checker, "I just love Toy Story!", history) == {"unverifiable"}
-    assert _false_kinds(checker, "The user enjoyed Fargo a lot.", history) == {"history"}
+    assert _false_kinds(checker, "The user enjoyed Fargo.", history) == {"history"}
 
 
 def test_a_count_of_recent_items_must_match_the_history(checker, history) -> None:  # noqa: ANN001
@@ -228,3 +240,12 @@ def test_a_count_of_recent_items_must_match_the_history(checker, history) -> Non
     assert not checker.false_claims("2 of your last 7 items are dramas.", history, FARGO)
     assert _false_kinds(checker, "5 of your last 7 items are Thriller.", history) == {"category"}
     assert _false_kinds(checker, "4 of your last 10 items are thrillers.", history) == {"category"}
+
+
+def test_a_text_similarity_fact_passes_the_checker(movies, history) -> None:  # noqa: ANN001
+    emb = np.eye(len(movies), dtype=np.float32)
+    emb[movies.index("i22")] = emb[movies.index("i3")]  # Big Lebowski "reads like" Alien
+    facts = ReasonFacts(movies, item_embeddings=emb)
+    silver = facts.silver(history, "i22")
+    assert "Alien (1979)" in silver  # a comedy and a horror film: no shared category
+    assert Grounder(movies).check(silver, history, "i22"), silver

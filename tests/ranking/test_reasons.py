@@ -112,8 +112,8 @@ def test_grounder_rejects_catalogue_items_outside_the_history(history, grounder)
 
 def test_grounder_accepts_history_titles_in_other_spellings(history, grounder) -> None:  # noqa: ANN001
     for text in (
-        "Like The Usual Suspects, it keeps you guessing.",
-        'You rated "The Usual Suspects" highly, and Fargo is just as sharp.',
+        "Like The Usual Suspects, it is a thriller.",
+        'You rated "The Usual Suspects" highly, and Fargo is a thriller too.',
         "Fargo (1996) shares the Thriller and Drama of Pulp Fiction (1994).",
         "Like The Matrix and Blade Runner, it is a thriller.",
         "Since you enjoyed Toy Story (1995), try it.",
@@ -123,7 +123,7 @@ def test_grounder_accepts_history_titles_in_other_spellings(history, grounder) -
 
 
 def test_grounder_extra_words_are_allowed(movies, history) -> None:  # noqa: ANN001
-    text = "Rotten Tomatoes lists Fargo as a thriller."
+    text = "Rotten Tomatoes has Fargo as a thriller."
     assert not Grounder(movies).check(text, history, "i15")
     assert Grounder(movies, extra_words=["Rotten Tomatoes"]).check(text, history, "i15")
 
@@ -139,7 +139,7 @@ def test_cites_needs_a_history_item_or_a_shared_genre() -> None:
     history = UserSequence("u", (by_title["Usual Suspects, The"],), (0.0,))
     target = by_title["Fargo"]
     grounder = Grounder(catalog)
-    assert grounder.cites("Like The Usual Suspects, it keeps you guessing.", history, target)
+    assert grounder.cites("Like The Usual Suspects, it is a thriller.", history, target)
     shared = set(catalog.item(target).categories) & set(
         catalog.item(by_title["Usual Suspects, The"]).categories
     )
