@@ -205,7 +205,7 @@ class ReasonFacts:
             return f"{title}: {similar.text}."
         if genres:
             return f"{title} matches the {_joined(genres)} items you often choose."
-        return f"{title} is popular with people whose history resembles yours."
+        return f"{title} is often chosen by people whose history resembles yours."
 
 
 def history_rating(history: UserSequence, item_id: str) -> float | None:
@@ -460,7 +460,7 @@ REASON_WORDS: frozenset[str] = frozenset(
     recommend recommended recommendation suggest suggested suggestion next worth fit fits fitting
     good great fun perfect nice solid strong
     likely probably might especially particularly mostly mainly unlike after before listed
-    popular resembles resemble whose description close
+    resembles resemble whose description close
     """.split()
 )
 
@@ -531,6 +531,7 @@ class Mention:
     year: int | None
 
 
+_NUMBER = re.compile(r"(?<![\w\x00])\d+(?:[.,]\d+)?")
 _WORD_TOKEN = re.compile(r"(?<![\w'’\x00])[A-Za-z][A-Za-z'’\-]*")
 _CONTRACTION = re.compile(r"['’](?:s|ll|ve|re|d|t)$|['’]$")
 _CLAUSE_END = re.compile(r"[,;:.!?()]|\b(?:but|while|whereas|although|though)\b")
@@ -861,8 +862,13 @@ class ClaimChecker:
         ]
         rest = ctx.masked
         patterns = [p for p, _ in self._categories] + [p for _, _, p in self._eras]
-        for pattern in [*patterns, _DECADE, _COUNT]:
+        checked = [_RATING_NUMBER, _RATING_HIGH, _DECADE, _COUNT, _YEAR_ANY]
+        for pattern in [*patterns, *checked]:
             rest = pattern.sub(lambda m: " " * len(m.group(0)), rest)
+        out += [
+            Claim(ClaimKind.UNVERIFIABLE, m.group(0), False, "no fact gives this number")
+            for m in _NUMBER.finditer(rest)
+        ]
         for match in _WORD_TOKEN.finditer(rest):
             word = match.group(0)
             for part in re.split(r"[\-]", _CONTRACTION.sub("", word.lower())):

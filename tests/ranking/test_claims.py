@@ -249,3 +249,10 @@ def test_a_text_similarity_fact_passes_the_checker(movies, history) -> None:  # 
     silver = facts.silver(history, "i22")
     assert "Alien (1979)" in silver  # a comedy and a horror film: no shared category
     assert Grounder(movies).check(silver, history, "i22"), silver
+
+
+def test_a_number_no_fact_gives_is_unverifiable(checker, history) -> None:  # noqa: ANN001
+    assert _false_kinds(checker, "You chose 7 thrillers like Pulp Fiction.", history) == {
+        "unverifiable"
+    }
+    assert not checker.false_claims("You rated Pulp Fiction 5 out of 5.", history, FARGO)
