@@ -606,7 +606,8 @@ def _phrase_pattern(phrase: str) -> str:
     else:
         words[-1] = re.escape(last) + "(?:s|es)?"
     body = r"[\s\-]*".join([*(re.escape(w) for w in words[:-1]), words[-1]])
-    return rf"(?<![\w\-]){body}(?![\w\-])"
+    # a hyphen joins words, it does not hide them: "action-adventure" claims both
+    return rf"(?<!\w){body}(?!\w)"
 
 
 def _category_phrases(names: set[str]) -> dict[str, frozenset[str]]:

@@ -256,3 +256,8 @@ def test_a_number_no_fact_gives_is_unverifiable(checker, history) -> None:  # no
         "unverifiable"
     }
     assert not checker.false_claims("You rated Pulp Fiction 5 out of 5.", history, FARGO)
+
+
+def test_hyphenated_category_words_are_each_checked(checker, history) -> None:  # noqa: ANN001
+    assert not checker.false_claims("A drama-thriller like Pulp Fiction.", history, FARGO)
+    assert _false_kinds(checker, "A comedy-drama like Pulp Fiction.", history) == {"category"}
