@@ -184,6 +184,10 @@ def _report(data, split, out: Path) -> list[str]:  # noqa: ANN001
             "",
             *_sample_lines(data, reasons[::10][:20], histories),
             "",
+            "### Every generated reason shown (after)",
+            "",
+            *_sample_lines(data, [r for r in reasons if r["source"] == "llm"], histories),
+            "",
         ]  # fmt: skip
     if "before" in collected:
         _, reasons = collected["before"]

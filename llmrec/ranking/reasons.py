@@ -633,9 +633,9 @@ def _category_phrases(names: set[str]) -> dict[str, frozenset[str]]:
 class ClaimChecker:
     """Finds the factual claims of a reason sentence and checks each against the data.
 
-    - category: a category word (the catalogue's names, :data:`CATEGORY_WORDS`) holds when it
-      is one of the item's categories; said of the user's taste ("you love westerns"), when a
-      liked history item has it; next to a history title in one clause, when that item has it.
+    - category: a category word (the catalogue's names, :data:`CATEGORY_WORDS`) next to a
+      history title in one clause holds when that item has it; said of the user's taste ("you
+      love westerns"), when a liked history item has it; otherwise when the item has it.
     - year: a year in brackets after a title is that title's year; another year or a decade
       ("the 90s") is the item's (or that of the history title in the same clause); "classic"
       needs an item :data:`CLASSIC_AGE` years older than the catalogue's newest.
@@ -818,10 +818,11 @@ class ClaimChecker:
                     continue
                 taken.append((match.start(), match.end()))
                 span = match.group(0)
-                if meant & item_cats:
+                # "The African Queen is a classic comedy": about the history title it follows
+                owner = ctx.owner(match.start(), clause_only=True, within=30)
+                if (owner is None or owner == ctx.item_id) and meant & item_cats:
                     out.append(Claim(ClaimKind.CATEGORY, span, True, "the item's"))
                     continue
-                owner = ctx.owner(match.start(), clause_only=True, within=30)
                 if owner is not None and owner != ctx.item_id:
                     theirs = self.catalog.item(owner)
                     holds = bool(meant & set(theirs.categories))

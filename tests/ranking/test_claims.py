@@ -261,3 +261,9 @@ def test_a_number_no_fact_gives_is_unverifiable(checker, history) -> None:  # no
 def test_hyphenated_category_words_are_each_checked(checker, history) -> None:  # noqa: ANN001
     assert not checker.false_claims("A drama-thriller like Pulp Fiction.", history, FARGO)
     assert _false_kinds(checker, "A comedy-drama like Pulp Fiction.", history) == {"category"}
+
+
+def test_a_category_said_of_a_history_title_is_checked_against_it(checker, history) -> None:  # noqa: ANN001
+    # Alien is Horror and Sci-Fi; the recommended Fargo is a Thriller
+    assert _false_kinds(checker, "Alien is a thriller too.", history) == {"category"}
+    assert not checker.false_claims("Alien is a horror film, Fargo a thriller.", history, FARGO)
