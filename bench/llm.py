@@ -43,6 +43,7 @@ from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.finetune.recipe import load_recipe
 from llmrec.io import atomic_write_text
 from llmrec.ranking.pipeline import candidates_from_scores
+from llmrec.ranking.reasons import ClaimKind
 from llmrec.ranking.recommend import first_sentence, load_pipeline
 from llmrec.ranking.settings import RANKER_FILE
 from llmrec.ranking.tuning import fusion_grid, residual_weight, tuning_cases
@@ -550,10 +551,10 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
         raw = [first_sentence(t) for t in gen.scorer.generate(prompts, gen.max_new_tokens)]
         for item_id, text in zip(ids, raw, strict=True):
             raw_total += 1
-            problems = grounder.problems(text, case.history, item_id)
-            # the grounder's fact problems read "year 1999" / "rating ..."; the rest are names
-            facts = [p for p in problems if p.startswith(("year ", "rating "))]
-            names = [p for p in problems if p not in facts]
+            findings = grounder.findings(text, case.history, item_id)
+            # titles outside the history and the item; the rest are false or unverifiable claims
+            names = [c.span for c in findings if c.kind == ClaimKind.TITLE]
+            facts = [c for c in findings if c.kind != ClaimKind.TITLE]
             raw_bad += int(bool(names))
             raw_facts += int(bool(facts))
             raw_outside += int(any(normalise_title(p) not in catalog_titles for p in names))
@@ -577,8 +578,8 @@ def _reasons(data, split, methods, args) -> list[str]:  # noqa: ANN001
         "",
         f"- Raw generations (greedy, no check): {raw_bad / n:.1%} name something other than the "
         f"item and the user's history items; {raw_outside / n:.1%} name something that is not a "
-        f"catalogue title at all; {raw_facts / n:.1%} state a year or a rating that the data does "
-        "not hold.",
+        f"catalogue title at all; {raw_facts / n:.1%} make a claim (category, year, rating, "
+        "history item) that the data does not hold or cannot verify (docs/reasons.md).",
         f"- Shown after grounding (rejected reasons regenerated once, then replaced by the "
         f"template reason): {shown_bad / n:.1%} fail the check; {from_llm / n:.1%} are generated, "
         f"the rest template reasons.",

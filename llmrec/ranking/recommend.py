@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,12 +37,24 @@ logger = logging.getLogger(__name__)
 REASON_MODES = tuple(ReasonMode.values())
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A generated reason that was not shown, and why: the false or unverifiable claims
+    (``title``, ``category``, ``year``, ``rating``, ``history``, ``unverifiable``), ``empty``,
+    ``incomplete`` (cut off mid-sentence) or ``no citation`` (true, but pointing at nothing of
+    this user's)."""
+
+    text: str
+    problems: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+
 @dataclass
 class Reason:
     text: str
-    #: "llm" (generated and grounded) or "template" (built from facts)
+    #: "llm" (generated, grounded and every claim checked) or "template" (built from facts)
     source: str
-    rejected: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
 
 
 @dataclass
@@ -189,11 +202,13 @@ def with_items(history: UserSequence, item_ids: Sequence[str]) -> UserSequence:
 
 
 class ReasonGenerator:
-    """Generate a reason per recommended item; show it only if it passes the grounding check.
+    """Generate a reason per recommended item; show it only if it passes the grounder.
 
-    A rejected reason is regenerated once with sampling; if that fails too, the template reason
-    (true by construction) is shown instead. Nothing that names an item outside the user's history
-    and the recommendation itself reaches the user.
+    A generated sentence is shown when it names only the item and the user's history items,
+    every factual claim in it holds (categories, years, ratings, the history items it cites:
+    :class:`llmrec.ranking.reasons.ClaimChecker`) and it cites something of this user's. A
+    rejected reason is regenerated once with sampling; if that fails too, the template reason
+    (built from facts, true by construction) is shown instead.
     """
 
     def __init__(
@@ -231,23 +246,41 @@ class ReasonGenerator:
             still = []
             for i, text in zip(todo, texts, strict=True):
                 text = first_sentence(text)
-                ok = text and self.grounder.check(text, history, item_ids[i])
-                # a reason must point at something true of this user: a history item or a
-                # genre the item shares with the history
-                if ok and self.grounder.cites(text, history, item_ids[i]):
+                why = self.review(text, history, item_ids[i])
+                if why is None:
                     out[i] = Reason(text, "llm", rejected[i])
                 else:
-                    rejected[i].append(text)
+                    rejected[i].append(why)
                     still.append(i)
             todo = still
         for i in todo:
             out[i] = Reason(self.facts.silver(history, item_ids[i]), "template", rejected[i])
         return [r for r in out if r is not None]
 
+    def review(self, text: str, history: UserSequence, item_id: str) -> Rejection | None:
+        """None when ``text`` may be shown, else why not."""
+        if not text:
+            return Rejection(text, ("empty",), ("empty",))
+        if not _SENTENCE_END.search(text):  # the generation ran out of tokens mid-sentence
+            return Rejection(text, ("the sentence does not end",), ("incomplete",))
+        findings = self.grounder.findings(text, history, item_id)
+        if findings:
+            kinds = tuple(dict.fromkeys(str(c.kind) for c in findings))
+            return Rejection(text, tuple(str(c) for c in findings), kinds)
+        # a reason must point at something true of this user: a history item or a genre the
+        # item shares with the history
+        if not self.grounder.cites(text, history, item_id):
+            return Rejection(text, ("cites no history item or shared genre",), ("no citation",))
+        return None
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*$")
+
 
 def first_sentence(text: str, max_chars: int = 300) -> str:
-    """The first sentence of a generation, cut at ``max_chars``."""
-    text = " ".join(text.split())
+    """The first sentence of a generation (without a leading bullet or quote), cut at
+    ``max_chars``."""
+    text = " ".join(text.split()).lstrip("-*•>\"' ")
     for end in (". ", "! ", "? "):
         cut = text.find(end)
         if 0 < cut:
@@ -277,7 +310,7 @@ class RecPipeline:
         self.retriever = retriever
         self.ranker = ranker
         self.catalog = catalog
-        self.facts = facts or ReasonFacts(catalog, text_item_embeddings(retriever))
+        self.facts = facts or ReasonFacts.from_retriever(catalog, retriever)
         self.grounder = grounder or Grounder(catalog)
         self.adapter = adapter
         self._wishes: WishParser | None = None
@@ -486,13 +519,6 @@ class RecPipeline:
             },
             categories=tuple(item.categories),
         )
-
-
-def text_item_embeddings(retriever: Any) -> np.ndarray | None:
-    """The item embeddings of the retriever's text view, if it has one (reason facts use them)."""
-    text_view = getattr(retriever, "views", {}).get("text")
-    embeddings = getattr(text_view, "item_embeddings", None) if text_view is not None else None
-    return None if embeddings is None else np.asarray(embeddings)
 
 
 def load_pipeline(

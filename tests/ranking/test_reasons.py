@@ -39,12 +39,13 @@ def test_facts_and_silver_name_only_the_item_and_history(movies, history) -> Non
         similar = [f for f in found if f.kind == "similar"]
         item_genres = set(movies.item(item_id).categories)
         for fact in genres:
-            assert fact.text.rsplit(" are ", 1)[-1] in item_genres
-            assert fact.text.endswith(tuple(item_genres)) and "of your last 7 items" in fact.text
+            assert fact.category in item_genres
+            assert fact.text.endswith(fact.category) and "of your last 7 items" in fact.text
         assert len(similar) <= 1
         if similar:
             assert similar[0].item_id in HISTORY
             rating = RATINGS[HISTORY.index(similar[0].item_id)]
+            assert rating >= 4 and similar[0].rating == rating  # a liked item only
             assert f"which you rated {rating}" in similar[0].text
         silver = facts.silver(history, item_id, found)
         assert silver.startswith(display_title(movies, item_id))
@@ -56,13 +57,15 @@ def test_silver_for_a_two_genre_match_names_both(movies, history) -> None:  # no
     # Fargo (Drama, Thriller): 4 history items are Thriller, 2 Drama; Usual Suspects and Pulp
     # Fiction share both genres, and the more recent one (Pulp Fiction, rated 5) is chosen
     assert [f.text for f in facts.facts(history, "i15")] == [
+        "Fargo (1996) is listed as Drama and Thriller",
         "4 of your last 7 items are Thriller",
         "2 of your last 7 items are Drama",
-        "it is similar to Pulp Fiction (1994), which you rated 5",
+        "it is Drama and Thriller like Pulp Fiction (1994), which you rated 5",
+        "it is from 1996",
     ]
     assert facts.silver(history, "i15") == (
-        "Fargo (1996) is a Thriller and Drama pick, and it is similar to Pulp Fiction (1994), "
-        "which you rated 5."
+        "Fargo (1996) is a Thriller and Drama pick, and it is Drama and Thriller like Pulp "
+        "Fiction (1994), which you rated 5."
     )
 
 
@@ -109,18 +112,18 @@ def test_grounder_rejects_catalogue_items_outside_the_history(history, grounder)
 
 def test_grounder_accepts_history_titles_in_other_spellings(history, grounder) -> None:  # noqa: ANN001
     for text in (
-        "Like The Usual Suspects, it keeps you guessing.",
-        'You rated "The Usual Suspects" highly, and Fargo is just as sharp.',
+        "Like The Usual Suspects, it is a thriller.",
+        'You rated "The Usual Suspects" highly, and Fargo is a thriller too.',
         "Fargo (1996) shares the Thriller and Drama of Pulp Fiction (1994).",
-        "Like The Matrix and Blade Runner, it is Sci-Fi and Action.",
-        "Since you enjoyed Heat (1995), try it.",
+        "Like The Matrix and Blade Runner, it is a thriller.",
+        "Since you enjoyed Toy Story (1995), try it.",
     ):
         assert grounder.check(text, history, "i15"), (text, grounder.problems(text, history, "i15"))
     assert not grounder.check("   ", history, "i15")
 
 
 def test_grounder_extra_words_are_allowed(movies, history) -> None:  # noqa: ANN001
-    text = "Critics at Rotten Tomatoes loved Fargo."
+    text = "Rotten Tomatoes has Fargo as a thriller."
     assert not Grounder(movies).check(text, history, "i15")
     assert Grounder(movies, extra_words=["Rotten Tomatoes"]).check(text, history, "i15")
 
@@ -136,7 +139,7 @@ def test_cites_needs_a_history_item_or_a_shared_genre() -> None:
     history = UserSequence("u", (by_title["Usual Suspects, The"],), (0.0,))
     target = by_title["Fargo"]
     grounder = Grounder(catalog)
-    assert grounder.cites("Like The Usual Suspects, it keeps you guessing.", history, target)
+    assert grounder.cites("Like The Usual Suspects, it is a thriller.", history, target)
     shared = set(catalog.item(target).categories) & set(
         catalog.item(by_title["Usual Suspects, The"]).categories
     )
@@ -163,6 +166,6 @@ def test_grounder_rejects_years_and_ratings_the_data_does_not_hold(history, grou
     for text in (
         "Fargo (1996) came out a year after Toy Story (1995).",
         "You rated Toy Story 5 out of 5.",
-        "You gave Pulp Fiction 5 stars, and this is a crime story too.",
+        "You gave Pulp Fiction 5 stars, and this is a thriller too.",
     ):
         assert grounder.check(text, history, "i15"), (text, grounder.problems(text, history, "i15"))  # noqa: E501

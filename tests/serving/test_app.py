@@ -183,7 +183,9 @@ def test_injected_instructions_do_not_change_the_reply_format(
     ).json()
     text = body["choices"][0]["message"]["content"]
     assert "Hacked" not in text.split("Here are")[-1]
-    assert "Matrix" not in text.split("Here are")[-1]
+    # the injected title never appears; The Matrix itself may, as a history item a reason cites
+    assert "Matrix Reloaded" not in text.split("Here are")[-1]
+    assert not any("Matrix" in item["title"] for item in body["llmrec"]["items"])
     assert text.splitlines()[0].startswith("You mentioned:")
     assert "Here are" in text
     # the titles in the text are only looked up: "The Matrix" and Scream are catalogue items (so
