@@ -149,10 +149,11 @@ class _TempFolders:
 
 
 def _tiny_service(stack: ExitStack, reasons: str | None) -> Any:
-    """The tiny offline service of tests/serving/test_app.py (tiny Llama, LoRA adapter, 40 movies,
-    30 users), built by its ``parts`` fixture function outside pytest."""
+    """The tiny offline service of the serving tests (tiny Llama, LoRA adapter, 40 movies, 30
+    users), built by their ``parts`` fixture function (tests/serving/conftest.py) outside pytest."""
     sys.path.insert(0, str(ROOT))
-    from tests.serving.test_app import make_service, parts
+    from tests.serving.conftest import parts
+    from tests.serving.fakes import make_service
 
     root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmrec-serve-bench-")))
     built = inspect.unwrap(parts)(_TempFolders(root))
