@@ -4,6 +4,7 @@ others' latest results."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -46,3 +47,12 @@ def _without_out(argv: Sequence[str]) -> list[str]:
         elif not arg.startswith("--out="):
             kept.append(arg)
     return kept
+
+
+def repo_path(path: str | os.PathLike[str] | None, root: Path) -> str | None:
+    """``path`` as the docs show it: relative to the repository ``root`` when it lies inside it
+    (docs never name one machine's folders), else as given."""
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)

@@ -50,7 +50,7 @@ from llmrec.ranking.tuning import fusion_grid, residual_weight, tuning_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _sections import write_doc, write_section  # noqa: E402
+from _sections import repo_path, write_doc, write_section  # noqa: E402
 
 PARTS = ("rank", "speed", "reasons")
 METHODS = ("lora", "adalora", "prefix", "qlora")
@@ -497,7 +497,8 @@ def _speed(data, split, methods, args) -> list[str]:  # noqa: ANN001
     lines = [
         "## Speed: one-pass ranking vs generating the ranked list",
         "",
-        f"Model: {'adapter ' + str(folder) if folder else 'zero-shot base'}; {len(prompts)} "
+        f"Model: {'adapter ' + repo_path(folder, ROOT) if folder else 'zero-shot base'}; "
+        f"{len(prompts)} "
         f"prompts of 20 retrieved candidates (mean {np.mean(tokens):.0f} tokens), one at a "
         f"time on {torch.get_num_threads()} threads. Generation is greedy and made to write 40 "
         "new tokens, the length of a list of 20 labels; it named all 20 labels in "

@@ -2,8 +2,8 @@
 
     python bench/reasons.py --retriever runs/retriever --adapter runs/adapter-lora/adapter
     # the same users and items through another checkout's code (e.g. before the claim checker):
-    git worktree add /tmp/reasons-before d9ca35d
-    PYTHONPATH=/tmp/reasons-before python bench/reasons.py --collect before \\
+    git worktree add ../reasons-before d9ca35d
+    PYTHONPATH=../reasons-before python bench/reasons.py --collect before \\
         --retriever runs/retriever --adapter runs/adapter-lora/adapter
     python bench/reasons.py --report                  # the table from what was collected
 
@@ -36,7 +36,7 @@ from llmrec.data import leave_one_out, load_builtin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _sections import write_doc, write_section  # noqa: E402
+from _sections import repo_path, write_doc, write_section  # noqa: E402
 
 LABELS = ("before", "after")
 
@@ -173,8 +173,12 @@ def _report(data, split, out: Path) -> list[str]:  # noqa: ANN001
             + ".",
             "",
             f"Setup: base model `{meta['base_model']}`, ranking by "
-            + (f"adapter `{meta['adapter']}`" if meta["adapter"] else "the zero-shot base")
-            + f", retriever `{meta['retriever']}`; reasons written by "
+            + (
+                f"adapter `{repo_path(meta['adapter'], ROOT)}`"
+                if meta["adapter"]
+                else "the zero-shot base"
+            )
+            + f", retriever `{repo_path(meta['retriever'], ROOT)}`; reasons written by "
             + ("the adapter." if meta["reasons_by_adapter"] else "the base model (greedy, "
                "40 new tokens; a rejected one is sampled once more, then replaced by the "
                "template reason).")

@@ -1,8 +1,8 @@
 """Wishes on MovieLens-100K: the share of top-5 items that satisfy what each wish asks for.
 
     python bench/wishes.py --retriever runs/retriever-text --label after
-    git worktree add /tmp/wish-before d9ca35d      # the code before wishes were understood
-    PYTHONPATH=/tmp/wish-before python bench/wishes.py --retriever runs/retriever-text \
+    git worktree add ../wish-before d9ca35d      # the code before wishes were understood
+    PYTHONPATH=../wish-before python bench/wishes.py --retriever runs/retriever-text \
         --label before
 
 Build the retriever (it needs a text view for the soft part of a wish) with
@@ -58,8 +58,8 @@ HEADER = [
     "```bash",
     "llmrec retrieve build --data ml-100k --out runs/retriever-text \\",
     "    --views text,sasrec,cooc,recent-pop,pop --fusion rrf",
-    "git worktree add /tmp/wish-before d9ca35d",
-    "PYTHONPATH=/tmp/wish-before python bench/wishes.py --retriever runs/retriever-text "
+    "git worktree add ../wish-before d9ca35d",
+    "PYTHONPATH=../wish-before python bench/wishes.py --retriever runs/retriever-text "
     "--label before",
     "PYTHONPATH=$PWD python bench/wishes.py --retriever runs/retriever-text --label after",
     "```",
