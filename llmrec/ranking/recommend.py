@@ -314,7 +314,6 @@ class RecPipeline:
         self.grounder = grounder or Grounder(catalog)
         self.adapter = adapter
         self._wishes: WishParser | None = None
-        self._items: list[Item] | None = None
 
     @property
     def model(self) -> RankModel:
@@ -487,13 +486,11 @@ class RecPipeline:
     ) -> tuple[Wish, tuple[str, ...]]:
         """``wish`` loosened until some item outside the history passes it with ``filters``:
         (the wish applied, the constraints dropped)."""
-        if self._items is None:
-            self._items = list(self.catalog)
         seen = set(history.item_ids)
 
         def any_passes(w: Wish) -> bool:
             f = filters.with_wish(w)
-            return any(i.item_id not in seen and f.passes(i) for i in self._items or ())
+            return any(i.item_id not in seen and f.passes(i) for i in self.catalog)
 
         if any_passes(wish):
             return wish, ()
@@ -544,18 +541,19 @@ def load_pipeline(
     from llmrec.ranking.backends import DEFAULT_BASE_MODEL, make_backend
     from llmrec.retrieval.saved import load_retriever
 
+    if adapter_dir is not None and prompt is not None:
+        raise ValueError("an adapter ranks with the prompt settings it was trained with")
     catalog = dataset.catalog
     retriever = load_retriever(retriever_dir, catalog)
-    adapters: dict[str, str] = {}
-    if adapter_dir is not None:
-        if prompt is not None:
-            raise ValueError("an adapter ranks with the prompt settings it was trained with")
-        adapter = open_adapter_folder(adapter_dir, catalog)
-        base_model = base_model or adapter.base_model
-        adapters[ADAPTER_NAME] = str(adapter_dir)
+    adapters = {} if adapter_dir is None else {ADAPTER_NAME: str(adapter_dir)}
+    given = base_model is not None
+    if adapter_dir is not None and not given:  # the base its record names (one vLLM engine)
+        base_model = open_adapter_folder(adapter_dir, catalog).base_model
     config = BackendConfig(
         backend=backend,
         base_model=base_model or DEFAULT_BASE_MODEL,
+        # a base model given here wins over the one an adapter's record names
+        adapters_on_base_model=given,
         base_name=BASE_NAME,
         load_base=adapter_dir is None,
         adapters=adapters,

@@ -267,3 +267,16 @@ def test_recommend_on_vllm_without_vllm_names_the_extra(parts, capsys) -> None: 
     err = capsys.readouterr().err
     assert code == 3
     assert "pip install 'llmrec[vllm]'" in err and "Traceback" not in err
+
+
+def test_a_base_model_given_with_an_adapter_is_the_one_it_runs_on(parts, tmp_path) -> None:  # noqa: ANN001
+    """`--llm` with `--adapter`: the adapter runs on the base given (here the recorded base under
+    another path, as on a machine that keeps it elsewhere), not on the path its record names."""
+    from llmrec.ranking.recommend import load_pipeline
+
+    elsewhere = tmp_path / "same-base-elsewhere"
+    elsewhere.symlink_to(parts["model"], target_is_directory=True)
+    pipe = load_pipeline(parts["retriever"], parts["dataset"], parts["adapter"], str(elsewhere))
+    assert pipe.model.info.base_model == str(elsewhere)
+    recorded = load_pipeline(parts["retriever"], parts["dataset"], parts["adapter"])
+    assert recorded.model.info.base_model == parts["model"]

@@ -78,6 +78,9 @@ class BackendConfig:
     backend: str = "transformers"
     #: Base model (alias, Hugging Face id or folder); adapters name theirs in their record.
     base_model: str = DEFAULT_BASE_MODEL
+    #: True: every adapter runs on ``base_model`` (e.g. the same base under another name or
+    #: path); False: on the base its record names (``base_model`` when it names none).
+    adapters_on_base_model: bool = False
     #: Name of the base model without adapters (zero-shot ranking).
     base_name: str = "base"
     #: Prompt settings of the base model (adapters use the ones they were trained with).
@@ -94,6 +97,12 @@ class BackendConfig:
     batch_size: int = 8
     #: vLLM engine arguments (backend "vllm" only), passed to ``vllm.LLM``.
     vllm: Mapping[str, Any] = field(default_factory=dict)
+
+    def adapter_base(self, recorded: str | None) -> str:
+        """The base model an adapter whose record names ``recorded`` runs on."""
+        if self.adapters_on_base_model or not recorded:
+            return self.base_model
+        return recorded
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
