@@ -49,10 +49,11 @@ LAYERS: dict[str, int] = {
     "llmrec.prompts": 4,
     "llmrec.retrieval": 4,
     "llmrec.models": 5,
-    "llmrec.ranking": 6,
-    "llmrec.finetune": 7,
-    "llmrec.serving": 8,
-    "llmrec.cli": 9,
+    "llmrec.nextitem": 6,
+    "llmrec.ranking": 7,
+    "llmrec.finetune": 8,
+    "llmrec.serving": 9,
+    "llmrec.cli": 10,
 }
 #: Parts of one layer that must not import each other, in either direction.
 APART: tuple[frozenset[str], ...] = (frozenset({"llmrec.prompts", "llmrec.retrieval"}),)

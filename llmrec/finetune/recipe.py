@@ -19,6 +19,7 @@ import yaml
 
 from llmrec.finetune.examples import ExampleConfig
 from llmrec.models.adapters import AdapterConfig
+from llmrec.nextitem.config import NextItemConfig
 from llmrec.overrides import apply_overrides
 from llmrec.prompts.builder import PromptConfig
 from llmrec.validation import check_number, reject_unknown
@@ -78,17 +79,29 @@ class RetrievalConfig:
     text_model: str | None = None
 
 
+#: The LLM families a recipe can train: the listwise reranker (prompts with candidate labels)
+#: and the next-item LLM (history as item tokens, every position scored over the catalogue).
+FAMILIES = ("listwise", "nextitem")
+
+
 @dataclass(frozen=True)
 class Recipe:
+    """``family: listwise`` uses the prompt, examples and retrieval sections; ``family:
+    nextitem`` uses the nextitem section (:class:`~llmrec.nextitem.config.NextItemConfig`)."""
+
     model: str = "smollm2-135m-instruct"
     dtype: str = "auto"
+    family: str = "listwise"
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     examples: ExampleConfig = field(default_factory=ExampleConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    nextitem: NextItemConfig = field(default_factory=NextItemConfig)
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.training.residual and not self.examples.require_retrieved:
             raise ValueError(
                 "training.residual needs examples.require_retrieved: true (the candidates must "
@@ -98,6 +111,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["adapter"] = self.adapter.to_dict()
+        out["nextitem"] = self.nextitem.to_dict()
         return _plain(out)
 
     @classmethod
@@ -109,12 +123,12 @@ class Recipe:
         if unknown:
             raise ValueError(f"{where}: unknown sections {unknown}; known: {sorted(sections)}")
         values: dict[str, Any] = {}
-        for key in ("model", "dtype"):
+        for key in ("model", "dtype", "family"):
             if key in raw:
                 if not isinstance(raw[key], str | int | float) or isinstance(raw[key], bool):
                     raise ValueError(f"{where}: {key} must be a string, got {raw[key]!r}")
                 values[key] = str(raw[key])
-        for key in sections - {"model", "dtype"}:
+        for key in sections - {"model", "dtype", "family"}:
             if raw.get(key) is not None and not isinstance(raw[key], Mapping):
                 raise ValueError(
                     f"{where}: {key} must be a section of settings (key: value), got {raw[key]!r}"
@@ -124,6 +138,8 @@ class Recipe:
                 values["adapter"] = AdapterConfig.from_dict(dict(raw["adapter"] or {}))
             if "prompt" in raw:
                 values["prompt"] = PromptConfig.from_dict(dict(raw["prompt"] or {}))
+            if "nextitem" in raw:
+                values["nextitem"] = NextItemConfig.from_dict(dict(raw["nextitem"] or {}))
             if "examples" in raw:
                 values["examples"] = ExampleConfig.from_dict(dict(raw["examples"] or {}))
             for name, klass in (("training", TrainingConfig), ("retrieval", RetrievalConfig)):

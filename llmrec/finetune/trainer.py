@@ -13,7 +13,6 @@ atomically with its llmrec record and a :class:`~llmrec.finetune.summary.Trainin
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from typing import Any
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import EvalCase
 from llmrec.data.splits import Split, leave_one_out
-from llmrec.finetune.callbacks import elapsed_before, training_callbacks
+from llmrec.finetune.callbacks import training_callbacks
 from llmrec.finetune.collate import RankCollator
 from llmrec.finetune.examples import (
     TrainingRow,
@@ -37,6 +36,14 @@ from llmrec.finetune.losses import orthogonal_penalty, ranking_loss
 from llmrec.finetune.recipe import Recipe, TrainingConfig
 from llmrec.finetune.residual import fit_residual_weight, with_residual_prior
 from llmrec.finetune.retrievers import fit_recipe_retriever, shifted_retriever
+from llmrec.finetune.run import (
+    planned_steps,
+    resume_point,
+    step_of,
+    strip_prefix,
+    training_arguments,
+    yaml_text,
+)
 from llmrec.finetune.summary import AdaLoRARanks, TrainingSummary, peak_memory_mb
 from llmrec.finetune.validation import Validation, build_validation, heldout_cases
 from llmrec.io import atomic_write_text
@@ -133,7 +140,7 @@ def finetune(
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / RECIPE_FILE, _yaml(recipe.to_dict()))
+    atomic_write_text(out / RECIPE_FILE, yaml_text(recipe.to_dict()))
     split = leave_one_out(dataset)
     if retriever is None:
         logger.info("fitting the retriever (%s)", ",".join(recipe.retrieval.views))
@@ -160,7 +167,7 @@ def finetune(
     logger.info(
         "%s adapter: %d trainable of %d parameters", recipe.adapter.method, trainable, total
     )
-    checkpoint, before = _resume_point(out, resume)
+    checkpoint, before = resume_point(out, resume)
     trainer = _make_trainer(
         recipe, loaded, model, builder, rows, validation, out, total_steps, before or 0.0, progress
     )
@@ -273,57 +280,7 @@ def _residual_rows(
     return with_residual_prior(rows, residual_weight), residual_weight
 
 
-def planned_steps(n_rows: int, training: TrainingConfig) -> int:
-    """Optimizer steps of the run: ``max_steps``, or ``epochs`` over ``n_rows``."""
-    if training.max_steps > 0:
-        return training.max_steps
-    steps_per_epoch = math.ceil(n_rows / (training.batch_size * training.grad_accum))
-    return math.ceil(steps_per_epoch * training.epochs)
-
-
 # --------------------------------------------------------------------------- training
-def _training_arguments(
-    training: TrainingConfig, loaded: LoadedModel, out: Path, total_steps: int, progress: bool
-) -> Any:
-    """transformers' TrainingArguments for the recipe: evaluate and checkpoint every
-    ``eval_steps``, keep the best checkpoint by validation NDCG@10."""
-    from transformers import TrainingArguments
-
-    use_cpu = loaded.device == "cpu"
-    bf16 = not use_cpu and loaded.dtype.is_floating_point and str(loaded.dtype) == "torch.bfloat16"
-    return TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=training.epochs,
-        max_steps=total_steps,
-        per_device_train_batch_size=training.batch_size,
-        gradient_accumulation_steps=training.grad_accum,
-        learning_rate=training.lr,
-        weight_decay=training.weight_decay,
-        warmup_steps=training.warmup,
-        lr_scheduler_type=training.scheduler,
-        logging_steps=training.logging_steps,
-        eval_strategy="steps",
-        eval_steps=training.eval_steps,
-        save_strategy="steps",
-        save_steps=training.eval_steps,
-        save_total_limit=training.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_NDCG@10",
-        greater_is_better=True,
-        seed=training.seed,
-        use_cpu=use_cpu,
-        bf16=bf16,
-        # curves go through our own TensorBoard callback: transformers' would write to
-        # ./runs/ of the working directory when the zero-shot evaluation logs before training
-        report_to="none",
-        remove_unused_columns=False,
-        label_names=["target"],
-        dataloader_num_workers=0,
-        disable_tqdm=not progress,
-        max_grad_norm=1.0,
-    )
-
-
 def _make_trainer(
     recipe: Recipe,
     loaded: LoadedModel,
@@ -341,7 +298,7 @@ def _make_trainer(
     adalora = recipe.adapter.method == "adalora"
     return make_trainer_class()(
         model=model,
-        args=_training_arguments(tcfg, loaded, out, total_steps, progress),
+        args=training_arguments(tcfg, loaded, out, total_steps, progress),
         # typed rows, not a datasets.Dataset: with remove_unused_columns=False the DataLoader
         # hands them to the collator as they are
         train_dataset=rows,
@@ -354,28 +311,6 @@ def _make_trainer(
         scorer=LLMScorer(model, loaded.tokenizer, builder, batch_size=tcfg.batch_size),
         orth_reg_weight=recipe.adapter.orth_reg_weight if adalora else 0.0,
     )
-
-
-def _resume_point(out: Path, resume: bool) -> tuple[str | None, float | None]:
-    """With ``resume``, the run's last checkpoint (None, with a warning, when there is none), and
-    the training seconds recorded in it (0 without a checkpoint; None, with a warning, when the
-    checkpoint recorded none)."""
-    checkpoint = None
-    if resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = get_last_checkpoint(str(out / "checkpoints"))
-        if checkpoint is None:
-            logger.warning(
-                "--resume: no checkpoint in %s, starting from scratch", out / "checkpoints"
-            )
-    before = elapsed_before(checkpoint)
-    if before is None:
-        logger.warning(
-            "%s records no training time: train_seconds will count only the resumed part",
-            checkpoint,
-        )
-    return checkpoint, before
 
 
 @dataclass(frozen=True)
@@ -402,10 +337,10 @@ def _train(trainer: Any, checkpoint: str | None, before: float) -> _Run:
     return _Run(
         train_seconds=before + run_seconds,
         # over the steps this process ran: a resumed run repeats none of the earlier ones
-        seconds_per_step=run_seconds / max(1, result.global_step - _step_of(checkpoint)),
+        seconds_per_step=run_seconds / max(1, result.global_step - step_of(checkpoint)),
         train_loss=result.training_loss,
-        zero_shot=_strip(zero_shot, "zero_shot_"),
-        final=_strip(final, "final_"),
+        zero_shot=strip_prefix(zero_shot, "zero_shot_"),
+        final=strip_prefix(final, "final_"),
     )
 
 
@@ -457,19 +392,3 @@ def _adalora_ranks(model: Any, recipe: Recipe) -> AdaLoRARanks | None:
         total_rank=int(sum(ranks.values())),
         initial_total_rank=len(ranks) * recipe.adapter.init_r,
     )
-
-
-def _step_of(checkpoint: str | None) -> int:
-    return 0 if checkpoint is None else int(Path(checkpoint).name.rsplit("-", 1)[1])
-
-
-def _strip(metrics: dict[str, float] | None, prefix: str) -> dict[str, float] | None:
-    if metrics is None:
-        return None
-    return {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
-
-
-def _yaml(data: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(data, sort_keys=False)

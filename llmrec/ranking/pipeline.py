@@ -28,7 +28,7 @@ from llmrec.data.records import EvalCase, UserSequence
 from llmrec.evaluation.harness import EvalConfig, Protocol, evaluate
 from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.prompts.builder import PromptBuilder
-from llmrec.ranking.backends.base import RankModel
+from llmrec.ranking.backends.base import RankModel, item_scores
 from llmrec.ranking.fuse import fuse, rank_scores
 from llmrec.ranking.tuning import DEFAULT_WEIGHT_GRID
 from llmrec.recommender import Recommender
@@ -91,10 +91,12 @@ class LLMRanker(Recommender):
 
     # ------------------------------------------------------------------ scoring
     def llm_scores(self, histories: Sequence[UserSequence], candidates: np.ndarray) -> np.ndarray:
-        """The LLM's label log-probabilities, (n, C), aligned with ``candidates``."""
+        """The model's scores of ``candidates`` (n, C) after each history, aligned with them
+        (:func:`~llmrec.ranking.backends.base.item_scores`: label log-probabilities of a
+        listwise prompt, or a next-item model's item scores)."""
         catalog = self._require_fitted()
         out = np.zeros(candidates.shape, dtype=np.float64)
-        todo, keys, prompts = [], [], []
+        todo, keys = [], []
         for row, (history, cands) in enumerate(zip(histories, candidates, strict=True)):
             ids = tuple(catalog.ids[int(i)] for i in cands)
             # the whole history: two ad-hoc histories may share a length and a last item
@@ -104,13 +106,10 @@ class LLMRanker(Recommender):
                 continue
             todo.append(row)
             keys.append(key)
-            prompts.append(self.builder.listwise(history, list(ids)))
-        for row, key, prompt, scores in zip(
-            todo, keys, prompts, self.scorer.score(prompts, self.progress), strict=True
-        ):
-            # the prompt lists candidates shuffled; put the scores back in candidate order
-            by_item = dict(zip(prompt.item_ids, scores, strict=True))
-            aligned = np.array([by_item[i] for i in key[2]], dtype=np.float64)
+        scored = item_scores(
+            self.scorer, [histories[row] for row in todo], [k[2] for k in keys], self.progress
+        )
+        for row, key, aligned in zip(todo, keys, scored, strict=True):
             self._cache[key] = aligned
             out[row] = aligned
         return out

@@ -26,7 +26,7 @@ import numpy as np
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import Item, UserSequence
 from llmrec.prompts.builder import PromptConfig, stable_seed
-from llmrec.ranking.backends import BackendConfig, RankModel
+from llmrec.ranking.backends import BackendConfig, RankModel, item_scores
 from llmrec.ranking.fuse import fuse, retrieval_order_scores, standardise
 from llmrec.ranking.pipeline import LLMRanker, RankerConfig, candidates_from_scores
 from llmrec.ranking.reasons import Grounder, ReasonFacts, ReasonMode
@@ -390,10 +390,7 @@ class RecPipeline:
         weight = self.ranker.config.fusion_weight if model is None else model.info.fusion_weight
         model = model or self.model
         head, tail = list(cands[: self.num_candidates]), list(cands[self.num_candidates :])
-        prompt = model.builder.listwise(history, [c.item_id for c in head])
-        (scores,) = model.score([prompt])
-        by_item = dict(zip(prompt.item_ids, scores, strict=True))
-        llm = np.array([by_item[c.item_id] for c in head], dtype=np.float64)
+        (llm,) = item_scores(model, [history], [[c.item_id for c in head]])
         ret = retrieval_order_scores(len(head))
         final = fuse(llm[None, :], ret, weight)[0]
         ret_z = standardise(ret)[0]
@@ -539,6 +536,7 @@ def load_pipeline(
     unless ``fusion_weight`` is given, at the weight saved in its folder."""
     from llmrec.ranking.adapter_folder import open_adapter_folder
     from llmrec.ranking.backends import DEFAULT_BASE_MODEL, make_backend
+    from llmrec.ranking.backends.nextitem import is_nextitem_folder
     from llmrec.retrieval.saved import load_retriever
 
     if adapter_dir is not None and prompt is not None:
@@ -547,7 +545,10 @@ def load_pipeline(
     retriever = load_retriever(retriever_dir, catalog)
     adapters = {} if adapter_dir is None else {ADAPTER_NAME: str(adapter_dir)}
     given = base_model is not None
-    if adapter_dir is not None and not given:  # the base its record names (one vLLM engine)
+    if adapter_dir is not None and is_nextitem_folder(adapter_dir):
+        if prompt is not None:
+            raise ValueError("a next-item model reads no prompt: prompt settings do not apply")
+    elif adapter_dir is not None and not given:  # the base its record names (one vLLM engine)
         base_model = open_adapter_folder(adapter_dir, catalog).base_model
     config = BackendConfig(
         backend=backend,

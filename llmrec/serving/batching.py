@@ -37,9 +37,9 @@ class DeadlineExceeded(TimeoutError):
 
 @dataclass
 class _Job:
-    kind: str  # "score" | "generate"
+    kind: str  # "score" | "items" | "generate"
     model: str
-    items: list[Any]  # prompts (score) or texts (generate)
+    items: list[Any]  # prompts (score), (history, item ids) pairs (items) or texts (generate)
     options: dict[str, Any] = field(default_factory=dict)
     future: Future = field(default_factory=Future)
 
@@ -115,6 +115,15 @@ class Batcher:
             return []
         return self.wait(self.submit(_Job("score", model, list(prompts))), deadline)
 
+    def score_items(
+        self, model: str, pairs: Sequence[tuple[Any, Any]], deadline: float | None = None
+    ) -> list:
+        """Item scores of a model that scores items (a next-item LLM): (history, item ids)
+        pairs, batched with other requests' pairs for the same model."""
+        if not pairs:
+            return []
+        return self.wait(self.submit(_Job("items", model, list(pairs))), deadline)
+
     def generate(
         self,
         model: str,
@@ -142,7 +151,7 @@ class Batcher:
             if not job.future.set_running_or_notify_cancel():
                 self.stats.skipped += 1
                 continue
-            if job.kind == "score":
+            if job.kind in ("score", "items"):
                 self._score_batch(job)
             else:
                 self._generate(job)
@@ -166,7 +175,7 @@ class Batcher:
                 stop_seen = True
                 break
             fits = size + len(job.items) <= self.config.max_batch
-            if job.kind != "score" or job.model != first.model or not fits:
+            if job.kind != first.kind or job.model != first.model or not fits:
                 self._held.append(job)
                 break
             if not job.future.set_running_or_notify_cancel():
@@ -176,7 +185,12 @@ class Batcher:
             size += len(job.items)
         prompts = [p for job in jobs for p in job.items]
         try:
-            scores = self.models[first.model].score(prompts)
+            model = self.models[first.model]
+            if first.kind == "items":
+                histories, lists = [h for h, _ in prompts], [ids for _, ids in prompts]
+                scores = model.score_items(histories, lists)  # type: ignore[attr-defined]
+            else:
+                scores = model.score(prompts)
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request
             logger.exception("scoring a batch of %d prompts failed", len(prompts))
             for job in jobs:
@@ -213,9 +227,17 @@ class RoutedModel:
         self.deadline = deadline
         self.info = batcher.models[name].info
         self.builder = batcher.models[name].builder
+        #: a next-item model is asked for item scores, not prompt scores (``item_scores``)
+        self.scores_items = bool(getattr(batcher.models[name], "scores_items", False))
 
     def score(self, prompts: Sequence[Any], progress: bool = False) -> list:
         return self.batcher.score(self.name, prompts, self.deadline)
+
+    def score_items(
+        self, histories: Sequence[Any], item_lists: Sequence[Any], progress: bool = False
+    ) -> list:
+        pairs = list(zip(histories, item_lists, strict=True))
+        return self.batcher.score_items(self.name, pairs, self.deadline)
 
     def generate(
         self,

@@ -19,7 +19,9 @@ RECIPES = sorted((REPO / "finetune").glob("*.yaml"))
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_shipped_recipes_load(path: Path) -> None:
     recipe = load_recipe(path)
-    assert recipe.adapter.method == path.stem
+    family, _, method = path.stem.rpartition("-")
+    assert recipe.adapter.method == method
+    assert recipe.family == (family or "listwise")
     assert recipe.training.max_steps > 0 or recipe.training.epochs > 0
     assert recipe.examples.num_candidates <= 26
     assert Recipe.from_dict(recipe.to_dict()) == recipe  # to_dict is a faithful round trip

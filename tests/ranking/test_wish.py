@@ -173,7 +173,7 @@ class FlatModel:
         listwise=lambda history, ids: SimpleNamespace(item_ids=list(ids), text="")
     )
 
-    def score(self, prompts):  # noqa: ANN001, ANN201
+    def score(self, prompts, progress=False):  # noqa: ANN001, ANN201, ARG002
         return [np.zeros(len(p.item_ids)) for p in prompts]
 
 

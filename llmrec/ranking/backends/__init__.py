@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from llmrec.data.dataset import RecDataset
 from llmrec.ranking.backends.base import (
     BACKENDS,
@@ -10,6 +12,7 @@ from llmrec.ranking.backends.base import (
     BackendConfig,
     ModelInfo,
     RankModel,
+    item_scores,
 )
 
 __all__ = [
@@ -19,13 +22,27 @@ __all__ = [
     "BackendConfig",
     "ModelInfo",
     "RankModel",
+    "item_scores",
     "make_backend",
 ]
 
 
 def make_backend(config: BackendConfig, dataset: RecDataset) -> Backend:
     """The backend ``config.backend`` names, with its models loaded (vLLM is imported only
-    here, and only for ``backend: vllm``)."""
+    here, and only for ``backend: vllm``). Folders of ``config.adapters`` that hold a next-item
+    LLM (:mod:`llmrec.ranking.backends.nextitem`) load beside it; the backend's base model
+    writes their reasons."""
+    from llmrec.ranking.backends.nextitem import WithNextItemModels, is_nextitem_folder
+
+    nextitem = {n: str(f) for n, f in config.adapters.items() if is_nextitem_folder(f)}
+    if not nextitem:
+        return _backend(config, dataset)
+    listwise = {n: f for n, f in config.adapters.items() if n not in nextitem}
+    inner = _backend(replace(config, adapters=listwise, load_base=True), dataset)
+    return WithNextItemModels(inner, nextitem, config, dataset.catalog)
+
+
+def _backend(config: BackendConfig, dataset: RecDataset) -> Backend:
     if config.backend == "vllm":
         from llmrec.ranking.backends.vllm import VLLMBackend
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmrec.data.records import UserSequence
 from llmrec.prompts.builder import PromptBuilder, PromptConfig, RankPrompt
 from llmrec.validation import check_number
 
@@ -61,6 +62,33 @@ class RankModel(Protocol):
         sample_seed: int | None = None,
     ) -> list[str]:
         """Continuations of ``texts`` (greedy, or sampled with ``sample_seed``)."""
+
+
+def item_scores(
+    model: RankModel,
+    histories: Sequence[UserSequence],
+    item_lists: Sequence[Sequence[str]],
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """The model's score of every item of each list after its history, in the list's order
+    (float64): the one question evaluation, the recommend pipeline and the service ask a model.
+
+    A listwise model answers with one rank prompt per list (its label log-probabilities, mapped
+    back from the prompt's shuffled order); a model that scores items itself (``scores_items``,
+    the next-item LLM) answers directly."""
+    if getattr(model, "scores_items", False):
+        return model.score_items(histories, item_lists, progress)  # type: ignore[attr-defined]
+    prompts = [
+        model.builder.listwise(history, list(ids))
+        for history, ids in zip(histories, item_lists, strict=True)
+    ]
+    out = []
+    for prompt, ids, scores in zip(
+        prompts, item_lists, model.score(prompts, progress), strict=True
+    ):
+        by_item = dict(zip(prompt.item_ids, scores, strict=True))
+        out.append(np.array([by_item[i] for i in ids], dtype=np.float64))
+    return out
 
 
 class Backend(Protocol):

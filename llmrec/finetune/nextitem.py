@@ -1,0 +1,402 @@
+"""Train the next-item LLM (:mod:`llmrec.nextitem`) with transformers' Trainer.
+
+:func:`train_nextitem` runs a ``family: nextitem`` recipe, one step per function below: split the
+data (leave-one-out), fit the event vocabulary, cut the training sequences into windows, start the
+item-ID embeddings from a SASRec fitted on the same training data (``id_init: sasrec``), compute
+every item's text vector with the base LLM (cached in the run folder), keep the LLM's first
+layers and attach the adapter (LoRA, AdaLoRA, prefix tuning or QLoRA), then train with
+cross-entropy at every position, validation NDCG@10 under full ranking for early stopping,
+checkpoints (``--resume`` continues from the last one) and TensorBoard curves. The best model is
+written to ``OUT/model`` (:class:`~llmrec.nextitem.recommender.NextItemRecommender`) with a
+summary in ``OUT/training.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrec.baselines._common import item_counts, ndcg_hr_at_k
+from llmrec.data.catalog import Catalog
+from llmrec.data.dataset import RecDataset
+from llmrec.data.records import EvalCase, UserSequence
+from llmrec.data.render import ItemTextRenderer
+from llmrec.data.splits import leave_one_out
+from llmrec.finetune.callbacks import training_callbacks
+from llmrec.finetune.losses import orthogonal_penalty
+from llmrec.finetune.run import (
+    planned_steps,
+    resume_point,
+    step_of,
+    strip_prefix,
+    training_arguments,
+    yaml_text,
+)
+from llmrec.finetune.summary import SUMMARY_FILE, peak_memory_mb
+from llmrec.io import atomic_write_text
+from llmrec.models.adapters import attach_adapter
+from llmrec.models.loader import load_model
+from llmrec.nextitem.config import NextItemConfig
+from llmrec.nextitem.features import EventVocab, encode_events, left_pad, training_windows
+from llmrec.nextitem.recommender import NextItemRecommender
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+TEXT_CACHE = "item_text.npy"
+SASREC_DIR = "sasrec"
+
+
+@dataclass
+class NextItemSummary:
+    """What ``training.json`` holds for a next-item run."""
+
+    family: str
+    method: str
+    base_model: str
+    layers: int | None
+    dtype: str
+    device: str
+    trainable_parameters: int
+    total_parameters: int
+    windows: int
+    targets: int
+    steps: int
+    planned_steps: int
+    train_seconds: float
+    seconds_per_step: float
+    #: SASRec fitted for the ID start (0 when not used or reused)
+    sasrec_seconds: float
+    text_seconds: float
+    wall_seconds: float
+    peak_memory_mb: float
+    train_loss: float
+    best_checkpoint: str | None
+    validation_users: int
+    validation_sasrec: dict[str, float] | None
+    validation_zero_shot: dict[str, float] | None
+    validation_final: dict[str, float] | None
+    resumed_from: str | None
+    model: str
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / SUMMARY_FILE
+        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+
+# --------------------------------------------------------------------------- data
+def encode_all(
+    sequences: Sequence[UserSequence], catalog: Catalog, vocab: EventVocab
+) -> list[np.ndarray]:
+    return [encode_events(s, catalog, vocab) for s in sequences]
+
+
+class WindowCollator:
+    """Left-pads a list of event windows into ``{"events": LongTensor (B, W, 5)}``."""
+
+    def __call__(self, windows: Sequence[np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(w) for w in windows)
+        return {"events": torch.from_numpy(left_pad(windows, width))}
+
+
+def validation_metrics(model: NextItemRecommender, cases: Sequence[EvalCase]) -> dict[str, float]:
+    """NDCG@10 and HR@10 under full ranking (history items excluded) on ``cases``."""
+    if not cases:
+        return {}
+    scores = model.score([c.history for c in cases])  # (V, N)
+    ndcg, hr = ndcg_hr_at_k(scores, cases, model._require_fitted(), k=10)
+    return {"NDCG@10": ndcg, "HR@10": hr}
+
+
+# --------------------------------------------------------------------------- starts
+def sasrec_item_vectors(
+    train: Sequence[UserSequence],
+    valid: Sequence[EvalCase],
+    catalog: Catalog,
+    dim: int,
+    out: Path,
+    progress: bool,
+    sasrec: Any | None = None,
+) -> tuple[np.ndarray, float, dict[str, float]]:
+    """SASRec item embeddings (N, dim) to start the ID vectors from, the seconds spent fitting
+    (0 when a fitted one was given or saved in ``out`` by an earlier run) and its validation
+    metrics. The fit is saved in ``out/sasrec`` so a resumed run does not repeat it."""
+    from llmrec.baselines.sasrec import SASRecRecommender
+
+    seconds = 0.0
+    folder = out / SASREC_DIR
+    if sasrec is None and (folder / "model.json").is_file():
+        try:
+            sasrec = SASRecRecommender.load(folder, catalog)
+            logger.info("reusing the SASRec fitted earlier in %s", folder)
+        except ValueError as exc:
+            logger.warning("cannot reuse %s (%s): fitting SASRec again", folder, exc)
+            sasrec = None
+    if sasrec is None:
+        logger.info("fitting SASRec (hidden %d) for the item-ID start", dim)
+        start = time.perf_counter()
+        sasrec = SASRecRecommender(hidden_size=dim, progress=progress).fit(train, catalog, valid)
+        seconds = time.perf_counter() - start
+        sasrec.save(folder)
+    weights = sasrec.net.item_emb.weight.detach().float().cpu().numpy()[1:]  # (N, d)
+    if weights.shape[1] != dim:
+        raise ValueError(
+            f"the SASRec given has hidden size {weights.shape[1]}, but nextitem.id_dim is {dim}; "
+            "set nextitem.id_dim to it"
+        )
+    scores = sasrec.score([c.history for c in valid])
+    ndcg, hr = ndcg_hr_at_k(scores, valid, catalog, k=10)
+    return weights, seconds, {"NDCG@10": ndcg, "HR@10": hr}
+
+
+def cached_text_vectors(
+    loaded: Any, catalog: Catalog, config: NextItemConfig, out: Path, progress: bool
+) -> tuple[np.ndarray, float]:
+    """Every item's text vector from the full base model, and the seconds it took (0 when read
+    from ``out``'s cache, which is keyed by model, template and item texts)."""
+    from llmrec.nextitem.features import item_text_vectors
+
+    renderer = ItemTextRenderer(config.text_template, config.text_max_chars)
+    texts = renderer.render_many(list(catalog))
+    key = hashlib.sha256(
+        json.dumps([loaded.name, str(loaded.dtype), texts]).encode("utf-8")
+    ).hexdigest()[:16]
+    path = out / TEXT_CACHE
+    key_path = out / (TEXT_CACHE + ".key")
+    if path.is_file() and key_path.is_file() and key_path.read_text().strip() == key:
+        return np.load(path, allow_pickle=False), 0.0
+    start = time.perf_counter()
+    vectors = item_text_vectors(loaded.model, loaded.tokenizer, texts, progress=progress)
+    seconds = time.perf_counter() - start
+    tmp = out / (TEXT_CACHE + ".tmp.npy")
+    np.save(tmp, vectors, allow_pickle=False)
+    tmp.replace(path)
+    atomic_write_text(key_path, key + "\n")
+    return vectors, seconds
+
+
+# --------------------------------------------------------------------------- the Trainer
+def make_nextitem_trainer_class() -> type:
+    import torch
+    from transformers import Trainer
+
+    class NextItemTrainer(Trainer):
+        """Trainer with the every-position loss, full-ranking validation, two learning rates
+        (adapter; item tower and head) and checkpoints holding only what is trained."""
+
+        def __init__(
+            self, *args, recommender=None, valid_cases=(), head_lr=None, orth_reg_weight=0.0,
+            **kwargs,
+        ):  # fmt: skip
+            super().__init__(*args, **kwargs)
+            self.recommender = recommender
+            self.valid_cases = list(valid_cases)
+            self.head_lr = head_lr
+            self.orth_reg_weight = orth_reg_weight
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = model.loss(inputs["events"])
+            if self.orth_reg_weight:
+                penalty = orthogonal_penalty(model.backbone, self.orth_reg_weight)
+                if penalty is not None:
+                    loss = loss + penalty
+            return (loss, None) if return_outputs else loss
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                net = self.model
+                body, head = [], []
+                for name, param in net.named_parameters():
+                    if param.requires_grad:
+                        (body if name.startswith("backbone.") else head).append(param)
+                lr = self.args.learning_rate
+                groups = [{"params": head, "lr": self.head_lr or lr}]
+                if body:
+                    groups.append({"params": body, "lr": lr})
+                self.optimizer = torch.optim.AdamW(
+                    groups, lr=lr, weight_decay=self.args.weight_decay
+                )
+            return self.optimizer
+
+        def _save(self, output_dir=None, state_dict=None):
+            net = self.model
+            trained = {n for n, p in net.named_parameters() if p.requires_grad}
+            state = {
+                k: v.detach().cpu().contiguous()
+                for k, v in net.state_dict().items()
+                if not k.startswith("backbone.") or k in trained
+            }
+            return super()._save(output_dir, state_dict=state)
+
+        def _issue_warnings_after_load(self, load_result):
+            """A checkpoint holds only what is trained: the frozen base is "missing" by design;
+            a missing trained tensor or an unexpected one means it belongs to another model."""
+            trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
+            missing = [k for k in load_result.missing_keys if k in trained]
+            if missing or load_result.unexpected_keys:
+                raise ValueError(
+                    f"the checkpoint does not fit this model: missing {missing[:5]}, "
+                    f"unexpected {list(load_result.unexpected_keys)[:5]}"
+                )
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            start = time.perf_counter()
+            raw = validation_metrics(self.recommender, self.valid_cases)
+            metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in raw.items()}
+            metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - start
+            self.log(metrics)
+            if metric_key_prefix == "eval":
+                self.control = self.callback_handler.on_evaluate(
+                    self.args, self.state, self.control, metrics
+                )
+            return metrics
+
+    return NextItemTrainer
+
+
+# --------------------------------------------------------------------------- the whole run
+def train_nextitem(
+    recipe: Any,
+    dataset: RecDataset,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    sasrec: Any | None = None,
+) -> NextItemSummary:
+    """Train the next-item LLM as ``recipe`` (``family: nextitem``) says; writes ``OUT/model``
+    and ``OUT/training.json`` and returns the summary. ``sasrec``: an already fitted SASRec
+    (same training split) to take the ID start from instead of fitting one."""
+    from llmrec.nextitem.network import (
+        ItemTokenLM,
+        keep_first_layers,
+        token_embedding_rms,
+        trainable_parameters,
+    )
+
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "recipe.yaml", yaml_text(recipe.to_dict()))
+    cfg: NextItemConfig = recipe.nextitem
+    tcfg = recipe.training
+    catalog = dataset.catalog
+    split = leave_one_out(dataset)
+    vocab = EventVocab.fit(split.train, cfg.gap_buckets, cfg.time_buckets)
+    encoded = encode_all(split.train, catalog, vocab)
+    windows = training_windows(encoded, cfg.max_len)
+    if not windows:
+        raise ValueError("no training sequence has two or more events; nothing to learn")
+    counts = item_counts([e[:, 0] - 1 for e in encoded], len(catalog))
+    valid = list(split.valid)
+    eval_cases = valid[: tcfg.eval_users] if tcfg.eval_users < len(valid) else valid
+
+    id_vectors, sasrec_seconds, sasrec_valid = None, 0.0, None
+    if cfg.id_init == "sasrec":
+        id_vectors, sasrec_seconds, sasrec_valid = sasrec_item_vectors(
+            split.train, valid, catalog, cfg.id_dim, out, progress, sasrec
+        )
+        logger.info("SASRec start: validation NDCG@10 %.4f", sasrec_valid["NDCG@10"])
+    quant = recipe.adapter.quantization if recipe.adapter.quantized else None
+    loaded = load_model(recipe.model, dtype=recipe.dtype, quantization=quant)
+    text, text_seconds = (None, 0.0)
+    if cfg.text:
+        text, text_seconds = cached_text_vectors(loaded, catalog, cfg, out, progress)
+    rms = token_embedding_rms(loaded.model)
+    backbone = keep_first_layers(loaded.model, cfg.layers)
+    total_steps = planned_steps(len(windows), tcfg)
+    adapter = replace(recipe.adapter, layers=None)  # every kept layer is adapted
+    backbone = attach_adapter(backbone, adapter, total_steps=total_steps)
+    net = ItemTokenLM(
+        backbone, len(catalog), cfg, vocab, known=counts > 0, text_vectors=text,
+        id_vectors=id_vectors, item_counts=counts, embed_rms=rms,
+    ).to(loaded.device)  # fmt: skip
+    trainable, total = trainable_parameters(net)
+    logger.info(
+        "next-item LLM: %d windows, %d layers kept, %s adapter, %d trainable of %d parameters",
+        len(windows), cfg.layers or backbone.config.num_hidden_layers, recipe.adapter.method,
+        trainable, total,
+    )  # fmt: skip
+    record = {
+        "base_model": recipe.model,
+        "dtype": recipe.dtype,
+        "method": recipe.adapter.method,
+        "adapter": adapter.to_dict(),
+        "quantization": quant.to_dict() if quant else None,
+        "data_fingerprint": dataset.fingerprint(),
+    }
+    recommender = NextItemRecommender(net, catalog, vocab, cfg, record)
+    checkpoint, before = resume_point(out, resume)
+    stale = out / "checkpoints"
+    if checkpoint is None and stale.is_dir() and any(stale.iterdir()):
+        # a fresh run must not pick its "best" checkpoint among an earlier run's
+        logger.warning("not resuming: removing the earlier run's checkpoints in %s", stale)
+        shutil.rmtree(stale)
+    args = training_arguments(tcfg, loaded, out, total_steps, progress)
+    adalora = recipe.adapter.method == "adalora"
+    trainer = make_nextitem_trainer_class()(
+        model=net,
+        args=args,
+        train_dataset=windows,
+        eval_dataset=eval_cases,  # scored by evaluate() below, never batched
+        data_collator=WindowCollator(),
+        callbacks=training_callbacks(tcfg, recipe.adapter.method, out, before or 0.0),
+        recommender=recommender,
+        valid_cases=eval_cases,
+        head_lr=cfg.head_lr,
+        orth_reg_weight=recipe.adapter.orth_reg_weight if adalora else 0.0,
+    )
+    zero_shot = None
+    if checkpoint is None:
+        zero_shot = trainer.evaluate(metric_key_prefix="zero_shot")
+    train_start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    run_seconds = time.perf_counter() - train_start
+    final = trainer.evaluate(metric_key_prefix="final")
+    recommender.record["training"] = {
+        "steps": trainer.state.global_step,
+        "best_metric": trainer.state.best_metric,
+        "validation_final": strip_prefix(final, "final_"),
+    }
+    model_dir = recommender.save(out / MODEL_DIR)
+    summary = NextItemSummary(
+        family="nextitem",
+        method=recipe.adapter.method,
+        base_model=recipe.model,
+        layers=cfg.layers,
+        dtype=str(loaded.dtype).replace("torch.", ""),
+        device=loaded.device,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        windows=len(windows),
+        targets=int(sum(len(w) - 1 for w in windows)),
+        steps=trainer.state.global_step,
+        planned_steps=total_steps,
+        train_seconds=round((before or 0.0) + run_seconds, 1),
+        seconds_per_step=round(run_seconds / max(1, result.global_step - step_of(checkpoint)), 3),
+        sasrec_seconds=round(sasrec_seconds, 1),
+        text_seconds=round(text_seconds, 1),
+        wall_seconds=round(time.perf_counter() - started, 1),
+        peak_memory_mb=round(peak_memory_mb(loaded.device), 1),
+        train_loss=float(result.training_loss),
+        best_checkpoint=trainer.state.best_model_checkpoint,
+        validation_users=len(eval_cases),
+        validation_sasrec=sasrec_valid,
+        validation_zero_shot=strip_prefix(zero_shot, "zero_shot_"),
+        validation_final=strip_prefix(final, "final_"),
+        resumed_from=checkpoint,
+        model=str(model_dir),
+    )
+    summary.write(out)
+    return summary

@@ -1,0 +1,97 @@
+"""Settings of the next-item LLM (:class:`NextItemConfig`), checked when built.
+
+A recipe's ``nextitem:`` section holds these; ``--set nextitem.layers=4`` overrides one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from llmrec.validation import check_number, reject_unknown
+
+#: Per-event views the model can read besides the item; each is used only where the data has it.
+VIEWS = ("gap", "rating", "time", "behavior")
+ID_INITS = ("sasrec", "random")
+
+
+@dataclass(frozen=True)
+class NextItemConfig:
+    """Everything that defines the next-item LLM besides the base model and the adapter.
+
+    - ``layers``: keep only the base LLM's first ``layers`` decoder blocks (``None``: all);
+      most middle layers of an LLM add little to sequential recommendation (SLMRec) and each
+      one kept costs time.
+    - ``max_len``: the most recent events read per user (one input position each).
+    - ``id_dim``/``id_init``: size of the learned item-ID embeddings, and where they start:
+      ``"sasrec"`` copies the item embeddings of a SASRec fitted on the same training data
+      (E4SRec/LLaRA-style collaborative start; ``id_dim`` must then be SASRec's hidden size),
+      ``"random"`` starts from noise.
+    - ``text``: add a projection of each item's text vector (the base LLM's mean hidden state
+      over the item's rendered text) to its input and output vectors; with it, items never seen
+      in training still get scores (cold start). ``text_template``/``text_max_chars`` render
+      the text (``None``: the catalogue's default template).
+    - ``views``: the per-event views read when the data has them - ``gap`` (time since the
+      previous event, log2-bucketed into ``gap_buckets``), ``rating``, ``time`` (where the event
+      falls in the training period, ``time_buckets`` buckets) and ``behavior`` (the type).
+    - ``dropout``: on the input item vectors; ``id_dropout``: the chance that an item's ID part
+      is hidden in a training batch, so the text part learns to stand alone.
+    - ``score_dim``: the space in which user states meet output item vectors; ``item_bias``
+      adds a learned per-item bias (popularity) to the scores.
+    - ``negatives``: 0 trains with the full softmax over the catalogue; ``k > 0`` samples k
+      shared negatives per batch by popularity (a sampled softmax with logQ correction), for
+      catalogues too large for a full softmax.
+    - ``head_lr``: learning rate of the item tower and scoring head (``None``: the training
+      rate); the adapter keeps the training rate.
+    """
+
+    layers: int | None = 6
+    max_len: int = 50
+    id_dim: int = 64
+    id_init: Literal["sasrec", "random"] = "sasrec"
+    text: bool = True
+    text_template: str | None = None
+    text_max_chars: int = 200
+    views: tuple[str, ...] = VIEWS
+    gap_buckets: int = 16
+    time_buckets: int = 32
+    dropout: float = 0.2
+    id_dropout: float = 0.1
+    score_dim: int = 64
+    item_bias: bool = True
+    negatives: int = 0
+    head_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            check_number("layers", self.layers, minimum=1)
+        for name in ("max_len", "id_dim", "score_dim", "gap_buckets", "time_buckets"):
+            check_number(name, getattr(self, name), minimum=1)
+        check_number("text_max_chars", self.text_max_chars, minimum=16)
+        check_number("negatives", self.negatives, minimum=0)
+        for name in ("dropout", "id_dropout"):
+            check_number(
+                name, getattr(self, name), kind=float, minimum=0.0, maximum=1.0, exclusive_max=True
+            )
+        if self.head_lr is not None:
+            check_number("head_lr", self.head_lr, kind=float, minimum=0.0, exclusive_min=True)
+        if self.id_init not in ID_INITS:
+            raise ValueError(f"id_init must be one of {ID_INITS}, got {self.id_init!r}")
+        unknown = sorted(set(self.views) - set(VIEWS))
+        if unknown:
+            raise ValueError(f"unknown views {unknown}; the model can read {list(VIEWS)}")
+        if not isinstance(self.text, bool) or not isinstance(self.item_bias, bool):
+            raise ValueError("text and item_bias must be true or false")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["views"] = list(self.views)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> NextItemConfig:
+        reject_unknown(cls, raw, "nextitem")
+        values = dict(raw)
+        if isinstance(values.get("views"), list):
+            values["views"] = tuple(values["views"])
+        return cls(**values)

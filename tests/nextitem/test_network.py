@@ -1,0 +1,166 @@
+"""The next-item network: item vectors, the every-position loss by hand, cold items from text,
+the sampled softmax, and the LLM cut to its first layers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from llmrec.nextitem.config import NextItemConfig  # noqa: E402
+from llmrec.nextitem.features import EventVocab, left_pad  # noqa: E402
+from llmrec.nextitem.network import ItemTokenLM, keep_first_layers, standardise  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+N, H, T = 7, 8, 6  # items, hidden size, text width
+
+
+class EchoBackbone(torch.nn.Module):
+    """A stand-in LLM whose "hidden state" at a position is its input vector, so that the loss
+    can be written out by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(hidden_size=H)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, inputs_embeds, attention_mask, use_cache):  # noqa: ANN001, ANN201, ARG002
+        return SimpleNamespace(logits=inputs_embeds * self.scale)
+
+
+def _net(known=None, **settings) -> ItemTokenLM:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    values = {"id_dim": 4, "score_dim": 5, "dropout": 0.0, "id_dropout": 0.0}
+    cfg = NextItemConfig(**{**values, "views": ("gap", "rating"), **settings})
+    vocab = EventVocab(0.0, 10.0, gap_buckets=4, time_buckets=4, rating_min=1.0, rating_max=5.0)
+    net = ItemTokenLM(
+        EchoBackbone(), N, cfg, vocab,
+        known=np.ones(N, bool) if known is None else known,
+        text_vectors=rng.normal(size=(N, T)).astype(np.float32),
+        id_vectors=rng.normal(size=(N, 4)).astype(np.float32),
+        item_counts=np.arange(1, N + 1, dtype=float),
+    )  # fmt: skip
+    with torch.no_grad():
+        net.item_bias.copy_(torch.linspace(-0.3, 0.3, N))
+    return net.eval()
+
+
+def _events(rows: list[list[int]]) -> torch.Tensor:
+    """Left-padded events from item tokens (gap 2, rating 3 everywhere)."""
+    arrays = [np.array([[i, 2, 3, 1, 0] for i in row], dtype=np.int64) for row in rows]
+    return torch.from_numpy(left_pad(arrays, max(len(r) for r in rows)))
+
+
+def test_input_vectors_add_text_id_and_views_and_zero_padding() -> None:
+    net = _net()
+    events = _events([[1, 2, 3], [4]])
+    keep = net.known.float()
+    x = net.input_vectors(events, keep)
+    assert x.shape == (2, 3, H)
+    assert torch.all(x[1, :2] == 0)  # padding
+    item = 2  # token 3
+    raw = (
+        net.id_in_proj(net.id_in.weight[item + 1])
+        + net.text_in(net.text_vectors[item])
+        + net.gap.weight[2]
+        + net.rating.weight[3]
+    )
+    assert torch.allclose(x[0, 2], net.in_norm(raw), atol=1e-6)
+    # the ID part really enters: hiding it changes the vector
+    hidden = net.input_vectors(events, torch.zeros(N))
+    assert not torch.allclose(hidden[0, 2], x[0, 2])
+
+
+def test_every_position_loss_equals_the_hand_computed_cross_entropy() -> None:
+    net = _net()
+    events = _events([[1, 2, 3, 4], [5, 6]])
+    loss = net.loss(events)
+    keep = torch.ones(N)
+    x = net.input_vectors(events[:, :-1], keep)  # the echo backbone: hidden = input vector
+    users = net.user_proj(x)  # (2, 3, S)
+    items = net.id_out_proj(net.id_out.weight) + net.text_out(net.text_vectors)  # (N, S)
+    terms = []
+    # row 0: inputs 1,2,3 -> targets 2,3,4; row 1: padding, padding, 5 -> target 6
+    for row, pos, target in [(0, 0, 2), (0, 1, 3), (0, 2, 4), (1, 2, 6)]:
+        logits = items @ users[row, pos] + net.item_bias
+        terms.append(-torch.log_softmax(logits, dim=0)[target - 1])
+    assert torch.allclose(loss, torch.stack(terms).mean(), atol=1e-6)
+    assert len(terms) == 4  # padded positions teach nothing
+
+
+def test_items_never_seen_in_training_leave_the_softmax_and_score_from_text() -> None:
+    known = np.ones(N, bool)
+    known[6] = False  # item 6 (token 7) is cold
+    net = _net(known=known)
+    events = _events([[1, 2]])
+    before = net.score_last(events)
+    with torch.no_grad():
+        net.id_out.weight[6].add_(5.0)  # its ID vector is never used ...
+        net.id_in.weight[7].add_(5.0)
+    assert torch.allclose(net.score_last(events), before)
+    with torch.no_grad():
+        net.text_vectors[6].add_(1.0)  # ... its text is
+    after = net.score_last(events)
+    assert not torch.isclose(after[0, 6], before[0, 6])
+    assert torch.allclose(after[0, :6], before[0, :6])
+    assert torch.isclose(net.biases()[6], net.item_bias[:6].mean())
+    # the training loss ignores the cold item entirely (finite, and unchanged by its bias)
+    loss = net.loss(_events([[1, 2, 3]]))
+    with torch.no_grad():
+        net.item_bias[6] = 100.0
+    assert torch.isclose(net.loss(_events([[1, 2, 3]])), loss)
+
+
+def test_id_dropout_hides_id_parts_only_while_training() -> None:
+    net = _net(id_dropout=0.5)
+    net.train()
+    torch.manual_seed(1)
+    keeps = torch.stack([net._id_keep() for _ in range(50)])
+    assert 0.3 < keeps.mean() < 0.7
+    net.eval()
+    assert torch.all(net._id_keep() == 1)
+
+
+def test_sampled_softmax_applies_the_logq_correction(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = _net(negatives=3)
+    drawn = torch.tensor([0, 4, 5])
+    monkeypatch.setattr(torch, "multinomial", lambda *a, **k: drawn)
+    events = _events([[1, 2]])  # one target: item 1 (token 2)
+    loss = net.loss(events)
+    users = net.user_proj(net.input_vectors(events[:, :-1], torch.ones(N)))[0, -1]
+    items = net.id_out_proj(net.id_out.weight) + net.text_out(net.text_vectors)
+    q = torch.arange(1, N + 1, dtype=torch.float32) ** 0.75
+    q = q / q.sum()
+    log_q = torch.log(q * 3)
+    cands = torch.tensor([1, 0, 4, 5])
+    logits = items[cands] @ users + net.item_bias[cands] - log_q[cands]
+    assert torch.allclose(loss, -torch.log_softmax(logits, 0)[0], atol=1e-6)
+    # a negative that is the target itself is not counted against it
+    monkeypatch.setattr(torch, "multinomial", lambda *a, **k: torch.tensor([1, 4, 5]))
+    again = net.loss(events)
+    logits = items[torch.tensor([1, 4, 5])] @ users + net.item_bias[[1, 4, 5]]
+    logits = logits - log_q[[1, 4, 5]]
+    assert torch.allclose(again, -torch.log_softmax(logits, 0)[0], atol=1e-6)
+
+
+def test_text_vectors_are_standardised_per_dimension() -> None:
+    raw = np.random.default_rng(0).normal(3.0, 5.0, size=(20, 4)).astype(np.float32)
+    out = standardise(raw)
+    assert np.allclose(out.mean(0), 0, atol=1e-5) and np.allclose(out.std(0), 1, atol=1e-4)
+
+
+def test_the_llm_is_cut_to_its_first_layers_with_no_vocabulary_head(fresh_llm) -> None:  # noqa: ANN001
+    model = fresh_llm.model
+    first = model.model.layers[0]
+    keep_first_layers(model, 1)
+    assert len(model.model.layers) == 1 and model.model.layers[0] is first
+    assert model.config.num_hidden_layers == 1
+    out = model(inputs_embeds=torch.randn(2, 3, model.config.hidden_size))
+    assert out.logits.shape == (2, 3, model.config.hidden_size)  # hidden states, not vocabulary
+    with pytest.raises(ValueError, match="decoder stack"):
+        keep_first_layers(torch.nn.Linear(2, 2), 1)
