@@ -75,10 +75,36 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from llmrec.retrieval.saved import load_retriever
 
         retriever = load_retriever(args.retriever, dataset.catalog)
-    print(f"fine-tuning a {recipe.adapter.method} adapter on {recipe.model} ({recipe_path})")
+    what = "next-item LLM" if recipe.family == "nextitem" else "adapter"
+    print(f"fine-tuning a {recipe.adapter.method} {what} on {recipe.model} ({recipe_path})")
     summary = finetune(recipe, dataset, args.out, retriever=retriever, resume=args.resume)
-    print_training_summary(summary, args.out)
+    if recipe.family == "nextitem":
+        print_nextitem_summary(summary, args.out)
+    else:
+        print_training_summary(summary, args.out)
     return 0
+
+
+def print_nextitem_summary(summary: Any, out: str | Path) -> None:
+    """What ``llmrec finetune`` prints after a next-item run."""
+    from llmrec.finetune.summary import SUMMARY_FILE
+
+    final = (summary.validation_final or {}).get("NDCG@10", float("nan"))
+    sasrec = (summary.validation_sasrec or {}).get("NDCG@10", float("nan"))
+    print(
+        f"done: {summary.steps} steps in {summary.train_seconds:.0f} s "
+        f"({summary.seconds_per_step:.2f} s/step); validation NDCG@10 {final:.4f} "
+        f"(the SASRec it started from: {sasrec:.4f})"
+    )
+    print(f"model written to {summary.model}; summary in {Path(out) / SUMMARY_FILE}")
+    print(
+        json.dumps(
+            {
+                "trainable_parameters": summary.trainable_parameters,
+                "peak_memory_mb": summary.peak_memory_mb,
+            }
+        )
+    )
 
 
 def print_training_summary(summary: TrainingSummary, out: str | Path) -> None:

@@ -136,7 +136,16 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
 ) -> TrainingSummary:
-    """Train an adapter as ``recipe`` says; returns the training summary (also written)."""
+    """Train an adapter as ``recipe`` says; returns the training summary (also written).
+
+    A ``family: nextitem`` recipe trains the next-item LLM instead
+    (:func:`llmrec.finetune.nextitem.train_nextitem`); a given ``retriever``'s SASRec view then
+    gives the item-ID start, so SASRec is not fitted twice."""
+    if recipe.family == "nextitem":
+        from llmrec.finetune.nextitem import train_nextitem
+
+        sasrec = getattr(retriever, "views", {}).get("sasrec") if retriever is not None else None
+        return train_nextitem(recipe, dataset, out, resume, progress, sasrec=sasrec)
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

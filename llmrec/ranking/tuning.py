@@ -21,8 +21,13 @@ RESIDUAL_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def _training(adapter_dir: str | os.PathLike[str]) -> dict:
+    """The training facts in a listwise adapter's record; none for a next-item model (trained
+    on the training split only, validation used for early stopping, as the retriever's views)."""
     from llmrec.ranking.adapter_folder import open_adapter_folder
+    from llmrec.ranking.backends.nextitem import is_nextitem_folder
 
+    if is_nextitem_folder(adapter_dir):
+        return {}
     return open_adapter_folder(adapter_dir).record.training or {}
 
 

@@ -20,6 +20,8 @@ _VIEWS: dict[str, tuple[str, str]] = {
     "recent-pop": ("llmrec.retrieval.simple", "RecentPopularity"),
     "cooc": ("llmrec.retrieval.simple", "Cooccurrence"),
     "fused": ("llmrec.retrieval.fusion", "FusedRetriever"),
+    # trained by `llmrec finetune` (family: nextitem); the view loads it by path
+    "nextitem": ("llmrec.nextitem.view", "NextItemView"),
 }
 #: The views a fused retriever uses unless told otherwise.
 DEFAULT_VIEWS = ("text", "sasrec", "cooc", "recent-pop", "pop")

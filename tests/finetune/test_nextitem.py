@@ -1,0 +1,181 @@
+"""The next-item LLM end to end on the tiny Llama: every PEFT method trains, the model saves
+and reloads to the same scores, resumes, and the CLI, the fused retriever, the recommend
+pipeline and the service score with it exactly as evaluation does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from llmrec.cli.main import main  # noqa: E402
+from llmrec.data import leave_one_out  # noqa: E402
+from llmrec.finetune.nextitem import train_nextitem  # noqa: E402
+from llmrec.finetune.recipe import load_recipe  # noqa: E402
+from llmrec.models.adapters import attach_adapter  # noqa: E402
+from llmrec.models.loader import load_model  # noqa: E402
+from llmrec.nextitem.config import NextItemConfig  # noqa: E402
+from llmrec.nextitem.features import EventVocab, encode_events, left_pad, training_windows  # noqa: E402
+from llmrec.nextitem.network import ItemTokenLM, keep_first_layers  # noqa: E402
+from llmrec.nextitem.recommender import NextItemRecommender  # noqa: E402
+
+from ..llm_fakes import make_dataset  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "dtype=float32", "nextitem.layers=1", "nextitem.id_init=random", "nextitem.id_dim=16",
+    "nextitem.score_dim=16", "training.batch_size=4", "training.tensorboard=false",
+    "training.warmup=0",
+]  # fmt: skip
+
+
+def _recipe(model_dir: str, *extra: str):  # noqa: ANN202
+    return load_recipe(REPO / "finetune" / "nextitem-lora.yaml", [f"model={model_dir}", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_llm_dir, tmp_path_factory):  # noqa: ANN001, ANN201
+    root = tmp_path_factory.mktemp("nextitem")
+    dataset = make_dataset()
+    data = root / "data"
+    dataset.save(data)
+    recipe = _recipe(tiny_llm_dir, "training.max_steps=4", "training.eval_steps=2")
+    summary = train_nextitem(recipe, dataset, root / "run", progress=False)
+    return {"root": root, "data": data, "dataset": dataset, "summary": summary,
+            "model": root / "run" / "model", "llm": tiny_llm_dir}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora", "prefix", "qlora"])
+def test_one_training_step_of_each_peft_method_changes_the_adapter(tiny_llm_dir, method) -> None:  # noqa: ANN001
+    if method == "qlora":
+        pytest.importorskip("bitsandbytes")
+    recipe = _recipe(tiny_llm_dir, f"adapter.method={method}", "adapter.quantization.bits=4")
+    dataset = make_dataset()
+    train = leave_one_out(dataset).train
+    cfg = recipe.nextitem
+    vocab = EventVocab.fit(train, cfg.gap_buckets, cfg.time_buckets)
+    windows = training_windows([encode_events(s, dataset.catalog, vocab) for s in train], 50)
+    quant = recipe.adapter.quantization if recipe.adapter.quantized else None
+    loaded = load_model(tiny_llm_dir, device="cpu", dtype="float32", quantization=quant)
+    backbone = attach_adapter(keep_first_layers(loaded.model, 1), recipe.adapter, total_steps=10)
+    n = len(dataset.catalog)
+    text = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    net = ItemTokenLM(backbone, n, cfg, vocab, np.ones(n, bool), text_vectors=text)
+    adapter = {k: p.detach().clone() for k, p in net.named_parameters()
+               if p.requires_grad and k.startswith("backbone.")}  # fmt: skip
+    assert adapter, f"{method}: nothing to train in the LLM"
+    frozen = [p for k, p in net.named_parameters() if not p.requires_grad]
+    assert frozen, "the base weights must stay frozen"
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net.train()
+    for _ in range(2):  # LoRA's B starts at zero: A moves from the second step on
+        loss = net.loss(torch.from_numpy(left_pad(windows[:4], 10)))
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    moved = [k for k, p in net.named_parameters() if k in adapter and not torch.equal(p, adapter[k])]
+    assert moved, f"{method}: a step left every adapter weight as it was"
+
+
+def test_training_writes_a_model_that_reloads_to_identical_scores(trained) -> None:  # noqa: ANN001
+    summary = trained["summary"]
+    assert summary.steps == 4 and summary.family == "nextitem"
+    assert summary.validation_final["NDCG@10"] >= 0
+    saved = json.loads((trained["root"] / "run" / "training.json").read_text())
+    assert saved["model"] == str(trained["model"])
+    folder = trained["model"]
+    assert (folder / "adapter" / "adapter_config.json").is_file()
+    assert (folder / "head.safetensors").is_file()
+    dataset = trained["dataset"]
+    histories = [c.history for c in leave_one_out(dataset).test[:6]]
+    first = NextItemRecommender.load(folder, dataset.catalog)
+    again = NextItemRecommender.load(folder, dataset.catalog)
+    a, b = first.score(histories), again.score(histories)
+    assert a.shape == (6, len(dataset.catalog)) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    merged = NextItemRecommender.load(folder, dataset.catalog).merge()
+    np.testing.assert_allclose(merged.score(histories), a, rtol=1e-4, atol=1e-4)
+    other = make_dataset(n_users=5, seed=3)
+    other_catalog = type(dataset.catalog)(dataset.catalog.table.iloc[:-1])
+    with pytest.raises(ValueError, match="another catalogue"):
+        NextItemRecommender.load(folder, other_catalog)
+    assert other  # the data may differ; the catalogue may not
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001
+    dataset = make_dataset()
+    first = _recipe(tiny_llm_dir, "training.max_steps=4", "training.eval_steps=2")
+    train_nextitem(first, dataset, tmp_path, progress=False)
+    more = _recipe(tiny_llm_dir, "training.max_steps=6", "training.eval_steps=2")
+    summary = train_nextitem(more, dataset, tmp_path, resume=True, progress=False)
+    assert summary.resumed_from is not None and summary.resumed_from.endswith("checkpoint-4")
+    assert summary.steps == 6
+
+
+def test_cli_evaluates_the_model_alone_and_as_a_fused_view(trained, tmp_path, capsys) -> None:  # noqa: ANN001
+    data, folder = str(trained["data"]), str(trained["model"])
+    metrics = tmp_path / "alone.json"
+    assert main(["evaluate", "--data", data, "--model", "nextitem", "--load", folder,
+                 "--metrics-out", str(metrics)]) == 0  # fmt: skip
+    alone = json.loads(metrics.read_text())
+    assert alone["metrics"]["NDCG@10"] >= 0 and alone["users"] == 30
+    out = tmp_path / "retriever"
+    assert main(["retrieve", "build", "--data", data, "--out", str(out), "--views",
+                 "pop,nextitem", "--set", f"views.nextitem.path={folder}"]) == 0  # fmt: skip
+    from llmrec.retrieval.saved import load_retriever
+
+    dataset = trained["dataset"]
+    fused = load_retriever(out, dataset.catalog)
+    histories = [c.history for c in leave_one_out(dataset).test[:4]]
+    view = fused.views["nextitem"].score(histories)
+    model = NextItemRecommender.load(folder, dataset.catalog)
+    np.testing.assert_array_equal(view, model.score(histories))  # the saved copy scores alike
+    capsys.readouterr()
+    assert main(["evaluate", "--data", data, "--model", "nextitem"]) == 2
+    assert "views.nextitem.path" in capsys.readouterr().err
+
+
+def test_pipeline_service_and_evaluation_rank_with_the_same_scores(trained, tmp_path) -> None:  # noqa: ANN001
+    """The next-item model as the ranker of retrieved candidates: the recommend pipeline, the
+    evaluation ranker and the service give the scores the model itself gives."""
+    from llmrec.ranking.recommend import load_pipeline
+    from llmrec.serving.app import build_service
+    from llmrec.serving.config import ServeConfig
+    from llmrec.serving.protocol import RecommendRequest
+
+    data, folder, dataset = trained["data"], trained["model"], trained["dataset"]
+    retriever = tmp_path / "retriever"
+    assert main(["retrieve", "build", "--data", str(data), "--out", str(retriever),
+                 "--views", "pop,cooc"]) == 0  # fmt: skip
+    user = "u3"
+    history = next(s for s in dataset.sequences() if s.user_id == user)
+    own = NextItemRecommender.load(folder, dataset.catalog).score([history])[0]
+    pipe = load_pipeline(retriever, dataset, folder, base_model=trained["llm"], dtype="float32")
+    assert pipe.model.info.method == "nextitem-lora"
+    recs = pipe.recommend(history, 5, reasons="template")
+    for rec in recs:
+        assert rec.llm_score == pytest.approx(own[dataset.catalog.index(rec.item_id)], abs=1e-5)
+        assert rec.reason is not None and rec.reason.text
+    pipe.ranker.config.fusion_weight = 0.0
+    ranked = pipe.ranker.score([history])[0]  # what the harness ranks (pure model order)
+    cands = np.flatnonzero(np.isfinite(ranked))
+    np.testing.assert_allclose(ranked[cands], own[cands], atol=1e-5)
+    config = ServeConfig(data=str(data), retriever=str(retriever), base_model=trained["llm"],
+                         adapters={"next": str(folder)}, reasons="template", device="cpu",
+                         dtype="float32")  # fmt: skip
+    service = build_service(config)
+    service.batcher.start()
+    try:
+        response = service.recommend(RecommendRequest(user_id=user, k=5, model="next"))
+    finally:
+        service.batcher.stop()
+    assert [i.item_id for i in response.items] == [r.item_id for r in recs]
+    assert [i.score for i in response.items] == [round(r.score, 6) for r in recs]
