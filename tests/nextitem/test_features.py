@@ -33,11 +33,9 @@ def test_vocab_buckets_gaps_times_ratings_and_behaviours() -> None:
     assert (vocab.t_min, vocab.t_max) == (0.0, 1000.0)
     assert (vocab.rating_min, vocab.rating_max) == (1.0, 5.0)
     assert vocab.behaviors == ("buy", "view")
-    events = encode_events(
-        _seq([0, 0, 100, 1000, 5000], (1.0, 2.0, 5.0, 3.0, 9.0), ("view", "buy", "x", "view", "buy")),
-        make_catalog(movie_items()),
-        vocab,
-    )
+    kinds = ("view", "buy", "x", "view", "buy")
+    later = _seq([0, 0, 100, 1000, 5000], (1.0, 2.0, 5.0, 3.0, 9.0), kinds)
+    events = encode_events(later, make_catalog(movie_items()), vocab)
     assert events[:, ITEM].tolist() == [1, 2, 3, 4, 5]  # catalogue index + 1
     gaps = events[:, GAP]
     assert gaps[0] == 1 and gaps[1] == 2  # first event; a zero gap
