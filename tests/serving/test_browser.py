@@ -174,9 +174,11 @@ def test_chat_page_refines_the_previous_answer_from_the_conversation(parts) -> N
         sent: list[list[dict]] = []
         page.on(
             "request",
-            lambda r: sent.append(r.post_data_json["messages"])
-            if r.url.endswith("/v1/chat/completions")
-            else None,
+            lambda r: (
+                sent.append(r.post_data_json["messages"])
+                if r.url.endswith("/v1/chat/completions")
+                else None
+            ),
         )
         page.goto(url + "/")
         expect(page.get_by_test_id("model").locator("option")).to_have_count(3)
