@@ -411,7 +411,13 @@ class RecService:
         parsed = self.pipeline.wishes.parse(query) if query else None
         if parsed is not None and (parsed.changed_query or self.has_query_view):
             args["query"] = query
-            args.update(tool_constraints(parsed))
+            # the constraints as an answer applies them: loosened when nothing fits them all
+            # (the call's own filters are never loosened; its query's are, visibly)
+            ids = [m.item_id for m in unique] + (refined.like if refined is not None else [])
+            seen = UserSequence("adhoc", tuple(ids), tuple(float(i) for i in range(len(ids))))
+            skip = frozenset(refined.exclude) if refined is not None else frozenset()
+            read = self.pipeline.understand(seen, query, ItemFilter(exclude=skip))
+            args.update(tool_constraints(read.applied or parsed))
         if refined is not None:
             if refined.exclude:
                 args["exclude_items"] = list(refined.exclude)

@@ -547,6 +547,19 @@ def test_the_answer_after_a_tool_result_says_what_was_understood(
     assert _understood_lines(body) == _understood_lines(direct)
     assert _understood_lines(body) == ["Understood: Comedy; not Romance."]
 
+    # a wish nothing fits: the call carries the constraints an answer applies, so the tool run
+    # relaxes visibly as a direct answer does instead of finding nothing
+    messages = [{"role": "user", "content": "I liked Heat. a horror film from the 1940s"}]
+    direct = _chat(client, messages)
+    body = _by_tool(client, messages, tool)
+    call = json.loads(messages[1]["tool_calls"][0]["function"]["arguments"])
+    assert call["categories"] == ["Horror"] and "year_min" not in call
+    assert body["llmrec"]["understood"]["relaxed"] == ["years 1940-1949"]
+    assert body["llmrec"]["understood"] == direct["llmrec"]["understood"]
+    assert _ids(body) and all("Horror" in i["categories"] for i in body["llmrec"]["items"])
+    text = body["choices"][0]["message"]["content"]
+    assert "so I dropped: years 1940-1949." in text
+
     # a refinement through the tool: the call excludes the items shown, and the answer says so
     messages = [{"role": "user", "content": "I loved Toy Story. Something scary"}]
     before = _by_tool(client, messages, tool)
