@@ -25,6 +25,7 @@ import numpy as np
 
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import UserSequence
+from llmrec.ranking.wish import CATEGORY_WORDS
 from llmrec.sparse import ItemMatrix
 
 #: A rating at or above this is "liked": only such history items are cited as a reason to like
@@ -384,52 +385,6 @@ def _capitalised_runs(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- claims
-#: Words a sentence may use for a category, mapped onto category names (any of them makes the
-#: claim true). Names the catalogue does not have are dropped, so one table serves any dataset;
-#: the catalogue's own category names are always words for themselves.
-CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
-    "comedic": ("Comedy",),
-    "funny": ("Comedy",),
-    "hilarious": ("Comedy",),
-    "humorous": ("Comedy",),
-    "humor": ("Comedy",),
-    "humour": ("Comedy",),
-    "dramatic": ("Drama",),
-    "romantic": ("Romance",),
-    "love story": ("Romance",),
-    "scary": ("Horror", "Thriller"),
-    "frightening": ("Horror", "Thriller"),
-    "creepy": ("Horror", "Thriller"),
-    "terrifying": ("Horror", "Thriller"),
-    "spooky": ("Horror",),
-    "slasher": ("Horror",),
-    "suspense": ("Thriller", "Mystery", "Film-Noir"),
-    "suspenseful": ("Thriller", "Mystery", "Film-Noir"),
-    "action-packed": ("Action",),
-    "adventurous": ("Adventure",),
-    "animated": ("Animation",),
-    "cartoon": ("Animation",),
-    "kids": ("Children's", "Animation"),
-    "family": ("Children's", "Animation"),
-    "children": ("Children's", "Animation"),
-    "gangster": ("Crime", "Film-Noir"),
-    "heist": ("Crime",),
-    "mafia": ("Crime",),
-    "mob": ("Crime",),
-    "detective": ("Crime", "Mystery", "Film-Noir"),
-    "whodunit": ("Mystery",),
-    "mysterious": ("Mystery",),
-    "noir": ("Film-Noir",),
-    "magical": ("Fantasy",),
-    "science fiction": ("Sci-Fi",),
-    "science-fiction": ("Sci-Fi",),
-    "futuristic": ("Sci-Fi",),
-    "wartime": ("War",),
-    "military": ("War",),
-    "cowboy": ("Western",),
-    "documentaries": ("Documentary",),
-}
-
 #: The words a reason may use besides titles, category and era words, years and numbers (each of
 #: those is checked on its own): the words facts are told in, and the words that join them. Any
 #: other word is a claim the data cannot verify ("a brilliant plot", "an Oscar-winning cast", "a
@@ -612,7 +567,8 @@ def _phrase_pattern(phrase: str) -> str:
 
 def _category_phrases(names: set[str]) -> dict[str, frozenset[str]]:
     """Phrase -> the catalogue categories it can mean: the names themselves (also without
-    hyphens and apostrophes: "sci fi", "childrens"), and :data:`CATEGORY_WORDS` entries."""
+    hyphens and apostrophes: "sci fi", "childrens"), and the entries of
+    :data:`llmrec.ranking.wish.CATEGORY_WORDS`, the words a wish reads the same way."""
     by_lower = {n.lower(): n for n in names}
     out: dict[str, set[str]] = {}
     for name in names:

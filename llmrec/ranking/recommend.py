@@ -457,11 +457,10 @@ class RecPipeline:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         filters = filters or ItemFilter()
-        wish = self.wishes.parse(query) if query and query.strip() else None
-        applied, relaxed = wish, ()
+        read = self.understand(history, query, filters)
+        wish, applied, relaxed = read.wish, read.applied, read.relaxed
+        history = read.history or history
         if wish is not None:
-            history = with_items(history, wish.like)
-            applied, relaxed = self._satisfiable(history, filters, wish)
             if wish.changed_query:
                 query = wish.query
             if relaxed:
@@ -470,6 +469,20 @@ class RecPipeline:
         recs = self.rank(history, cands, k, model)
         self.explain(history, recs, reasons, model)
         return Answer(recs, wish, applied, relaxed, history)
+
+    def understand(
+        self, history: UserSequence, query: str | None, filters: ItemFilter | None = None
+    ) -> Answer:
+        """What :meth:`answer` reads of ``query`` before it ranks anything: the wish, its
+        constraints that apply with ``filters`` (loosened until some item outside the history
+        passes), the ones dropped, and ``history`` with the wish's "like X" items; no items.
+        Without a query the wish is ``None``."""
+        wish = self.wishes.parse(query) if query and query.strip() else None
+        if wish is None:
+            return Answer([], None, None, (), history)
+        history = with_items(history, wish.like)
+        applied, relaxed = self._satisfiable(history, filters or ItemFilter(), wish)
+        return Answer([], wish, applied, relaxed, history)
 
     @property
     def wishes(self) -> WishParser:

@@ -37,64 +37,78 @@ import numpy as np
 from llmrec.data.catalog import Catalog
 from llmrec.data.titles import TitleIndex
 
-#: Synonyms and moods -> (groups of categories, the item needs one of each group; categories the
-#: item must not have). Targets are catalogue category names compared case-insensitively without
-#: punctuation ("childrens" = "Children's"); targets a catalogue lacks are dropped.
+#: Words for categories, one table read both ways: a wish's word asks for an item with one of the
+#: categories ("something scary" -> Horror or Thriller, :class:`WishParser`), and the same word
+#: in a reason sentence claims the item has one of them ("a scary film" is true of a Thriller,
+#: :class:`llmrec.ranking.reasons.ClaimChecker`). Names are catalogue category names compared
+#: loosely (:func:`category_key`); names a catalogue lacks are dropped, so the table serves any
+#: dataset, and each catalogue's own category names are words for themselves on both sides.
+#: Words are written with spaces (a hyphen reads as a space on both sides). Moods and request
+#: phrasings that say more than "has one of these categories" ("darker" also rules out comedies;
+#: "for my son"), and the other forms a wish may use, are the wish's own (:data:`SYNONYMS`).
+CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(["scary", "frightening", "creepy", "terrifying"], ("Horror", "Thriller")),
+    **dict.fromkeys(["spooky", "slasher"], ("Horror",)),
+    **dict.fromkeys(["funny", "hilarious", "humorous", "humor", "humour", "comedic"], ("Comedy",)),
+    "dramatic": ("Drama",),
+    **dict.fromkeys(["romantic", "love story"], ("Romance",)),
+    **dict.fromkeys(["suspense", "suspenseful"], ("Thriller", "Mystery", "Film-Noir")),
+    "action packed": ("Action",),
+    "adventurous": ("Adventure",),
+    **dict.fromkeys(["animated", "cartoon"], ("Animation",)),
+    **dict.fromkeys(["kids", "family", "children"], ("Children's", "Animation")),
+    "gangster": ("Crime", "Film-Noir"),
+    **dict.fromkeys(["heist", "mafia", "mob"], ("Crime",)),
+    "detective": ("Crime", "Mystery", "Film-Noir"),
+    **dict.fromkeys(["whodunit", "mysterious"], ("Mystery",)),
+    "noir": ("Film-Noir",),
+    "magical": ("Fantasy",),
+    **dict.fromkeys(["science fiction", "futuristic"], ("Sci-Fi",)),
+    **dict.fromkeys(["wartime", "military"], ("War",)),
+    "cowboy": ("Western",),
+    "documentaries": ("Documentary",),
+}
+
+
+def _as(word: str, *forms: str) -> dict[str, tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]]:
+    """``forms`` read in a wish as the :data:`CATEGORY_WORDS` word ``word`` is."""
+    return dict.fromkeys(forms, ((CATEGORY_WORDS[word],), ()))
+
+
+#: What a wish's words ask for -> (groups of categories, the item needs one of each group;
+#: categories the item must not have): every :data:`CATEGORY_WORDS` word (one group), and the
+#: moods, phrasings and word forms only a wish uses. Targets are catalogue category names
+#: compared case-insensitively without punctuation ("childrens" = "Children's"); targets a
+#: catalogue lacks are dropped.
 SYNONYMS: dict[str, tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] = {
-    **dict.fromkeys(
-        "scary scarier scariest scare scares frightening creepy spooky terrifying chilling "
-        "haunted haunting ghost ghosts monster monsters zombie zombies slasher nightmare "
-        "nightmares".split(),
-        ((("Horror", "Thriller"),), ()),
+    **{word: ((names,), ()) for word, names in CATEGORY_WORDS.items()},
+    **_as(
+        "scary",
+        *"scarier scariest scare scares chilling haunted haunting ghost ghosts monster monsters "
+        "zombie zombies nightmare nightmares".split(),
     ),
-    **dict.fromkeys(
-        "funny hilarious laugh laughs humorous humor humour comic comedic silly goofy witty "
-        "funnier".split(),
-        ((("Comedy",),), ()),
-    ),
-    **dict.fromkeys(
-        ["romantic", "love story", "love stories", "date night"], ((("Romance",),), ())
-    ),
+    **_as("funny", *"laugh laughs comic silly goofy witty funnier".split()),
+    **_as("romantic", "love stories", "date night"),
     **dict.fromkeys(
         ["rom com", "romcom", "romcoms", "rom coms"], ((("Romance",), ("Comedy",)), ())
     ),
+    **_as("action packed", "explosions", "adrenaline", "fight", "fights", "fighting"),
     **dict.fromkeys(
-        ["action packed", "explosions", "adrenaline", "fight", "fights", "fighting"],
-        ((("Action",),), ()),
+        ["thrilling", "tense", "edge of my seat", "gripping"], ((("Thriller", "Mystery"),), ())
     ),
-    **dict.fromkeys(
-        ["thrilling", "suspense", "suspenseful", "tense", "edge of my seat", "gripping"],
-        ((("Thriller", "Mystery"),), ()),
-    ),
-    **dict.fromkeys(
-        ["whodunit", "whodunnit", "detective", "detectives"], ((("Mystery", "Crime"),), ())
-    ),
-    **dict.fromkeys(
-        "gangster gangsters mafia mob heist heists criminals".split(), ((("Crime",),), ())
-    ),
-    **dict.fromkeys(["noir"], ((("Film-Noir", "Crime"),), ())),
-    **dict.fromkeys(
-        ["science fiction", "space", "aliens", "alien invasion", "futuristic", "robots", "sci fi"],
-        ((("Sci-Fi",),), ()),
-    ),
-    **dict.fromkeys(
-        ["soldiers", "battle", "battles", "wwii", "world war", "military"], ((("War",),), ())
-    ),
-    **dict.fromkeys(["cowboy", "cowboys", "wild west"], ((("Western",),), ())),
+    **_as("whodunit", "whodunnit"),
+    **_as("detective", "detectives"),
+    **_as("gangster", "gangsters"),
+    **_as("heist", "heists", "criminals"),
+    **_as("science fiction", "space", "aliens", "alien invasion", "robots", "sci fi"),
+    **_as("wartime", "soldiers", "battle", "battles", "wwii", "world war"),
+    **_as("cowboy", "cowboys", "wild west"),
     **dict.fromkeys(["singing", "songs", "song and dance"], ((("Musical",),), ())),
-    **dict.fromkeys(
-        ["documentaries", "docs", "non fiction", "nonfiction"], ((("Documentary",),), ())
-    ),
-    **dict.fromkeys(["animated", "cartoon", "cartoons", "pixar"], ((("Animation",),), ())),
-    **dict.fromkeys(
-        ["magic", "magical", "wizard", "wizards", "dragons", "fairy tale", "fairy tales"],
-        ((("Fantasy",),), ()),
-    ),
-    **dict.fromkeys(["adventurous", "quest", "treasure"], ((("Adventure",),), ())),
-    **dict.fromkeys(
-        ["dramatic", "serious", "tearjerker", "tear jerker", "sad", "emotional"],
-        ((("Drama",),), ()),
-    ),
+    **_as("documentaries", "docs", "non fiction", "nonfiction"),
+    **_as("animated", "cartoons", "pixar"),
+    **_as("magical", "magic", "wizard", "wizards", "dragons", "fairy tale", "fairy tales"),
+    **_as("adventurous", "quest", "treasure"),
+    **_as("dramatic", "serious", "tearjerker", "tear jerker", "sad", "emotional"),
     **dict.fromkeys(
         "dark darker darkest grim bleak gritty disturbing sinister".split(),
         ((("Thriller", "Crime", "Film-Noir", "Horror"),), ("Comedy", "Children's")),
@@ -103,23 +117,18 @@ SYNONYMS: dict[str, tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] = {
         "violent violence gory gore bloody brutal".split(),
         ((("Action", "Crime", "Horror", "War"),), ()),
     ),
-    **dict.fromkeys(
-        [
-            "kids",
-            "kid",
-            "children",
-            "child",
-            "family",
-            "family friendly",
-            "little ones",
-            "toddler",
-            "toddlers",
-            "disney",
-            "for my son",
-            "for my daughter",
-        ],
-        ((("Children's", "Animation"),), ()),
-    ),  # fmt: skip
+    **_as(
+        "kids",
+        "kid",
+        "child",
+        "family friendly",
+        "little ones",
+        "toddler",
+        "toddlers",
+        "disney",
+        "for my son",
+        "for my daughter",
+    ),
     **dict.fromkeys(
         ["feel good", "feelgood", "uplifting", "cheerful", "lighthearted", "light hearted"],
         ((("Comedy", "Musical", "Children's", "Romance", "Animation"),), ("Horror", "Film-Noir")),
@@ -522,4 +531,12 @@ def titles_of(catalog: Catalog, item_ids: Iterable[str]) -> list[str]:
     return out
 
 
-__all__ = ["FILLER", "NEGATIONS", "SYNONYMS", "Wish", "WishParser", "category_key"]
+__all__ = [
+    "CATEGORY_WORDS",
+    "FILLER",
+    "NEGATIONS",
+    "SYNONYMS",
+    "Wish",
+    "WishParser",
+    "category_key",
+]

@@ -411,7 +411,13 @@ class RecService:
         parsed = self.pipeline.wishes.parse(query) if query else None
         if parsed is not None and (parsed.changed_query or self.has_query_view):
             args["query"] = query
-            args.update(tool_constraints(parsed))
+            # the constraints as an answer applies them: loosened when nothing fits them all
+            # (the call's own filters are never loosened; its query's are, visibly)
+            ids = [m.item_id for m in unique] + (refined.like if refined is not None else [])
+            seen = UserSequence("adhoc", tuple(ids), tuple(float(i) for i in range(len(ids))))
+            skip = frozenset(refined.exclude) if refined is not None else frozenset()
+            read = self.pipeline.understand(seen, query, ItemFilter(exclude=skip))
+            args.update(tool_constraints(read.applied or parsed))
         if refined is not None:
             if refined.exclude:
                 args["exclude_items"] = list(refined.exclude)
@@ -460,13 +466,26 @@ class RecService:
         history = UserSequence("adhoc", (), ())
         resolved: list[ResolvedItem] = []
         user_id = query = None
+        understood: Understood | None = None
+        req: RecommendRequest | None = None
         if call is not None:
             try:
                 req = tool_arguments_to_request(call.function.arguments, model)
                 history, resolved, _ = self.resolve_history(req.user_id, req.history)
                 user_id, query = req.user_id, req.query
             except (ServiceError, ValueError):
-                pass
+                req = None
+            if req is not None:
+                # what /v1/recommend read of the call's arguments, said as a direct answer says it
+                read = self.pipeline.understand(history, query, item_filter(req.filters))
+                understood = self.understood(read)
+                history = read.history or history
+                refined = self._read_conversation(request)[3]
+                # how the conversation refined the previous answer, when the call did so
+                if refined is not None and refined.said:
+                    if set(refined.exclude) <= set(req.filters.exclude_items):
+                        understood = understood or Understood()
+                        understood.refined = list(refined.said)
         shown: list[RecommendedItem] = []
         for entry in items[: self.config.limits.max_k]:
             item_id = str(entry.get("item_id", "")) if isinstance(entry, dict) else str(entry)
@@ -488,7 +507,7 @@ class RecService:
         # what the call asked for, as the tool call's arguments said it
         result = RecommendResponse(
             model=model, user_id=user_id, query=query, resolved=resolved, unresolved=[],
-            items=shown,
+            items=shown, understood=understood,
         )  # fmt: skip
         return ChatResult(content=render_reply(result), model=model, recommendation=result)
 

@@ -10,8 +10,9 @@ import pytest
 from llmrec.data import Catalog, UserSequence
 from llmrec.data.records import Candidate
 from llmrec.ranking.pipeline import LLMRanker, RankerConfig
+from llmrec.ranking.reasons import ClaimChecker
 from llmrec.ranking.recommend import ItemFilter, RecPipeline, relaxations
-from llmrec.ranking.wish import Wish, WishParser
+from llmrec.ranking.wish import CATEGORY_WORDS, SYNONYMS, Wish, WishParser
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,29 @@ def test_synonyms_keep_only_targets_the_catalogue_has(parser) -> None:  # noqa: 
     assert darker.categories == (("Thriller", "Horror"),)
     assert darker.exclude_categories == ("Comedy",)
     assert "Western" not in parser.categories and "Comedy" in parser.categories
+
+
+def test_one_table_of_category_words_serves_wishes_and_claims(parser, movies) -> None:  # noqa: ANN001
+    """A word of CATEGORY_WORDS asks for its categories in a wish and claims them in a reason:
+    "a scary pick" is true of a Thriller, false of a Comedy, and "something scary" asks for
+    Horror or Thriller."""
+    checker = ClaimChecker(movies)
+    history = UserSequence("u", ("i2",), (0.0,))  # Schindler's List
+    tried = 0
+    for word, names in CATEGORY_WORDS.items():
+        assert SYNONYMS[word] == ((names,), ())
+        known = tuple(n for n in names if n in parser.categories)
+        if not known:
+            continue
+        tried += 1
+        assert parser.parse(f"something {word}").categories == (known,), word
+        has = [i for i in movies if set(known) & set(i.categories) and i.item_id != "i2"]
+        lacks = [i for i in movies if not set(known) & set(i.categories) and i.item_id != "i2"]
+        sentence = f"A {word} pick."
+        assert not checker.false_claims(sentence, history, has[0].item_id), word
+        wrong = checker.false_claims(sentence, history, lacks[0].item_id)
+        assert [str(c.kind) for c in wrong] == ["category"], (word, wrong)
+    assert tried >= 20
 
 
 def test_recent_and_old_are_the_catalogues_own_newest_and_oldest_years(parser, movies) -> None:  # noqa: ANN001

@@ -158,3 +158,71 @@ def test_chat_page_recommends_with_reasons_and_renders_server_text_as_text(parts
         assert problems == []
         assert all(r.startswith(url + "/") for r in requests), requests  # no external resources
         page.close()
+
+
+def test_chat_page_refines_the_previous_answer_from_the_conversation(parts) -> None:  # noqa: ANN001
+    """Multi-turn refinement on the page: "something scary", then "something else" (none of the
+    items shown before, still the wish) and "without horror" (the wish carried on, Horror taken
+    out). The server keeps no state: the page sends the whole conversation each time."""
+    service = make_service(parts)
+    by_title = {item.title: item for item in service.catalog}
+    scary = {"Horror", "Thriller"}
+    with serving(create_app(service)) as url, chromium() as browser:
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        sent: list[list[dict]] = []
+        page.on(
+            "request",
+            lambda r: (
+                sent.append(r.post_data_json["messages"])
+                if r.url.endswith("/v1/chat/completions")
+                else None
+            ),
+        )
+        page.goto(url + "/")
+        expect(page.get_by_test_id("model").locator("option")).to_have_count(3)
+        error = page.get_by_test_id("error")
+        replies = page.get_by_test_id("reply")
+
+        def ask(text: str, turn: int) -> tuple[str, list[str]]:
+            """Send ``text``; the reply's intro and its titles, each checked to be in the
+            catalogue."""
+            page.get_by_test_id("message").fill(text)
+            page.get_by_test_id("send").click()
+            expect(replies).to_have_count(turn, timeout=SLOW)
+            expect(error).to_be_empty()
+            reply = replies.nth(turn - 1)
+            shown = reply.get_by_test_id("item-title").all_text_contents()
+            assert shown and set(shown) <= set(by_title) - {"Toy Story"}, shown
+            return reply.get_by_test_id("reply-intro").inner_text(), shown
+
+        page.get_by_test_id("like-input").fill("Toy Story")
+        page.get_by_test_id("like-add").click()
+        intro, first = ask("something scary", 1)
+        assert "Understood: Horror or Thriller." in intro
+        assert all(scary & set(by_title[t].categories) for t in first)
+
+        # "something else": new items, the same wish, and the reply says how it refined
+        intro, second = ask("something else", 2)
+        assert "Refining the last answer: not the 5 items shown before." in intro, intro
+        assert "Understood: Horror or Thriller." in intro
+        assert set(second).isdisjoint(first), (first, second)
+        assert all(scary & set(by_title[t].categories) for t in second)
+
+        # "without horror" refines too (the liked title is not named again, so the message
+        # only takes something away): thrillers that are not horror, none shown the first time
+        intro, third = ask("without horror", 3)
+        assert "Understood: Horror or Thriller; not Horror." in intro, intro
+        for title in third:
+            genres = set(by_title[title].categories)
+            assert "Thriller" in genres and "Horror" not in genres, (title, genres)
+        assert set(third).isdisjoint(first), (first, third)
+
+        # what went over the wire: each request the whole conversation, replies included
+        assert [len(m) for m in sent] == [1, 3, 5]
+        assert [m["role"] for m in sent[-1]] == ["user", "assistant", "user", "assistant", "user"]
+        assert sent[-1][0]["content"] == 'I liked "Toy Story". something scary'
+        assert [m["content"] for m in sent[-1][2::2]] == ["something else", "without horror"]
+        assert problems == []
+        page.close()
