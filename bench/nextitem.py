@@ -1,0 +1,317 @@
+"""The next-item LLM on MovieLens-100K: alone, fused with the retriever, as the reranker; against
+the retriever and SASRec; speed; the ablation of what was tried.
+
+    python bench/nextitem.py --retriever runs/retriever                  # all parts
+    python bench/nextitem.py --retriever runs/retriever --train lora     # train missing first
+    python bench/nextitem.py --retriever runs/retriever --parts ablation \\
+        --ablation runs/ni-a,runs/ni-b
+
+Models are read from ``runs/nextitem-<method>/model`` (train with ``llmrec finetune --recipe
+finetune/nextitem-<method>.yaml --retriever runs/retriever --out runs/nextitem-<method>``; the
+SASRec view of the retriever gives the item-ID start, so SASRec is fitted once). Writes
+docs/nextitem.md.
+
+1. rank: 943 test users (leave-one-out, history excluded), full ranking and the sampled protocol
+   (target + 19 negatives): the retriever (fused RRF), its SASRec view, and for each method the
+   model alone, the model as a sixth view of the retriever (fusion weights tuned on validation),
+   and the model reranking the retriever's top 20 (fusion weight tuned on validation, pure and
+   fused). Paired bootstrap intervals of per-user NDCG@10 (full) and HR@1 (sampled) against the
+   retriever and SASRec. Training cost from each run's training.json.
+2. speed: scoring one user against the whole catalogue (p50/p95 latency, one at a time) and
+   users/s in batches of 64.
+3. ablation: one row per run folder given with ``--ablation`` (its recipe's differences from
+   the shipped nextitem-lora recipe, validation and test NDCG@10, paired against SASRec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from llmrec.data import leave_one_out, load_builtin
+from llmrec.evaluation import EvalConfig, evaluate
+from llmrec.nextitem.recommender import NextItemRecommender
+from llmrec.nextitem.view import NextItemView
+from llmrec.ranking.recommend import load_pipeline
+from llmrec.ranking.tuning import fusion_grid
+from llmrec.retrieval.fusion import FusedRetriever
+from llmrec.retrieval.saved import load_retriever
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _sections import repo_path, write_doc, write_section  # noqa: E402
+from llm import _fmt, _git_commit, _paired, _per_user, _sample  # noqa: E402
+
+PARTS = ("rank", "speed", "ablation")
+METHODS = ("lora", "adalora", "prefix", "qlora")
+FULL = EvalConfig(ks=(1, 5, 10, 20))
+SAMPLED = EvalConfig(protocol="sampled", ks=(1, 5, 10))
+RETRIEVER = "retriever (fused RRF)"
+SASREC = "SASRec (retriever view)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--retriever", default=str(ROOT / "runs" / "retriever"))
+    parser.add_argument("--methods", default="lora", help="comma-separated; reads "
+                        "runs/nextitem-METHOD/model")  # fmt: skip
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--train", default="", help="methods to train first when missing")
+    parser.add_argument("--users", type=int, default=0, help="test users (0: all 943)")
+    parser.add_argument("--tune-users", type=int, default=300)
+    parser.add_argument("--ablation", default="", help="comma-separated run folders")
+    parser.add_argument("--speed-users", type=int, default=200)
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench-nextitem"))
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "nextitem.md"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    (out / "sections").mkdir(parents=True, exist_ok=True)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    bad = set(parts) - set(PARTS)
+    if bad:
+        raise SystemExit(f"unknown parts {sorted(bad)}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in [m.strip() for m in args.train.split(",") if m.strip()]:
+        if not (_run_dir(method) / "model" / "model.json").is_file():
+            _train(method, args.retriever)
+    data = load_builtin("ml-100k")
+    split = leave_one_out(data)
+    for part in PARTS:
+        if part not in parts:
+            continue
+        started = time.perf_counter()
+        if part == "rank":
+            lines = _rank(data, split, methods, args, out)
+        elif part == "speed":
+            lines = _speed(data, split, methods, args)
+        else:
+            lines = _ablation(data, split, args)
+        write_section(out, part, lines, started, "bench/nextitem.py")
+        _write_doc(out, Path(args.doc))
+    print(Path(args.doc).read_text())
+    return 0
+
+
+def _write_doc(out: Path, doc: Path) -> None:
+    header = [
+        "# The next-item LLM (MovieLens-100K)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"Python {platform.python_version()}. Rerun with `python bench/nextitem.py` "
+        "(`--parts rank,speed,ablation` remeasures only those sections).",
+        "",
+        "The history enters SmolLM2-135M-Instruct as item tokens: one input position per event, "
+        "its vector the sum of a projection of the item's text vector (the base LLM's mean "
+        "hidden state over the item's rendered text, computed once), a learned ID embedding "
+        "started from the retriever's SASRec item embeddings, and embeddings of the time gap, "
+        "rating and time of the event; the LLM's first layers (adapted with PEFT) turn the "
+        "sequence into hidden states, and the state at every position scores the whole "
+        "catalogue against output item vectors (text + ID) with a per-item bias; cross-entropy "
+        "at every position, as SASRec. Items never seen in training are scored from their text "
+        "alone. See docs/architecture.md and `llmrec/nextitem/`.",
+        "",
+    ]
+    write_doc(out, doc, header, PARTS)
+
+
+def _run_dir(method: str) -> Path:
+    return ROOT / "runs" / f"nextitem-{method}"
+
+
+def _train(method: str, retriever: str) -> None:
+    cmd = [
+        sys.executable, "-m", "llmrec.cli.main", "finetune",
+        "--recipe", str(ROOT / "finetune" / f"nextitem-{method}.yaml"),
+        "--retriever", retriever, "--out", str(_run_dir(method)),
+    ]  # fmt: skip
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _row(name: str, full, sampled, baselines, cost: str = "-") -> tuple[list[str], dict]:  # noqa: ANN001
+    """A table row and the paired differences of one model's two evaluations."""
+    mine = (_per_user(full, "NDCG@10"), _per_user(sampled, "HR@1"))
+    paired = {}
+    cells = [name, _fmt(full.metrics["NDCG@10"]), _fmt(full.metrics["HR@10"])]
+    for base in (RETRIEVER, SASREC):
+        if base in baselines and base != name:
+            paired[base] = [_paired(mine[0], baselines[base][0]), _paired(mine[1], baselines[base][1])]
+    cells += [paired.get(RETRIEVER, ["-"])[0], paired.get(SASREC, ["-"])[0]]
+    cells += [_fmt(sampled.metrics["HR@1"]), paired.get(SASREC, ["-", "-"])[1], cost]
+    return cells, {"full": full.metrics, "sampled": sampled.metrics, "paired": paired}
+
+
+def _cost(folder: Path) -> str:
+    path = folder / "training.json"
+    if not path.is_file():
+        return "-"
+    s = json.loads(path.read_text())
+    total = s["train_seconds"] + s.get("sasrec_seconds", 0) + s.get("text_seconds", 0)
+    return (
+        f"{s['trainable_parameters'] / 1e6:.2f} M trainable, {total / 60:.0f} min "
+        f"({s['steps']} steps, {s['seconds_per_step']:.2f} s/step), "
+        f"{s['peak_memory_mb'] / 1024:.1f} GiB peak"
+    )
+
+
+def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
+    commit = _git_commit()
+    test = _sample(split.test, args.users, 0)
+    valid = _sample(split.valid, args.tune_users, 1)
+    retriever = load_retriever(args.retriever, data.catalog)
+    baselines: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows, results = [], {}
+    for name, model in ((RETRIEVER, retriever), (SASREC, retriever.views["sasrec"])):
+        full, sampled = evaluate(model, data, test, FULL), evaluate(model, data, test, SAMPLED)
+        baselines[name] = (_per_user(full, "NDCG@10"), _per_user(sampled, "HR@1"))
+        cells, results[name] = _row(name, full, sampled, baselines)
+        rows.append(cells)
+    for method in methods:
+        folder = _run_dir(method)
+        model_dir = folder / "model"
+        if not (model_dir / "model.json").is_file():
+            print(f"skipping {method}: no model in {model_dir}", flush=True)
+            continue
+        cost = _cost(folder)
+        alone = NextItemRecommender.load(model_dir, data.catalog)
+        label = f"next-item LLM ({method}) alone"
+        full, sampled = evaluate(alone, data, test, FULL), evaluate(alone, data, test, SAMPLED)
+        full.write(str(out / f"{method}-alone.metrics.json"), str(out / f"{method}-alone.rankings.jsonl"))
+        cells, results[label] = _row(label, full, sampled, baselines, cost)
+        rows.append(cells)
+        # a sixth view of the retriever, fusion weights tuned on validation as retrieve build does
+        views = dict(retriever.views)
+        view = NextItemView(path=str(model_dir))
+        view.model, view.catalog, view._source = alone, data.catalog, model_dir
+        views["nextitem"] = view
+        fused = FusedRetriever(views, retriever.config)
+        fused.catalog = data.catalog
+        fused.weights = dict(getattr(retriever, "weights", {}) or {})
+        tuned = fused.tune_weights(valid)
+        label = f"retriever + next-item view ({method})"
+        full, sampled = evaluate(fused, data, test, FULL), evaluate(fused, data, test, SAMPLED)
+        cells, results[label] = _row(label, full, sampled, baselines)
+        results[label]["weights"] = tuned
+        rows.append(cells)
+        # the reranker of the retriever's top 20: pure, and fused at a weight tuned on validation
+        pipe = load_pipeline(args.retriever, data, model_dir, fusion_weight=0.0)
+        ranker = pipe.ranker
+        for mode in ("pure", "fused"):
+            if mode == "fused":
+                ranker.tune(valid, fusion_grid(model_dir), dataset=data, protocol=FULL)
+            label = f"next-item LLM ({method}) reranking the top 20, {mode}"
+            if mode == "fused":
+                label += f" (weight {ranker.config.fusion_weight:g})"
+            full = evaluate(ranker, data, test, FULL)
+            ranker_sampled = evaluate(ranker, data, test, SAMPLED)
+            cells, results[label] = _row(label, full, ranker_sampled, baselines)
+            rows.append(cells)
+    (out / "rank.json").write_text(json.dumps(results, indent=2) + "\n")
+    header = (
+        "| model | NDCG@10 | HR@10 | NDCG@10 vs retriever | NDCG@10 vs SASRec | sampled HR@1 | "
+        "HR@1 vs SASRec | training |"
+    )
+    return [
+        "## Ranking (test users, both protocols)",
+        "",
+        f"{len(test)} test users; full ranking over all 1,682 items with the history excluded; "
+        "the sampled protocol ranks the target among 19 seeded random negatives. Differences "
+        "are paired over the same users: mean [95% bootstrap interval]. Fusion weights tuned "
+        f"on {len(valid)} validation users. Code at commit {commit}; retriever "
+        f"`{repo_path(args.retriever, ROOT)}`.",
+        "",
+        header,
+        "|" + "---|" * 8,
+        *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+    ]
+
+
+def _speed(data, split, methods, args) -> list[str]:  # noqa: ANN001
+    lines = ["## Speed (scoring the whole catalogue)", ""]
+    lines += ["| model | p50 ms/user | p95 ms/user | users/s (batches of 64) |", "|---|---|---|---|"]
+    histories = [c.history for c in split.test[: args.speed_users]]
+    for method in methods:
+        model_dir = _run_dir(method) / "model"
+        if not (model_dir / "model.json").is_file():
+            continue
+        model = NextItemRecommender.load(model_dir, data.catalog)
+        model.score(histories[:4])  # warm up
+        times = []
+        for history in histories:
+            start = time.perf_counter()
+            model.score([history])
+            times.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        model.score(histories)
+        rate = len(histories) / (time.perf_counter() - start)
+        p50, p95 = np.percentile(times, [50, 95])
+        lines.append(f"| next-item LLM ({method}) | {p50:.0f} | {p95:.0f} | {rate:.0f} |")
+    lines += [
+        "",
+        f"{len(histories)} test users, one at a time (latency) and all together (throughput), "
+        f"{torch.get_num_threads()} torch threads. The listwise reranker took 725 ms per user "
+        "for its 20 candidates (docs/llm.md).",
+        "",
+    ]
+    return lines
+
+
+def _differences(recipe: dict, shipped: dict, prefix: str = "") -> list[str]:
+    """``key=value`` for every setting of ``recipe`` that differs from ``shipped``."""
+    out = []
+    for key, value in recipe.items():
+        base = shipped.get(key) if isinstance(shipped, dict) else None
+        if isinstance(value, dict):
+            out += _differences(value, base or {}, f"{prefix}{key}.")
+        elif value != base:
+            out.append(f"{prefix}{key}={value}")
+    return out
+
+
+def _ablation(data, split, args) -> list[str]:  # noqa: ANN001
+    from llmrec.finetune.recipe import load_recipe
+
+    shipped = load_recipe(ROOT / "finetune" / "nextitem-lora.yaml").to_dict()
+    folders = [Path(p.strip()) for p in args.ablation.split(",") if p.strip()]
+    test = split.test
+    sasrec = load_retriever(args.retriever, data.catalog).views["sasrec"]
+    base = _per_user(evaluate(sasrec, data, test, FULL), "NDCG@10")
+    lines = [
+        "## Ablation (what was tried)",
+        "",
+        "Each row is one training run; settings are those that differ from "
+        "`finetune/nextitem-lora.yaml`. Test NDCG@10 is of the model alone (full ranking, 943 "
+        f"users), paired against the retriever's SASRec view (test NDCG@10 {base.mean():.4f}).",
+        "",
+        "| run | settings | steps | train min | best valid NDCG@10 | test NDCG@10 | vs SASRec |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for folder in folders:
+        summary = json.loads((folder / "training.json").read_text())
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+        model = NextItemRecommender.load(folder / "model", data.catalog)
+        result = evaluate(model, data, test, FULL)
+        mine = _per_user(result, "NDCG@10")
+        diff = ", ".join(_differences(recipe, shipped)) or "as shipped"
+        valid = (summary.get("validation_final") or {}).get("NDCG@10")
+        lines.append(
+            f"| `{repo_path(folder, ROOT)}` | {diff} | {summary['steps']} | "
+            f"{summary['train_seconds'] / 60:.0f} | {_fmt(valid)} | "
+            f"{_fmt(result.metrics['NDCG@10'])} | {_paired(mine, base)} |"
+        )
+    return [*lines, ""]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
