@@ -37,9 +37,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="fine-tune a PEFT adapter (LoRA, AdaLoRA, prefix, QLoRA) for ranking and reasons",
         description="Build ranking examples from the training split with the serving prompt "
         "builder, train an adapter with validation NDCG@10 and early stopping, and save it in "
-        "peft's format with llmrec's record. Recipes: finetune/*.yaml.",
+        "peft's format with llmrec's record. Shipped recipes (finetune/*.yaml, inside the "
+        "package too): lora, adalora, prefix, qlora; `llmrec configs` lists them.",
     )
-    ft.add_argument("--recipe", default=None, help="recipe YAML (default: finetune/lora.yaml)")
+    ft.add_argument(
+        "--recipe",
+        default="lora",
+        help="a shipped recipe name (lora, adalora, prefix, qlora) or a recipe YAML file "
+        "(default: lora)",
+    )
     ft.add_argument("--data", default="ml-100k", help="prepared dataset folder or built-in name")
     ft.add_argument("--out", default="runs/adapter-lora", help="output folder")
     ft.add_argument(
@@ -56,18 +62,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_recommend_parser(sub)
 
 
-def default_recipe() -> Path | None:
+def default_recipe() -> Path:
     """``finetune/lora.yaml`` (shipped inside the package as ``llmrec/finetune/_recipes``)."""
-    path = Path(__file__).resolve().parents[1] / "finetune" / "_recipes" / "lora.yaml"
-    return path if path.is_file() else None
+    from llmrec.shipped import RECIPES
+
+    return RECIPES.path("lora")
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from llmrec.data import open_dataset
     from llmrec.finetune.recipe import load_recipe
     from llmrec.finetune.trainer import finetune
+    from llmrec.shipped import RECIPES
 
-    recipe_path = args.recipe or default_recipe()
+    recipe_path = RECIPES.resolve(args.recipe) if args.recipe else default_recipe()
     recipe = load_recipe(recipe_path, args.set)
     dataset = open_dataset(args.data)
     retriever = None
