@@ -76,7 +76,7 @@ SERVE_CONFIGS = Shipped("serve config", _PACKAGE / "serving" / "_configs", "serv
 #: ``finetune/*.yaml``: ``llmrec finetune --recipe NAME``.
 RECIPES = Shipped("recipe", _PACKAGE / "finetune" / "_recipes", "finetune/")
 #: ``finetune/accelerate/*.yaml``: ``accelerate launch --config_file "$(llmrec configs
-#: accelerate/NAME)"``.
+#: finetune/accelerate/NAME)"``.
 ACCELERATE_CONFIGS = Shipped(
     "accelerate config", _PACKAGE / "finetune" / "_recipes" / "accelerate", "finetune/accelerate/"
 )
