@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # `make setup TORCH_SPEC=torch` (GPU machines usually bring their own torch).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo baselines-demo test test-all lint format bench clean
+.PHONY: setup demo baselines-demo test test-all wheel-smoke lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: setup  ## the default suite: offline, CPU, a few minutes
 
 test-all: setup  ## includes slow tests
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+wheel-smoke:  ## build the wheel, install it in a fresh venv outside the checkout, prepare + serve
+	PY=$(PY) TORCH_SPEC="$(TORCH_SPEC)" .ci/wheel-smoke
 
 lint: setup
 	$(BIN)/ruff check llmrec tests bench

@@ -7,7 +7,8 @@ as the module strings of the view registries, are plugin look-ups and are not co
 
 Layers, lowest first (a module may import its own layer and lower ones)::
 
-    0  llmrec.io, llmrec.fetch, llmrec.sparse, llmrec.validation   root utilities
+    0  llmrec.io, llmrec.fetch, llmrec.sparse, llmrec.validation,  root utilities
+       llmrec.overrides, llmrec.shipped
     1  llmrec.data
     2  llmrec.recommender                                           the Recommender interface
     3  llmrec.evaluation, llmrec.baselines
@@ -42,6 +43,7 @@ LAYERS: dict[str, int] = {
     "llmrec.sparse": 0,
     "llmrec.validation": 0,
     "llmrec.overrides": 0,
+    "llmrec.shipped": 0,
     "llmrec.data": 1,
     "llmrec.recommender": 2,
     "llmrec.evaluation": 3,

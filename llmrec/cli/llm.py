@@ -37,9 +37,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="fine-tune a PEFT adapter (LoRA, AdaLoRA, prefix, QLoRA) for ranking and reasons",
         description="Build ranking examples from the training split with the serving prompt "
         "builder, train an adapter with validation NDCG@10 and early stopping, and save it in "
-        "peft's format with llmrec's record. Recipes: finetune/*.yaml.",
+        "peft's format with llmrec's record. Shipped recipes (finetune/*.yaml, inside the "
+        "package too): lora, adalora, prefix, qlora; `llmrec configs` lists them.",
     )
-    ft.add_argument("--recipe", default=None, help="recipe YAML (default: finetune/lora.yaml)")
+    ft.add_argument(
+        "--recipe",
+        default="lora",
+        help="a shipped recipe name (lora, adalora, prefix, qlora) or a recipe YAML file "
+        "(default: lora)",
+    )
     ft.add_argument("--data", default="ml-100k", help="prepared dataset folder or built-in name")
     ft.add_argument("--out", default="runs/adapter-lora", help="output folder")
     ft.add_argument(
@@ -56,18 +62,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_recommend_parser(sub)
 
 
-def default_recipe() -> Path | None:
+def default_recipe() -> Path:
     """``finetune/lora.yaml`` (shipped inside the package as ``llmrec/finetune/_recipes``)."""
-    path = Path(__file__).resolve().parents[1] / "finetune" / "_recipes" / "lora.yaml"
-    return path if path.is_file() else None
+    from llmrec.shipped import RECIPES
+
+    return RECIPES.path("lora")
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from llmrec.data import open_dataset
     from llmrec.finetune.recipe import load_recipe
     from llmrec.finetune.trainer import finetune
+    from llmrec.shipped import RECIPES
 
-    recipe_path = args.recipe or default_recipe()
+    recipe_path = RECIPES.resolve(args.recipe) if args.recipe else default_recipe()
     recipe = load_recipe(recipe_path, args.set)
     dataset = open_dataset(args.data)
     retriever = None
@@ -147,6 +155,18 @@ def add_recommend_parser(sub: argparse._SubParsersAction) -> None:
     who = rec.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id of the dataset: their whole history is used")
     who.add_argument("--history", help='titles or item ids, oldest first, ";"-separated')
+    who.add_argument(
+        "--all-users",
+        action="store_true",
+        help="every user of the dataset (their whole histories), written to --out with a "
+        "progress bar",
+    )
+    rec.add_argument(
+        "--out",
+        metavar="FILE",
+        help="with --all-users: write one row per user and rank here, as JSON lines, or as "
+        "Parquet when FILE ends .parquet (written atomically)",
+    )
     rec.add_argument("--query", help='free-text wish, e.g. "something darker"')
     rec.add_argument(
         "-k",
@@ -198,13 +218,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ValueError(f"-k must be at least 1, got {args.k}")
+    if args.all_users != bool(args.out):
+        raise ValueError("--all-users writes to --out FILE, and --out goes with --all-users")
     dataset = open_dataset(args.data or read_manifest(args.retriever)["data"])
+    history, notes = None, []
     if args.user is not None:
         history = next((s for s in dataset.sequences() if s.user_id == args.user), None)
         if history is None:
             raise ValueError(f"user {args.user!r} is not in dataset {dataset.name!r}")
-        notes: list[str] = []
-    else:
+    elif args.history is not None:
         history, notes = parse_history(args.history, dataset)
     for note in notes:
         print(f"note: {note}")
@@ -217,6 +239,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         backend=args.backend,
         dtype=args.dtype,
     )
+    if args.all_users:
+        return export_all_users(pipeline, dataset, args)
     answer = pipeline.answer(history, k=args.k, query=args.query, reasons=args.reasons)
     if answer.wish is not None and not args.json:
         print_understood(answer)
@@ -229,6 +253,50 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"{rank}. [{rec.item_id}] {rec.title}{year}  score {rec.score:.3f}  views: {views}")
         if rec.reason is not None:
             print(f"   why: {rec.reason.text}  ({rec.reason.source})")
+    return 0
+
+
+#: The rows ``llmrec recommend --all-users --out FILE`` writes: one per user and rank, with the
+#: types a Parquet file stores them as (``views``: {view: {rank, score}}, JSON text in Parquet).
+EXPORT_COLUMNS = {
+    "user_id": "string",
+    "rank": "int64",
+    "item_id": "string",
+    "title": "string",
+    "year": "int64",
+    "score": "float64",
+    "llm_score": "float64",
+    "retrieval_score": "float64",
+    "views": "json",
+    "reason": "string",
+    "reason_source": "string",
+}
+
+
+def export_all_users(pipeline: Any, dataset: Any, args: argparse.Namespace) -> int:
+    """``--all-users --out FILE``: the top ``-k`` for every user of ``dataset``, one row per user
+    and rank, written atomically (a stopped run leaves no partial file)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from llmrec.io import write_rows
+
+    sequences = dataset.sequences()
+    started = time.perf_counter()
+
+    def rows() -> Any:
+        for history in tqdm(sequences, desc="recommend", unit="user"):
+            answer = pipeline.answer(history, k=args.k, query=args.query, reasons=args.reasons)
+            for rank, rec in enumerate(answer.items, start=1):
+                row = {**rec.to_dict(), "user_id": history.user_id, "rank": rank}
+                yield {name: row.get(name) for name in EXPORT_COLUMNS}
+
+    count = write_rows(args.out, rows(), EXPORT_COLUMNS)
+    seconds = time.perf_counter() - started
+    print(
+        f"wrote {count} recommendations for {len(sequences)} users to {args.out} in {seconds:.0f} s"
+    )
     return 0
 
 

@@ -182,6 +182,24 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve.add_parsers(sub)
 
 
+def _add_configs(sub: argparse._SubParsersAction) -> None:
+    configs = sub.add_parser(
+        "configs",
+        help="list the shipped serve configs, recipes and accelerate configs, or print one's path",
+        description="The YAML files that ship inside the package (the checkout's serve/ and "
+        "finetune/ folders). `llmrec serve --config NAME` and `llmrec finetune --recipe NAME` "
+        'take their names; `accelerate launch --config_file "$(llmrec configs '
+        'finetune/accelerate/multi_gpu)"` the path of an accelerate config.',
+    )
+    configs.add_argument(
+        "name",
+        nargs="?",
+        help="print the installed path of this file, e.g. serve/cpu or "
+        "finetune/accelerate/multi_gpu (default: list them all)",
+    )
+    configs.set_defaults(func=_cmd_configs)
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     from llmrec.cli import demo  # argparse only; the command imports its dependencies
 
@@ -204,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_demo(sub)
     _add_quickstart(sub)
+    _add_configs(sub)
     return parser
 
 
@@ -256,6 +275,19 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     from llmrec.cli import commands
 
     return commands.quickstart(args)
+
+
+def _cmd_configs(args: argparse.Namespace) -> int:
+    from llmrec import shipped
+
+    if args.name:
+        print(shipped.find(args.name))
+        return 0
+    rows = shipped.listing()
+    width = max(len(name) for name, _ in rows)
+    for name, path in rows:
+        print(f"{name:<{width}}  {path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,9 +21,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="run the HTTP API (OpenAI-compatible chat, /v1/recommend, tools, web chat page)",
         description="Load the data, retriever, base model and adapters a serve config names, and "
-        "serve them. Configs: serve/*.yaml.",
+        "serve them. Shipped configs (serve/*.yaml, inside the package too): cpu, vllm; "
+        "`llmrec configs` lists them with their installed paths.",
     )
-    serve.add_argument("--config", default="serve/cpu.yaml", help="serve config YAML")
+    serve.add_argument(
+        "--config",
+        default="cpu",
+        help="serve config: a shipped name (cpu, vllm) or a YAML file (default: cpu)",
+    )
     serve.add_argument("--host", help="override the config's host")
     serve.add_argument("--port", type=int, help="override the config's port")
     add_set_option(

@@ -49,28 +49,33 @@ class RecDataset:
 
     def sequences(self) -> list[UserSequence]:
         """One time-ordered sequence per user, in the order users first appear in the table."""
-        inter = self.interactions
-        has_rating = "rating" in inter.columns
-        has_behavior = "behavior" in inter.columns
-        context_cols = self.context_columns
-        out: list[UserSequence] = []
-        for user_id, rows in inter.groupby("user_id", sort=False):
-            out.append(
-                UserSequence(
-                    user_id=str(user_id),
-                    item_ids=tuple(rows["item_id"].tolist()),
-                    timestamps=tuple(rows["timestamp"].astype(float).tolist()),
-                    ratings=tuple(rows["rating"].astype(float).tolist()) if has_rating else None,
-                    behaviors=(
-                        tuple(rows["behavior"].astype(str).tolist()) if has_behavior else None
-                    ),
-                    context={
-                        c: tuple(None if pd.isna(v) else str(v) for v in rows[c].tolist())
-                        for c in context_cols
-                    },
-                )
-            )
-        return out
+        return [
+            self._sequence(str(user_id), rows)
+            for user_id, rows in self.interactions.groupby("user_id", sort=False)
+        ]
+
+    def sequence(self, user_id: str) -> UserSequence:
+        """The time-ordered sequence of one user (their whole history); a user without
+        interactions is a :class:`ValueError`."""
+        rows = self.interactions[self.interactions["user_id"] == str(user_id)]
+        if rows.empty:
+            raise ValueError(f"user {user_id!r} has no interactions in dataset {self.name!r}")
+        return self._sequence(str(user_id), rows)
+
+    def _sequence(self, user_id: str, rows: pd.DataFrame) -> UserSequence:
+        has_rating = "rating" in rows.columns
+        has_behavior = "behavior" in rows.columns
+        return UserSequence(
+            user_id=user_id,
+            item_ids=tuple(rows["item_id"].tolist()),
+            timestamps=tuple(rows["timestamp"].astype(float).tolist()),
+            ratings=tuple(rows["rating"].astype(float).tolist()) if has_rating else None,
+            behaviors=tuple(rows["behavior"].astype(str).tolist()) if has_behavior else None,
+            context={
+                c: tuple(None if pd.isna(v) else str(v) for v in rows[c].tolist())
+                for c in self.context_columns
+            },
+        )
 
     def user(self, user_id: str) -> User:
         rows = self.users[self.users["user_id"] == user_id]

@@ -123,7 +123,52 @@ def _first_missing(table: RawTable, column: str) -> None:
         )
 
 
+#: Timestamps are seconds since the epoch: from 1970-01-01 up to (not including) 3000-01-01.
+#: Larger values are nearly always milliseconds or microseconds; negative ones, a sign or
+#: offset error (or relative times, which can be shifted to start at 0).
+MAX_TIMESTAMP = 32_503_680_000.0
+
+
+def _check_range(table: RawTable, column: str, seconds: pd.Series) -> None:
+    """Refuse negative, non-finite and far-future timestamps: how many rows, and the first."""
+    values = seconds.to_numpy(dtype=float)
+    negative = values < 0
+    too_large = ~(values < MAX_TIMESTAMP) & ~negative  # inf and NaN too
+    for bad, what, hint in (
+        (
+            negative,
+            "negative timestamp",
+            "timestamps are seconds since 1970-01-01; if yours are relative times, shift them "
+            "so that the earliest is 0",
+        ),
+        (
+            too_large,
+            "timestamp out of range (in the year 3000 or later, or not finite)",
+            "values this large are usually milliseconds or microseconds since the epoch: "
+            "divide them by 1,000 or 1,000,000 to get seconds",
+        ),
+    ):
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            count = int(bad.sum())
+            raise table.error(
+                f"{count} {'row has' if count == 1 else 'rows have'} a {what}; the first is here",
+                pos,
+                column=column,
+                expected="seconds since the epoch, from 0 (1970-01-01) to below "
+                f"{MAX_TIMESTAMP:.0f} (3000-01-01)",
+                got=table.frame[column].iloc[pos],
+                hint=hint,
+            )
+
+
 def _to_seconds(table: RawTable, column: str) -> pd.Series:
+    seconds = _parse_seconds(table, column)
+    _check_range(table, column, seconds)
+    return seconds
+
+
+def _parse_seconds(table: RawTable, column: str) -> pd.Series:
     raw = table.frame[column]
     _first_missing(table, column)
     numeric = pd.to_numeric(raw, errors="coerce")

@@ -1,6 +1,7 @@
 """Fine-tuning recipes: one YAML file names the model, adapter, prompts, examples and training.
 
-See ``finetune/*.yaml`` for the shipped recipes (LoRA, AdaLoRA, prefix tuning, QLoRA). Any value
+See ``finetune/*.yaml`` for the shipped recipes (LoRA, AdaLoRA, prefix tuning, QLoRA), loaded by
+name (``load_recipe("qlora")``) or by path. Any value
 can be overridden from the command line with ``--set section.key=value`` (a dotted path into
 :class:`Recipe`, read by :mod:`llmrec.overrides`: ``--set training.max_steps=100``,
 ``--set model=HuggingFaceTB/SmolLM2-360M-Instruct``).
@@ -12,7 +13,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -22,6 +22,7 @@ from llmrec.models.adapters import AdapterConfig
 from llmrec.nextitem.config import NextItemConfig
 from llmrec.overrides import apply_overrides
 from llmrec.prompts.builder import PromptConfig
+from llmrec.shipped import RECIPES
 from llmrec.validation import check_number, reject_unknown
 
 
@@ -180,15 +181,15 @@ def _numbers(value: Any) -> Any:
 def load_recipe(
     path: str | os.PathLike[str] | None = None, overrides: Sequence[str] | None = None
 ) -> Recipe:
-    """Read a recipe file (``None``: all defaults) and apply ``--set`` overrides
-    (``section.key=value``, see :mod:`llmrec.overrides`)."""
+    """Read a recipe, given by path or by the name of a shipped one (``"lora"``, ``"qlora"``:
+    ``finetune/*.yaml``, inside the package too; ``None``: all defaults), and apply ``--set``
+    overrides (``section.key=value``, see :mod:`llmrec.overrides`)."""
     raw: dict[str, Any] = {}
     where = "recipe"
     if path is not None:
         where = str(path)
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"recipe {path} does not exist")
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        path = RECIPES.resolve(path)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{where}: a recipe must be a YAML mapping")
     return apply_overrides(Recipe.from_dict(_numbers(raw), where), overrides or (), "the recipe")

@@ -528,6 +528,32 @@ class RecPipeline:
         )
 
 
+def recommend(
+    pipeline: RecPipeline,
+    history: UserSequence | Sequence[str],
+    k: int = 5,
+    *,
+    query: str | None = None,
+    reasons: str = "generate",
+) -> list[Recommendation]:
+    """The top ``k`` items for ``history``: a user's sequence (``dataset.sequence(user_id)``) or
+    catalogue item ids, oldest first (``llmrec.recommend``, for notebooks; the same as
+    :meth:`RecPipeline.recommend`)."""
+    if isinstance(history, str):
+        raise TypeError("history is a UserSequence or a list of item ids, not one string")
+    if not isinstance(history, UserSequence):
+        ids = [str(i) for i in history]
+        unknown = [i for i in ids if i not in pipeline.catalog]
+        if not ids or unknown:
+            raise ValueError(
+                f"history has items not in the catalogue: {unknown[:5]}"
+                if unknown
+                else "history is empty"
+            )
+        history = UserSequence("adhoc", tuple(ids), tuple(float(n) for n in range(len(ids))))
+    return pipeline.recommend(history, k, query, reasons)
+
+
 def load_pipeline(
     retriever_dir: str | os.PathLike[str],
     dataset: Any,

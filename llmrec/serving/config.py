@@ -1,4 +1,5 @@
-"""What ``llmrec serve --config serve/<name>.yaml`` reads: one typed config per concern.
+"""What ``llmrec serve --config NAME_OR_PATH`` reads (shipped: ``serve/*.yaml``): one typed config
+per concern.
 
 The same schema comes from YAML and from Python; unknown keys are errors (a typo must not silently
 fall back to a default), and every limit is checked with a message that names the field.
@@ -14,6 +15,7 @@ from typing import Any
 
 from llmrec.ranking.backends import BACKENDS, DEFAULT_BASE_MODEL, BackendConfig
 from llmrec.ranking.reasons import ReasonMode
+from llmrec.shipped import SERVE_CONFIGS
 from llmrec.validation import check_number, reject_unknown
 
 
@@ -159,13 +161,13 @@ class ServeConfig:
 def load_serve_config(
     path: str | os.PathLike[str], overrides: Mapping[str, Any] = ()
 ) -> ServeConfig:
-    """Read a serve YAML; ``overrides`` (top-level keys) win over the file."""
+    """Read a serve YAML, given by path or by the name of a shipped one (``"cpu"``, ``"vllm"``:
+    ``serve/*.yaml``, inside the package too); ``overrides`` (top-level keys) win over the file.
+    Relative paths inside the config are taken from the working directory."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no serve config at {path} (see serve/*.yaml)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    path = SERVE_CONFIGS.resolve(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path}: a serve config is a mapping of settings")
     raw = {**raw, **dict(overrides)}

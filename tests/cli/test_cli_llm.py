@@ -101,9 +101,51 @@ def test_recommend_with_a_query_prints_what_it_understood(parts, capsys) -> None
     assert "relaxed: no item satisfies every constraint; dropped years 1940-1949" in out
 
 
+def test_recommend_all_users_exports_jsonl_and_parquet(parts, tmp_path, capsys) -> None:  # noqa: ANN001
+    import pandas as pd
+
+    dataset = parts["dataset"]
+    users = [s.user_id for s in dataset.sequences()]
+    out = tmp_path / "out" / "recs.jsonl"
+    code = _recommend(parts, "--all-users", "--out", str(out), "-k", "3", "--reasons", "template")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"wrote {3 * len(users)} recommendations for {len(users)} users" in captured.out
+    assert "recommend: 100%" in captured.err  # the progress bar
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["user_id"] for r in rows] == [u for u in users for _ in range(3)]
+    assert [r["rank"] for r in rows] == [1, 2, 3] * len(users)
+    histories = {s.user_id: set(s.item_ids) for s in dataset.sequences()}
+    for row in rows:
+        assert row["item_id"] in dataset.catalog and row["item_id"] not in histories[row["user_id"]]
+        assert row["reason"] and row["reason_source"] == "template"
+        assert isinstance(row["views"], dict) and row["views"]
+    # the same items and scores as one user at a time
+    _recommend(parts, "--user", users[0], "-k", "3", "--reasons", "template", "--json")
+    single = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [(r["item_id"], r["score"]) for r in single] == [
+        (r["item_id"], r["score"]) for r in rows[:3]
+    ]
+
+    table = tmp_path / "recs.parquet"
+    assert _recommend(parts, "--all-users", "--out", str(table), "-k", "3", "--reasons",
+                      "none") == 0  # fmt: skip
+    frame = pd.read_parquet(table)
+    assert list(frame.columns) == [
+        "user_id", "rank", "item_id", "title", "year", "score", "llm_score",
+        "retrieval_score", "views", "reason", "reason_source",
+    ]  # fmt: skip
+    assert frame["item_id"].tolist() == [r["item_id"] for r in rows]
+    assert frame["reason"].isna().all() and str(frame["rank"].dtype) == "int64"
+    assert json.loads(frame["views"].iloc[0]) == rows[0]["views"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "recs.parquet"]  # no temp files
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["--all-users"], "--all-users writes to --out FILE"),
+        (["--user", "u1", "--out", "x.jsonl"], "--out goes with --all-users"),
         (["--user", "nobody"], "not in dataset"),
         (["--history", "Zzyzx Qwerty Nonexistent"], "no catalogue item matches"),
         (["--user", "u1", "-k", "0"], "-k must be at least 1"),

@@ -410,3 +410,54 @@ def test_reused_load_options_keep_reports_apart(tmp_path: Path) -> None:
     assert first.report == [line]
     assert second.report == [line]
     assert options.report == []
+
+
+# --------------------------------------------------------------------------- timestamp range
+def test_negative_timestamps_are_counted_and_the_first_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "log.csv",
+        "user_id,item_id,timestamp\na,x,100\na,y,-5\nb,x,-7\nb,y,5\n",
+    )
+    err = load_error(path)
+    assert (err.row, err.column, err.got) == (3, "timestamp", "-5")
+    assert str(err) == (
+        where(path, 3, "timestamp") + "2 rows have a negative timestamp; the first is here "
+        "(expected seconds since the epoch, from 0 (1970-01-01) to below 32503680000 "
+        "(3000-01-01), got '-5'). timestamps are seconds since 1970-01-01; if yours are "
+        "relative times, shift them so that the earliest is 0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [("1714521600000", "1714521600000"), ("inf", "inf"), ("32503680000", "32503680000")],
+)
+def test_far_future_and_infinite_timestamps_are_refused(
+    tmp_path: Path, value: str, got: str
+) -> None:
+    path = write(tmp_path / "log.csv", f"user_id,item_id,timestamp\na,x,1\nb,y,{value}\n")
+    err = load_error(path)
+    assert (err.row, err.got) == (3, got)
+    assert "1 row has a timestamp out of range (in the year 3000 or later, or not finite)" in str(
+        err
+    )
+    assert "milliseconds or microseconds" in str(err)
+
+
+def test_pre_1970_dates_are_negative_and_the_edges_are_accepted(tmp_path: Path) -> None:
+    iso = write(tmp_path / "iso.csv", "user_id,item_id,timestamp\na,x,2024-01-01\na,y,1969-12-31\n")
+    err = load_error(iso)
+    assert (err.row, err.got) == (3, "1969-12-31") and "1 row has a negative timestamp" in str(err)
+    edges = write(tmp_path / "ok.csv", "user_id,item_id,timestamp\na,x,0\na,y,32503679999.5\n")
+    items = write(tmp_path / "items.csv", ITEMS_CSV)
+    data = load_files(edges, items)
+    assert data.interactions["timestamp"].tolist() == [0.0, 32503679999.5]
+
+
+def test_negative_timestamps_in_parquet_name_the_record(tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
+                  "timestamp": [1, 2, -3]}).to_parquet(path)  # fmt: skip
+    err = load_error(path)
+    assert err.column == "timestamp" and "1 row has a negative timestamp" in str(err)
+    assert err.row is not None

@@ -105,7 +105,7 @@ def test_bad_values_and_bad_overrides_are_refused(tmp_path: Path) -> None:
         load_recipe(None, ["training.max_steps=many"])
     with pytest.raises(ValueError, match="require_retrieved"):
         load_recipe(None, ["training.residual=true"])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="no recipe at .*nope.yaml"):
         load_recipe(tmp_path / "nope.yaml")
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
