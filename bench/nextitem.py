@@ -145,7 +145,8 @@ def _row(name: str, full, sampled, baselines, cost: str = "-") -> tuple[list[str
     cells = [name, _fmt(full.metrics["NDCG@10"]), _fmt(full.metrics["HR@10"])]
     for base in (RETRIEVER, SASREC):
         if base in baselines and base != name:
-            paired[base] = [_paired(mine[0], baselines[base][0]), _paired(mine[1], baselines[base][1])]
+            theirs = baselines[base]
+            paired[base] = [_paired(mine[0], theirs[0]), _paired(mine[1], theirs[1])]
     cells += [paired.get(RETRIEVER, ["-"])[0], paired.get(SASREC, ["-"])[0]]
     cells += [_fmt(sampled.metrics["HR@1"]), paired.get(SASREC, ["-", "-"])[1], cost]
     return cells, {"full": full.metrics, "sampled": sampled.metrics, "paired": paired}
@@ -186,7 +187,8 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         alone = NextItemRecommender.load(model_dir, data.catalog)
         label = f"next-item LLM ({method}) alone"
         full, sampled = evaluate(alone, data, test, FULL), evaluate(alone, data, test, SAMPLED)
-        full.write(str(out / f"{method}-alone.metrics.json"), str(out / f"{method}-alone.rankings.jsonl"))
+        stem = str(out / f"{method}-alone")
+        full.write(f"{stem}.metrics.json", f"{stem}.rankings.jsonl")
         cells, results[label] = _row(label, full, sampled, baselines, cost)
         rows.append(cells)
         # a sixth view of the retriever, fusion weights tuned on validation as retrieve build does
@@ -239,7 +241,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
 
 def _speed(data, split, methods, args) -> list[str]:  # noqa: ANN001
     lines = ["## Speed (scoring the whole catalogue)", ""]
-    lines += ["| model | p50 ms/user | p95 ms/user | users/s (batches of 64) |", "|---|---|---|---|"]
+    lines += ["| model | p50 ms/user | p95 ms/user | users/s (batches of 64) |", "|" + "---|" * 4]
     histories = [c.history for c in split.test[: args.speed_users]]
     for method in methods:
         model_dir = _run_dir(method) / "model"
