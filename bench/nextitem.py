@@ -120,6 +120,36 @@ def _write_doc(out: Path, doc: Path) -> None:
         "at every position, as SASRec. Items never seen in training are scored from their text "
         "alone. See docs/architecture.md and `llmrec/nextitem/`.",
         "",
+        "## Use it",
+        "",
+        "```",
+        "llmrec retrieve build --data ml-100k --out runs/retriever \\",
+        "    --views cooc,sasrec,recent-pop,pop",
+        "llmrec finetune --recipe nextitem-lora --retriever runs/retriever \\",
+        "    --out runs/nextitem-lora",
+        "llmrec evaluate --data ml-100k --model nextitem --load runs/nextitem-lora/model",
+        "llmrec evaluate --data ml-100k --model llm --retriever runs/retriever \\",
+        "    --adapter runs/nextitem-lora/model --save-weight      # as the reranker",
+        "llmrec recommend --retriever runs/retriever --adapter runs/nextitem-lora/model --user 1",
+        "```",
+        "",
+        "In a serve config, list the model folder under `adapters:` like a listwise adapter "
+        '(`next: runs/nextitem-lora/model`); requests pick it with `"model": "next"`. Its '
+        "reasons are written by the base model (grounded and claim-checked as every reason). "
+        "Recipes for each PEFT method: `finetune/nextitem-{lora,adalora,prefix,qlora}.yaml`; "
+        "`--resume` continues an interrupted run from its last checkpoint; curves go to "
+        "`OUT/tensorboard`.",
+        "",
+        "**vLLM.** The next-item model runs on transformers (CPU or GPU) whichever backend is "
+        "configured: vLLM serves token prompts with LoRA adapters, while this model reads "
+        "computed item vectors (`inputs_embeds`, a projection of text, ID and event embeddings "
+        "made outside the LLM), keeps only the LLM's first layers and ends in its own item "
+        "head. With `backend: vllm` the listwise adapters and the reason writer run on vLLM "
+        "and the next-item model beside them on transformers. Serving it through vLLM's "
+        "pooling runner (prompt embeddings in, hidden state out) would need the cut model "
+        "saved as its own checkpoint and the item head applied outside; not built, and with no "
+        "GPU here it could not be verified.",
+        "",
     ]
     write_doc(out, doc, header, PARTS)
 
