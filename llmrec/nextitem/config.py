@@ -38,6 +38,9 @@ class NextItemConfig:
       is hidden in a training batch, so the text part learns to stand alone.
     - ``score_dim``: the space in which user states meet output item vectors; ``item_bias``
       adds a learned per-item bias (popularity) to the scores.
+    - ``targets_ahead``: 1 trains on the next item at every position; A > 1 also on the A - 1
+      items after it, the j-th weighted 1/j (a dense all-action loss, for logs whose nearby
+      events come in loose order).
     - ``negatives``: 0 trains with the full softmax over the catalogue; ``k > 0`` samples k
       shared negatives per batch by popularity (a sampled softmax with logQ correction), for
       catalogues too large for a full softmax.
@@ -59,13 +62,16 @@ class NextItemConfig:
     id_dropout: float = 0.1
     score_dim: int = 64
     item_bias: bool = True
+    targets_ahead: int = 1
     negatives: int = 0
     head_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.layers is not None:
             check_number("layers", self.layers, minimum=1)
-        for name in ("max_len", "id_dim", "score_dim", "gap_buckets", "time_buckets"):
+        for name in (
+            "max_len", "id_dim", "score_dim", "gap_buckets", "time_buckets", "targets_ahead",
+        ):  # fmt: skip
             check_number(name, getattr(self, name), minimum=1)
         check_number("text_max_chars", self.text_max_chars, minimum=16)
         check_number("negatives", self.negatives, minimum=0)

@@ -211,35 +211,67 @@ class ItemTokenLM(nn.Module):
         return {"loss": self.loss(events)}
 
     def loss(self, events: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the next item at every real position; with ``targets_ahead`` = A > 1,
+        of each of the next A items, the j-th weighted 1/j (a dense all-action loss: where the
+        order of nearby events is loose, as when a user rates a batch of films at once, the
+        items just after the next one are nearly as good an answer)."""
         keep = self._id_keep()  # one draw for inputs and outputs
-        inputs, targets = events[:, :-1], events[:, 1:, ITEM]  # (B, W-1, 5), (B, W-1)
+        inputs = events[:, :-1]  # (B, W-1, 5)
         real = inputs[..., ITEM] > 0  # (B, W-1); left padding: a real input has a real target
         users = self.user_states(inputs, keep)[real]  # (M, S)
-        target = targets[real] - 1  # (M,)
         items = self.output_vectors(keep)  # (N, S)
         bias = self.biases()  # (N,)
-        if self.settings.negatives:
-            return self._sampled_loss(users, target, items, bias)
-        logits = users @ items.T + bias  # (M, N)
-        logits = logits.masked_fill(~self.known, float("-inf"))
-        return F.cross_entropy(logits, target)
+        width = inputs.shape[1]
+        total = users.new_zeros(())
+        weight = users.new_zeros(())
+        logp = None
+        if not self.settings.negatives:
+            logits = (users @ items.T + bias).masked_fill(~self.known, float("-inf"))  # (M, N)
+            logp = torch.log_softmax(logits, dim=-1)  # (M, N)
+        else:
+            negatives, log_q = self._negatives()
+        for ahead in range(1, self.settings.targets_ahead + 1):
+            later = events[:, ahead:, ITEM]  # (B, W-ahead): the item `ahead` steps on
+            later = F.pad(later, (0, width - later.shape[1]))[real]  # (M,), 0: none
+            has = later > 0  # (M,)
+            if not bool(has.any()):
+                break
+            target = (later - 1).clamp(min=0)  # (M,)
+            if logp is not None:
+                nll = -logp.gather(1, target[:, None])[:, 0]  # (M,)
+            else:
+                nll = self._sampled_nll(users, target, items, bias, negatives, log_q)  # (M,)
+            w = 1.0 / ahead
+            total = total + w * nll[has].sum()
+            weight = weight + w * has.sum()
+        return total / weight.clamp(min=1.0)
 
-    def _sampled_loss(
-        self, users: torch.Tensor, target: torch.Tensor, items: torch.Tensor, bias: torch.Tensor
-    ) -> torch.Tensor:
-        """Sampled softmax: the target against ``negatives`` items drawn (shared by the batch)
-        from popularity^0.75 over known items; every logit is corrected by -log of its expected
-        count in the sample (logQ), so the estimate is unbiased for the full softmax."""
+    def _negatives(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``negatives`` items drawn (shared by the batch) from popularity^0.75 over the known
+        items, and log of every item's expected count in such a draw (N,)."""
         k = int(self.settings.negatives)
         proposal = self.item_counts.clamp(min=1.0) ** _SAMPLING_POWER * self.known.float()  # (N,)
         proposal = proposal / proposal.sum()
         negatives = torch.multinomial(proposal, k, replacement=True)  # (k,)
-        log_q = torch.log(proposal.clamp(min=1e-12) * k)  # (N,)
+        return negatives, torch.log(proposal.clamp(min=1e-12) * k)
+
+    @staticmethod
+    def _sampled_nll(
+        users: torch.Tensor,
+        target: torch.Tensor,
+        items: torch.Tensor,
+        bias: torch.Tensor,
+        negatives: torch.Tensor,
+        log_q: torch.Tensor,
+    ) -> torch.Tensor:
+        """Sampled softmax (M,): the target against the shared negatives, every logit corrected
+        by -log of its expected count in the sample (logQ), so that the estimate is unbiased for
+        the full softmax; a negative that is the target itself is not counted against it."""
         pos = (users * items[target]).sum(-1) + bias[target] - log_q[target]  # (M,)
         neg = users @ items[negatives].T + bias[negatives] - log_q[negatives]  # (M, k)
         neg = neg.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
         logits = torch.cat([pos[:, None], neg], dim=1)  # (M, 1 + k)
-        return F.cross_entropy(logits, torch.zeros_like(target))
+        return -torch.log_softmax(logits, dim=-1)[:, 0]
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()

@@ -164,3 +164,17 @@ def test_the_llm_is_cut_to_its_first_layers_with_no_vocabulary_head(fresh_llm) -
     assert out.logits.shape == (2, 3, model.config.hidden_size)  # hidden states, not vocabulary
     with pytest.raises(ValueError, match="decoder stack"):
         keep_first_layers(torch.nn.Linear(2, 2), 1)
+
+
+def test_targets_ahead_adds_the_later_items_weighted_by_distance() -> None:
+    net = _net(targets_ahead=2)
+    events = _events([[1, 2, 3, 4]])
+    loss = net.loss(events)
+    users = net.user_proj(net.input_vectors(events[:, :-1], torch.ones(N)))[0]  # (3, S)
+    items = net.id_out_proj(net.id_out.weight) + net.text_out(net.text_vectors)
+    logp = torch.log_softmax(users @ items.T + net.item_bias, dim=-1)  # (3, N)
+    nll = {(p, t): -logp[p, t - 1] for p in range(3) for t in range(1, 5)}
+    # next items 2, 3, 4 (weight 1); the ones after them 3, 4 (weight 1/2); none after 4
+    expected = (nll[0, 2] + nll[1, 3] + nll[2, 4] + 0.5 * (nll[0, 3] + nll[1, 4])) / 4.0
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert torch.allclose(_net().loss(events), (nll[0, 2] + nll[1, 3] + nll[2, 4]) / 3, atol=1e-6)
