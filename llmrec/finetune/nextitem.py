@@ -30,7 +30,7 @@ from llmrec.data.catalog import Catalog
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.data.render import ItemTextRenderer
-from llmrec.data.splits import leave_one_out
+from llmrec.data.splits import Split, leave_one_out
 from llmrec.finetune.callbacks import training_callbacks
 from llmrec.finetune.losses import orthogonal_penalty
 from llmrec.finetune.run import (
@@ -274,10 +274,13 @@ def train_nextitem(
     resume: bool = False,
     progress: bool = True,
     sasrec: Any | None = None,
+    split: Split | None = None,
 ) -> NextItemSummary:
     """Train the next-item LLM as ``recipe`` (``family: nextitem``) says; writes ``OUT/model``
     and ``OUT/training.json`` and returns the summary. ``sasrec``: an already fitted SASRec
-    (same training split) to take the ID start from instead of fitting one."""
+    (same training split) to take the ID start from instead of fitting one. ``split``: the
+    training/validation split (default: leave-one-out of ``dataset``; e.g. a cold-start split
+    with items held out of training)."""
     from llmrec.nextitem.network import (
         ItemTokenLM,
         keep_first_layers,
@@ -292,7 +295,7 @@ def train_nextitem(
     cfg: NextItemConfig = recipe.nextitem
     tcfg = recipe.training
     catalog = dataset.catalog
-    split = leave_one_out(dataset)
+    split = split or leave_one_out(dataset)
     vocab = EventVocab.fit(split.train, cfg.gap_buckets, cfg.time_buckets)
     encoded = encode_all(split.train, catalog, vocab)
     windows = training_windows(encoded, cfg.max_len)
