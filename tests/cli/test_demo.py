@@ -77,3 +77,30 @@ def test_the_adapter_step_fine_tunes_a_short_run(tmp_path, monkeypatch, capsys) 
     as_record = dataclasses.make_dataclass("Summary", list(summary))(**summary)
     print_training_summary(as_record, tmp_path)
     assert "done: 7 steps in 3 s" in capsys.readouterr().out
+
+
+def test_the_demo_serves_the_family_that_ranks_validation_users_better(monkeypatch, capsys) -> None:  # noqa: ANN001
+    import llmrec.data
+    import llmrec.evaluation
+    import llmrec.ranking.recommend
+
+    quality = {"lora": 0.10, "nextitem": 0.12}
+    valid = [SimpleNamespace(user_id=f"u{i}") for i in range(10)]
+    monkeypatch.setattr(llmrec.data, "leave_one_out", lambda d: SimpleNamespace(valid=valid))
+
+    def fake_pipeline(retriever, dataset, folder):  # noqa: ANN001, ANN202
+        ranker = SimpleNamespace(name=folder, config=SimpleNamespace(fusion_weight=1.0))
+        return SimpleNamespace(ranker=ranker)
+
+    def fake_evaluate(ranker, dataset, cases, config, part):  # noqa: ANN001, ANN202
+        assert len(cases) == 5 and part == "valid"  # a seeded sample, the same for both
+        return SimpleNamespace(metrics={"NDCG@10": quality[ranker.name]})
+
+    monkeypatch.setattr(llmrec.ranking.recommend, "load_pipeline", fake_pipeline)
+    monkeypatch.setattr(llmrec.evaluation, "evaluate", fake_evaluate)
+    models = {"lora": "lora", "nextitem": "nextitem"}
+    assert demo._choose(None, Path("r"), models, 5) == "nextitem"
+    out = capsys.readouterr().out
+    assert "default model: nextitem (validation NDCG@10 0.1200 against lora 0.1000" in out
+    quality["lora"] = 0.2
+    assert demo._choose(None, Path("r"), models, 5) == "lora"
