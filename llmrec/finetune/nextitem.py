@@ -43,7 +43,7 @@ from llmrec.finetune.run import (
 )
 from llmrec.finetune.summary import SUMMARY_FILE, peak_memory_mb
 from llmrec.io import atomic_write_text
-from llmrec.models.adapters import attach_adapter
+from llmrec.models.adapters import adalora_ranks, attach_adapter
 from llmrec.models.loader import load_model
 from llmrec.nextitem.config import NextItemConfig
 from llmrec.nextitem.features import EventVocab, encode_events, left_pad, training_windows
@@ -87,6 +87,8 @@ class NextItemSummary:
     validation_final: dict[str, float] | None
     resumed_from: str | None
     model: str
+    #: AdaLoRA only: where the rank budget ended up
+    adalora_ranks: dict[str, int] | None = None
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / SUMMARY_FILE
@@ -400,6 +402,17 @@ def train_nextitem(
         validation_final=strip_prefix(final, "final_"),
         resumed_from=checkpoint,
         model=str(model_dir),
+        adalora_ranks=_adalora_summary(net.backbone, recipe.adapter) if adalora else None,
     )
     summary.write(out)
     return summary
+
+
+def _adalora_summary(backbone: Any, adapter: Any) -> dict[str, int]:
+    """Matrices adapted, total rank kept and the rank they started with."""
+    ranks = adalora_ranks(backbone)
+    return {
+        "matrices": len(ranks),
+        "total_rank": int(sum(ranks.values())),
+        "initial_total_rank": len(ranks) * adapter.init_r,
+    }

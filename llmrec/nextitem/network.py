@@ -205,6 +205,13 @@ class ItemTokenLM(nn.Module):
         return self.user_proj(hidden.float())  # (B, L, S)
 
     # ------------------------------------------------------------------ training
+    def update_and_allocate(self, step: int) -> None:
+        """AdaLoRA's rank allocation after an optimizer step (a no-op for other adapters); the
+        Trainer's AdaLoRA callback calls it on the model it trains."""
+        target = getattr(self.backbone, "base_model", None)
+        if hasattr(target, "update_and_allocate"):
+            target.update_and_allocate(step)
+
     def forward(self, events: torch.Tensor, **_: Any) -> dict[str, torch.Tensor]:
         """The training loss for left-padded windows ``events`` (B, W, 5): cross-entropy of the
         next item at every real position (W - 1 inputs)."""

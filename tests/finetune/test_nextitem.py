@@ -180,3 +180,17 @@ def test_pipeline_service_and_evaluation_rank_with_the_same_scores(trained, tmp_
         service.batcher.stop()
     assert [i.item_id for i in response.items] == [r.item_id for r in recs]
     assert [i.score for i in response.items] == [round(r.score, 6) for r in recs]
+
+
+def test_adalora_prunes_ranks_while_the_next_item_model_trains(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001
+    recipe = _recipe(
+        tiny_llm_dir, "adapter.method=adalora", "adapter.init_r=4", "adapter.target_r=2",
+        "adapter.delta_t=1", "training.max_steps=6", "training.eval_steps=6",
+    )  # fmt: skip
+    summary = train_nextitem(recipe, make_dataset(), tmp_path, progress=False)
+    ranks = summary.adalora_ranks
+    assert ranks["matrices"] == 7  # one kept layer: q, k, v, o, gate, up, down
+    assert 0 < ranks["total_rank"] < ranks["initial_total_rank"] == 28
+    dataset = make_dataset()
+    model = NextItemRecommender.load(tmp_path / "model", dataset.catalog)  # pruned, reloads
+    assert np.isfinite(model.score([c.history for c in leave_one_out(dataset).test[:2]])).all()
