@@ -44,6 +44,7 @@ from llmrec.finetune.run import (
 from llmrec.finetune.summary import SUMMARY_FILE, peak_memory_mb
 from llmrec.io import atomic_write_text
 from llmrec.models.adapters import attach_adapter
+from llmrec.models.identity import describe_base, portable_name
 from llmrec.models.loader import load_model
 from llmrec.nextitem.config import NextItemConfig
 from llmrec.nextitem.features import EventVocab, encode_events, left_pad, training_windows
@@ -328,8 +329,10 @@ def train_nextitem(
         len(windows), cfg.layers or backbone.config.num_hidden_layers, recipe.adapter.method,
         trainable, total,
     )  # fmt: skip
+    base = describe_base(recipe.model)  # the Hub id, weights fingerprint and folder
     record = {
-        "base_model": recipe.model,
+        "base_model": portable_name(recipe.model, base),
+        "base": base.to_dict(),
         "dtype": recipe.dtype,
         "method": recipe.adapter.method,
         "adapter": adapter.to_dict(),

@@ -55,6 +55,7 @@ from llmrec.models.adapters import (
     save_adapter,
     trainable_parameters,
 )
+from llmrec.models.identity import describe_base, portable_name
 from llmrec.models.loader import LoadedModel, load_model
 from llmrec.prompts.builder import PromptBuilder
 from llmrec.ranking.reasons import ReasonFacts
@@ -365,10 +366,12 @@ def _save_adapter(
 ) -> Path:
     """Write the trained adapter to ``out/adapter`` with its llmrec record (and, for a residual
     ranker, the fusion weight it ranks at); returns its folder."""
+    base = describe_base(recipe.model)  # the Hub id, weights fingerprint and folder
     record = AdapterRecord(
         method=recipe.adapter.method,
         adapter=recipe.adapter.to_dict(),
-        base_model=recipe.model,
+        base_model=portable_name(recipe.model, base),
+        base=base.to_dict(),
         prompt=recipe.prompt.to_dict(),
         templates=builder.template_versions,
         data_fingerprint=dataset.fingerprint(),

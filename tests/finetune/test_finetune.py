@@ -27,6 +27,7 @@ from llmrec.finetune.residual import fit_residual_weight, with_residual_prior
 from llmrec.finetune.summary import SUMMARY_FILE, TrainingSummary, read_training_summary
 from llmrec.finetune.trainer import finetune
 from llmrec.models.adapters import AdapterConfig, load_adapters, read_adapter_record
+from llmrec.models.identity import weights_fingerprint
 from llmrec.models.loader import load_model
 from llmrec.prompts import PromptBuilder, PromptConfig
 from llmrec.ranking.reasons import ReasonFacts
@@ -243,6 +244,10 @@ def _check_run(out: Path, summary: TrainingSummary, method: str) -> None:
     assert PromptConfig.from_dict(record.prompt) == SMALL_PROMPT
     assert record.templates["listwise"] == "rank_listwise@v1"
     assert record.data_fingerprint and record.catalog_fingerprint
+    # the base by its identity: a plain folder has no Hub id, so it is named by path + weights
+    assert record.base is not None and record.base["id"] is None
+    assert record.base["fingerprint"] == weights_fingerprint(record.base["path"])
+    assert str(Path(record.base_model).resolve()) == record.base["path"]
 
 
 def test_finetune_end_to_end_with_a_given_retriever(tiny_llm_dir, tiny_dataset, tmp_path) -> None:  # noqa: ANN001

@@ -111,6 +111,40 @@ def test_training_writes_a_model_that_reloads_to_identical_scores(trained) -> No
     assert other  # the data may differ; the catalogue may not
 
 
+def test_the_model_names_its_base_portably_and_loads_under_a_hub_id(
+    trained,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """The record names the base by path + weights fingerprint; moved to a machine that has the
+    base only under a Hub id (a Hub cache layout in tmp, offline), the model loads from it."""
+    import shutil
+
+    from llmrec.models.identity import weights_fingerprint
+
+    folder, llm, dataset = trained["model"], trained["llm"], trained["dataset"]
+    meta = json.loads((folder / "model.json").read_text())
+    base = meta["config"]["base"]
+    assert base["path"] == str(Path(llm).resolve()) and base["id"] is None
+    assert base["fingerprint"] == weights_fingerprint(llm)
+    snapshot = tmp_path / "hub" / "models--acme--tiny-llama" / "snapshots" / "r1"
+    shutil.copytree(llm, snapshot)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    moved = shutil.copytree(folder, tmp_path / "moved")
+    meta["config"]["base_model"] = "acme/tiny-llama"
+    meta["config"]["base"] = {**base, "id": "acme/tiny-llama", "path": "/gone/tiny-llama"}
+    (moved / "model.json").write_text(json.dumps(meta))
+    histories = [c.history for c in leave_one_out(dataset).test[:3]]
+    np.testing.assert_array_equal(
+        NextItemRecommender.load(moved, dataset.catalog).score(histories),
+        NextItemRecommender.load(folder, dataset.catalog).score(histories),
+    )
+    shutil.rmtree(snapshot)
+    with pytest.raises(FileNotFoundError, match=r"acme/tiny-llama.*--llm PATH"):
+        NextItemRecommender.load(moved, dataset.catalog)
+
+
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001
     dataset = make_dataset()
     first = _recipe(tiny_llm_dir, "training.max_steps=4", "training.eval_steps=2")
