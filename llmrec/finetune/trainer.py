@@ -6,8 +6,9 @@ prompt builder (:mod:`~llmrec.finetune.examples`), give them the retriever's pri
 ranker (:mod:`~llmrec.finetune.residual`), attach the adapter, train with the ranking loss
 (:mod:`~llmrec.finetune.losses`) and validation NDCG@10 over retrieved candidates
 (:mod:`~llmrec.finetune.validation`) for early stopping, keep checkpoints (``--resume`` continues
-from the last one), log to TensorBoard (:mod:`~llmrec.finetune.callbacks`), and write the adapter
-atomically with its llmrec record and a :class:`~llmrec.finetune.summary.TrainingSummary`.
+from the last one), log to TensorBoard (:mod:`~llmrec.finetune.callbacks`), draw
+``training-curve.png`` (:mod:`~llmrec.finetune.curves`), and write the adapter atomically with its
+llmrec record and a :class:`~llmrec.finetune.summary.TrainingSummary`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from llmrec.data.records import EvalCase
 from llmrec.data.splits import Split, leave_one_out
 from llmrec.finetune.callbacks import training_callbacks
 from llmrec.finetune.collate import RankCollator
+from llmrec.finetune.curves import CURVE_FILE, write_training_curve
 from llmrec.finetune.examples import (
     TrainingRow,
     build_examples,
@@ -182,6 +184,9 @@ def finetune(
         recipe, loaded, model, builder, rows, validation, out, total_steps, before or 0.0, progress
     )
     run = _train(trainer, checkpoint, before or 0.0)
+    write_training_curve(
+        trainer.state.log_history, out / CURVE_FILE, f"{recipe.adapter.method} adapter (listwise)"
+    )
     adapter_dir = _save_adapter(
         trainer, out, recipe, builder, dataset, valid_cases, residual_weight
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from llmrec.data.splits import leave_one_out
 from llmrec.finetune.callbacks import ELAPSED_FILE
 from llmrec.finetune.collate import RankCollator
+from llmrec.finetune.curves import CURVE_FILE
 from llmrec.finetune.examples import (
     ExampleConfig,
     RankRow,
@@ -33,6 +35,8 @@ from llmrec.prompts import PromptBuilder, PromptConfig
 from llmrec.ranking.reasons import ReasonFacts
 from llmrec.ranking.scorer import LLMScorer
 from llmrec.recommender import Recommender
+
+from .test_curves import assert_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -239,6 +243,8 @@ def _check_run(out: Path, summary: TrainingSummary, method: str) -> None:
     assert list(written) == SUMMARY_KEYS  # the file's keys, in order, as bench/llm.py reads them
     assert read_training_summary(out) == summary
     assert (out / "recipe.yaml").is_file()
+    if importlib.util.find_spec("matplotlib") is not None:  # the train extra's; else skipped
+        assert_png(out / CURVE_FILE)
     record = read_adapter_record(out / "adapter")
     assert record.method == method
     assert PromptConfig.from_dict(record.prompt) == SMALL_PROMPT

@@ -4,6 +4,7 @@ pipeline and the service score with it exactly as evaluation does."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ pytest.importorskip("peft")
 
 from llmrec.cli.main import main  # noqa: E402
 from llmrec.data import leave_one_out  # noqa: E402
+from llmrec.finetune.curves import CURVE_FILE  # noqa: E402
 from llmrec.finetune.nextitem import train_nextitem  # noqa: E402
 from llmrec.finetune.recipe import load_recipe  # noqa: E402
 from llmrec.models.adapters import attach_adapter  # noqa: E402
@@ -24,6 +26,7 @@ from llmrec.nextitem.network import ItemTokenLM, keep_first_layers  # noqa: E402
 from llmrec.nextitem.recommender import NextItemRecommender  # noqa: E402
 
 from ..llm_fakes import make_dataset  # noqa: E402
+from .test_curves import assert_png  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,6 +94,8 @@ def test_training_writes_a_model_that_reloads_to_identical_scores(trained) -> No
     assert summary.steps == 4 and summary.family == "nextitem"
     assert summary.validation_final["NDCG@10"] >= 0
     saved = json.loads((trained["root"] / "run" / "training.json").read_text())
+    if importlib.util.find_spec("matplotlib") is not None:  # the train extra's; else skipped
+        assert_png(trained["root"] / "run" / CURVE_FILE)
     assert saved["model"] == str(trained["model"])
     folder = trained["model"]
     assert (folder / "adapter" / "adapter_config.json").is_file()
