@@ -4,15 +4,13 @@ test_finetune.py and test_nextitem.py check that both families write it."""
 
 from __future__ import annotations
 
-import struct
 import sys
-from pathlib import Path
 
 import pytest
 
 from llmrec.finetune.curves import CURVE_FILE, read_curves, write_training_curve
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from ..llm_fakes import assert_png
 
 HISTORY = [
     {"zero_shot_NDCG@10": 0.21, "zero_shot_runtime": 0.1, "step": 0},
@@ -26,17 +24,6 @@ HISTORY = [
     {"final_NDCG@10": 0.35, "step": 4},
     {"note": "no step"},
 ]
-
-
-def assert_png(path: Path) -> tuple[int, int]:
-    """The file is a PNG: the signature, then an IHDR chunk; returns (width, height)."""
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC
-    assert data[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", data[16:24])
-    assert width > 100 and height > 100
-    assert data.rstrip(b"\x00")[-8:-4] == b"IEND"
-    return width, height
 
 
 def test_points_come_from_the_log_history() -> None:

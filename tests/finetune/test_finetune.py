@@ -36,7 +36,7 @@ from llmrec.ranking.reasons import ReasonFacts
 from llmrec.ranking.scorer import LLMScorer
 from llmrec.recommender import Recommender
 
-from .test_curves import assert_png
+from ..llm_fakes import assert_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -25,8 +25,7 @@ from llmrec.nextitem.features import EventVocab, encode_events, left_pad, traini
 from llmrec.nextitem.network import ItemTokenLM, keep_first_layers  # noqa: E402
 from llmrec.nextitem.recommender import NextItemRecommender  # noqa: E402
 
-from ..llm_fakes import make_dataset  # noqa: E402
-from .test_curves import assert_png  # noqa: E402
+from ..llm_fakes import assert_png, make_dataset  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -141,13 +140,18 @@ def test_the_model_names_its_base_portably_and_loads_under_a_hub_id(
     meta["config"]["base"] = {**base, "id": "acme/tiny-llama", "path": "/gone/tiny-llama"}
     (moved / "model.json").write_text(json.dumps(meta))
     histories = [c.history for c in leave_one_out(dataset).test[:3]]
+    expected = NextItemRecommender.load(folder, dataset.catalog).score(histories)
     np.testing.assert_array_equal(
-        NextItemRecommender.load(moved, dataset.catalog).score(histories),
-        NextItemRecommender.load(folder, dataset.catalog).score(histories),
+        NextItemRecommender.load(moved, dataset.catalog).score(histories), expected
     )
     shutil.rmtree(snapshot)
     with pytest.raises(FileNotFoundError, match=r"acme/tiny-llama.*--llm PATH"):
         NextItemRecommender.load(moved, dataset.catalog)
+    # the base given by hand (what --llm becomes in the backends) is used instead
+    from llmrec.ranking.backends.nextitem import open_nextitem_model
+
+    by_hand = open_nextitem_model("next", moved, dataset.catalog, None, "cpu", base_model=llm)
+    np.testing.assert_array_equal(by_hand.recommender.score(histories), expected)
 
 
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001
