@@ -14,10 +14,14 @@ training machine. :func:`describe_base` now names it by
 
 :func:`resolve_base` turns such a record back into something
 :func:`~llmrec.models.loader.load_model` loads on this machine: the alias (the embedded default
-model), else the hint when it exists and holds the same weights, else the id, from the local Hub
-cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``) or, when not
-offline, from the Hub. Else it fails with a message naming the id and ``--llm PATH``. A record
-without identity (written before it existed) resolves to the name it holds, as it always did.
+model), else the hint when it exists and holds the same weights, else the id from the local Hub
+cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``), else the
+file or folder the record's ``base_model`` names if it is here (a ``.gguf`` file the recipe
+named), else the hint even with other weights, else the id from the Hub when not offline. Found
+weights that differ from the fingerprint are used with a warning (another revision, dtype or
+conversion of the model may still fit the adapter). Else it fails with a message naming the id
+and ``--llm PATH``. A record without identity (written before it existed) resolves to the name it
+holds, as it always did.
 """
 
 from __future__ import annotations
@@ -211,19 +215,24 @@ def resolve_base(recorded: str, identity: BaseIdentity | dict[str, Any] | None, 
         _check(default_model_dir(), ident, what, only_if_present=True)
         return ident.alias
     hint = Path(ident.path) if ident.path else None
-    hint_state = "not recorded"
-    if hint is not None:
-        if (hint / "config.json").is_file():
-            if ident.fingerprint is None or weights_fingerprint(hint) == ident.fingerprint:
-                return str(hint)
-            hint_state = f"{hint}, which holds other weights now"
-        else:
-            hint_state = f"{hint}, which is not on this machine"
+    hint_here = hint is not None and (hint / "config.json").is_file()
+    if hint_here and ident.fingerprint in (None, weights_fingerprint(hint)):
+        return str(hint)
+    snapshot = hub_snapshot(ident.id, ident.revision) if ident.id else None
+    if snapshot is not None:
+        _check(snapshot, ident, what)
+        return str(snapshot)
+    named = Path(recorded).expanduser() if recorded else None
+    if named is not None and named.exists():
+        # what the recipe named (a .gguf file, a folder by another path) is here
+        if named.is_dir():
+            _check(named, ident, what)
+        return recorded
+    if hint_here:  # other weights than trained on, but the only candidate here
+        _check(hint, ident, what)
+        return str(hint)
+    hint_state = f"{hint}, which is not on this machine" if hint is not None else "not recorded"
     if ident.id:
-        snapshot = hub_snapshot(ident.id, ident.revision)
-        if snapshot is not None:
-            _check(snapshot, ident, what)
-            return str(snapshot)
         if not hub_offline():
             logger.info("%s: base %s is not cached here; loading it from the Hub", what, ident.id)
             return ident.id

@@ -132,6 +132,9 @@ def test_resolve_prefers_the_hint_when_it_holds_the_same_weights(
     # the hint holds other weights now: the id's snapshot is used instead
     assert resolve_base(FAKE_ID, _portable(tiny_llm_dir, path=str(other)), "a") == str(hub)
     assert resolve_base(FAKE_ID, _portable(tiny_llm_dir), "a") == str(hub)  # hint not here
+    # no id: a hint with other weights is still the best there is (with a warning)
+    changed = _portable(tiny_llm_dir, id=None, path=str(other))
+    assert resolve_base("/gone/too", changed, "a") == str(other)
 
 
 def test_resolve_warns_when_the_ids_weights_differ(hub, tiny_llm_dir, caplog) -> None:  # noqa: ANN001
@@ -155,6 +158,8 @@ def test_resolve_errors_name_the_id_and_how_to_provide_it(
     no_id = _portable(tiny_llm_dir, id=None)
     with pytest.raises(FileNotFoundError, match=r"without a Hub id.*--llm PATH"):
         resolve_base(GONE, no_id, "adapter /runs/a")
+    # what the recipe named (e.g. a .gguf file; here a folder) is still here: it is used
+    assert resolve_base(tiny_llm_dir, no_id, "a") == tiny_llm_dir
     # online, an id not in the cache is left to the loader, which downloads it
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
