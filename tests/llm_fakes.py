@@ -9,6 +9,7 @@ temporary folder so that :func:`llmrec.models.loader.load_model` loads it like a
 from __future__ import annotations
 
 import string
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -208,3 +209,17 @@ def build_tiny_llm(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> tuple[int, int]:
+    """The file is a PNG: the signature, then an IHDR chunk; returns (width, height)."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 100 and height > 100
+    assert data.rstrip(b"\x00")[-8:-4] == b"IEND"
+    return width, height

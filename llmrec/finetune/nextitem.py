@@ -6,8 +6,9 @@ item-ID embeddings from a SASRec fitted on the same training data (``id_init: sa
 every item's text vector with the base LLM (cached in the run folder), keep the LLM's first
 layers and attach the adapter (LoRA, AdaLoRA, prefix tuning or QLoRA), then train with
 cross-entropy at every position, validation NDCG@10 under full ranking for early stopping,
-checkpoints (``--resume`` continues from the last one) and TensorBoard curves. The best model is
-written to ``OUT/model`` (:class:`~llmrec.nextitem.recommender.NextItemRecommender`) with a
+checkpoints (``--resume`` continues from the last one), TensorBoard curves and
+``OUT/training-curve.png`` (:mod:`~llmrec.finetune.curves`). The best model is written to
+``OUT/model`` (:class:`~llmrec.nextitem.recommender.NextItemRecommender`) with a
 summary in ``OUT/training.json``.
 """
 
@@ -32,6 +33,7 @@ from llmrec.data.records import EvalCase, UserSequence
 from llmrec.data.render import ItemTextRenderer
 from llmrec.data.splits import Split, leave_one_out
 from llmrec.finetune.callbacks import training_callbacks
+from llmrec.finetune.curves import CURVE_FILE, write_training_curve
 from llmrec.finetune.losses import orthogonal_penalty
 from llmrec.finetune.run import (
     planned_steps,
@@ -44,6 +46,7 @@ from llmrec.finetune.run import (
 from llmrec.finetune.summary import SUMMARY_FILE, peak_memory_mb
 from llmrec.io import atomic_write_text
 from llmrec.models.adapters import adalora_ranks, attach_adapter
+from llmrec.models.identity import describe_base, portable_name
 from llmrec.models.loader import load_model
 from llmrec.nextitem.config import NextItemConfig
 from llmrec.nextitem.features import EventVocab, encode_events, left_pad, training_windows
@@ -333,8 +336,10 @@ def train_nextitem(
         len(windows), cfg.layers or backbone.config.num_hidden_layers, recipe.adapter.method,
         trainable, total,
     )  # fmt: skip
+    base = describe_base(recipe.model)  # the Hub id, weights fingerprint and folder
     record = {
-        "base_model": recipe.model,
+        "base_model": portable_name(recipe.model, base),
+        "base": base.to_dict(),
         "dtype": recipe.dtype,
         "method": recipe.adapter.method,
         "adapter": adapter.to_dict(),
@@ -369,6 +374,9 @@ def train_nextitem(
     result = trainer.train(resume_from_checkpoint=checkpoint)
     run_seconds = time.perf_counter() - train_start
     final = trainer.evaluate(metric_key_prefix="final")
+    write_training_curve(
+        trainer.state.log_history, out / CURVE_FILE, f"next-item LLM, {recipe.adapter.method}"
+    )
     recommender.record["training"] = {
         "steps": trainer.state.global_step,
         "best_metric": trainer.state.best_metric,

@@ -6,8 +6,9 @@ prompt builder (:mod:`~llmrec.finetune.examples`), give them the retriever's pri
 ranker (:mod:`~llmrec.finetune.residual`), attach the adapter, train with the ranking loss
 (:mod:`~llmrec.finetune.losses`) and validation NDCG@10 over retrieved candidates
 (:mod:`~llmrec.finetune.validation`) for early stopping, keep checkpoints (``--resume`` continues
-from the last one), log to TensorBoard (:mod:`~llmrec.finetune.callbacks`), and write the adapter
-atomically with its llmrec record and a :class:`~llmrec.finetune.summary.TrainingSummary`.
+from the last one), log to TensorBoard (:mod:`~llmrec.finetune.callbacks`), draw
+``training-curve.png`` (:mod:`~llmrec.finetune.curves`), and write the adapter atomically with its
+llmrec record and a :class:`~llmrec.finetune.summary.TrainingSummary`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from llmrec.data.records import EvalCase
 from llmrec.data.splits import Split, leave_one_out
 from llmrec.finetune.callbacks import training_callbacks
 from llmrec.finetune.collate import RankCollator
+from llmrec.finetune.curves import CURVE_FILE, write_training_curve
 from llmrec.finetune.examples import (
     TrainingRow,
     build_examples,
@@ -55,6 +57,7 @@ from llmrec.models.adapters import (
     save_adapter,
     trainable_parameters,
 )
+from llmrec.models.identity import describe_base, portable_name
 from llmrec.models.loader import LoadedModel, load_model
 from llmrec.prompts.builder import PromptBuilder
 from llmrec.ranking.reasons import ReasonFacts
@@ -181,6 +184,9 @@ def finetune(
         recipe, loaded, model, builder, rows, validation, out, total_steps, before or 0.0, progress
     )
     run = _train(trainer, checkpoint, before or 0.0)
+    write_training_curve(
+        trainer.state.log_history, out / CURVE_FILE, f"{recipe.adapter.method} adapter (listwise)"
+    )
     adapter_dir = _save_adapter(
         trainer, out, recipe, builder, dataset, valid_cases, residual_weight
     )
@@ -365,10 +371,12 @@ def _save_adapter(
 ) -> Path:
     """Write the trained adapter to ``out/adapter`` with its llmrec record (and, for a residual
     ranker, the fusion weight it ranks at); returns its folder."""
+    base = describe_base(recipe.model)  # the Hub id, weights fingerprint and folder
     record = AdapterRecord(
         method=recipe.adapter.method,
         adapter=recipe.adapter.to_dict(),
-        base_model=recipe.model,
+        base_model=portable_name(recipe.model, base),
+        base=base.to_dict(),
         prompt=recipe.prompt.to_dict(),
         templates=builder.template_versions,
         data_fingerprint=dataset.fingerprint(),

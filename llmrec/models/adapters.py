@@ -11,7 +11,8 @@
   ``prepare_model_for_kbit_training``.
 
 An adapter folder is peft's standard layout (``adapter_config.json`` + weights) plus
-``llmrec_adapter.json``, which records the base model, the adapter method, the prompt settings and
+``llmrec_adapter.json``, which records the base model (by its portable identity:
+:mod:`llmrec.models.identity`), the adapter method, the prompt settings and
 template versions, and the fingerprints of the data and catalogue it was trained on.
 """
 
@@ -246,6 +247,7 @@ class AdapterRecord:
 
     method: str
     adapter: dict[str, Any]
+    #: The base's portable name: its Hub id when it has one, else what the recipe named.
     base_model: str
     prompt: dict[str, Any]
     templates: dict[str, str]
@@ -256,12 +258,22 @@ class AdapterRecord:
     #: Set on a converted adapter (``llmrec.models.convert.adalora_to_lora``):
     #: the original method, adapter settings, source folder and kept ranks.
     converted_from: dict[str, Any] | None = None
+    #: The base's identity (:class:`llmrec.models.identity.BaseIdentity`: Hub id, alias,
+    #: revision, weights fingerprint, folder as a hint); None in records written before it.
+    base: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if out["converted_from"] is None:
-            del out["converted_from"]
+        for key in ("converted_from", "base"):
+            if out[key] is None:
+                del out[key]
         return out
+
+    def resolved_base(self, what: str = "the adapter") -> str:
+        """The base model to load on this machine (:func:`llmrec.models.identity.resolve_base`)."""
+        from llmrec.models.identity import resolve_base
+
+        return resolve_base(self.base_model, self.base, what)
 
 
 def write_adapter_record(folder: str | os.PathLike[str], record: AdapterRecord) -> Path:

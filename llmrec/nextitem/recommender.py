@@ -6,13 +6,15 @@ any candidate list (:meth:`score_candidates`).
 
 A saved model is a folder::
 
-    model.json          the llmrec record: base model, layers kept, NextItemConfig, adapter
+    model.json          the llmrec record: base model (by its portable identity,
+                        :mod:`llmrec.models.identity`), layers kept, NextItemConfig, adapter
                         settings, event vocabulary, catalogue fingerprint, training facts
     adapter/            the PEFT adapter in peft's standard layout (absent for a frozen base)
     head.safetensors    item tower and scoring head (ID and view embeddings, projections, text
                         vectors, biases, which items were seen in training)
 
-Loading rebuilds the base model named in the record, cuts it to the same layers, attaches the
+Loading rebuilds the base model named in the record (found on this machine by its Hub id when the
+folder it was trained from is not here), cuts it to the same layers, attaches the
 adapter and the head; the catalogue must be the one it was trained on.
 """
 
@@ -155,6 +157,7 @@ class NextItemRecommender(Recommender):
         same network, e.g. the same model from another folder)."""
         from safetensors.torch import load_file
 
+        from llmrec.models.identity import resolve_base
         from llmrec.models.loader import QuantizationConfig, load_model
         from llmrec.nextitem.network import ItemTokenLM, keep_first_layers
 
@@ -165,8 +168,12 @@ class NextItemRecommender(Recommender):
         vocab = EventVocab.from_dict(record.pop("vocab"))
         record.pop("n_items", None)
         quant = record.get("quantization")
+        if base_model is None:  # the record's base, found on this machine
+            base_model = resolve_base(
+                record["base_model"], record.get("base"), f"next-item model {folder}"
+            )
         loaded = load_model(
-            base_model or record["base_model"],
+            base_model,
             device=device,
             dtype=dtype or record.get("dtype", "auto"),
             quantization=QuantizationConfig(**quant) if quant else None,

@@ -10,6 +10,7 @@ evaluation, the transformers and vLLM backends and the service all open adapters
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,13 @@ class AdapterFolder:
     def method(self) -> str:
         return self.record.method
 
-    @property
+    @functools.cached_property
     def base_model(self) -> str:
-        return self.record.base_model
+        """The base model to load here for this adapter: resolved from the record's portable
+        identity on first use (:func:`llmrec.models.identity.resolve_base`; it fails with a
+        clear message when the base is not on this machine). ``record.base_model`` is the name
+        as recorded."""
+        return self.record.resolved_base(f"adapter {self.path}")
 
     @property
     def fusion_weight(self) -> float:

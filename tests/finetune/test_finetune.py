@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from llmrec.data.splits import leave_one_out
 from llmrec.finetune.callbacks import ELAPSED_FILE
 from llmrec.finetune.collate import RankCollator
+from llmrec.finetune.curves import CURVE_FILE
 from llmrec.finetune.examples import (
     ExampleConfig,
     RankRow,
@@ -27,11 +29,14 @@ from llmrec.finetune.residual import fit_residual_weight, with_residual_prior
 from llmrec.finetune.summary import SUMMARY_FILE, TrainingSummary, read_training_summary
 from llmrec.finetune.trainer import finetune
 from llmrec.models.adapters import AdapterConfig, load_adapters, read_adapter_record
+from llmrec.models.identity import weights_fingerprint
 from llmrec.models.loader import load_model
 from llmrec.prompts import PromptBuilder, PromptConfig
 from llmrec.ranking.reasons import ReasonFacts
 from llmrec.ranking.scorer import LLMScorer
 from llmrec.recommender import Recommender
+
+from ..llm_fakes import assert_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -238,11 +243,17 @@ def _check_run(out: Path, summary: TrainingSummary, method: str) -> None:
     assert list(written) == SUMMARY_KEYS  # the file's keys, in order, as bench/llm.py reads them
     assert read_training_summary(out) == summary
     assert (out / "recipe.yaml").is_file()
+    if importlib.util.find_spec("matplotlib") is not None:  # the train extra's; else skipped
+        assert_png(out / CURVE_FILE)
     record = read_adapter_record(out / "adapter")
     assert record.method == method
     assert PromptConfig.from_dict(record.prompt) == SMALL_PROMPT
     assert record.templates["listwise"] == "rank_listwise@v1"
     assert record.data_fingerprint and record.catalog_fingerprint
+    # the base by its identity: a plain folder has no Hub id, so it is named by path + weights
+    assert record.base is not None and record.base["id"] is None
+    assert record.base["fingerprint"] == weights_fingerprint(record.base["path"])
+    assert str(Path(record.base_model).resolve()) == record.base["path"]
 
 
 def test_finetune_end_to_end_with_a_given_retriever(tiny_llm_dir, tiny_dataset, tmp_path) -> None:  # noqa: ANN001

@@ -4,6 +4,7 @@ pipeline and the service score with it exactly as evaluation does."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ pytest.importorskip("peft")
 
 from llmrec.cli.main import main  # noqa: E402
 from llmrec.data import leave_one_out  # noqa: E402
+from llmrec.finetune.curves import CURVE_FILE  # noqa: E402
 from llmrec.finetune.nextitem import train_nextitem  # noqa: E402
 from llmrec.finetune.recipe import load_recipe  # noqa: E402
 from llmrec.models.adapters import attach_adapter  # noqa: E402
@@ -23,7 +25,7 @@ from llmrec.nextitem.features import EventVocab, encode_events, left_pad, traini
 from llmrec.nextitem.network import ItemTokenLM, keep_first_layers  # noqa: E402
 from llmrec.nextitem.recommender import NextItemRecommender  # noqa: E402
 
-from ..llm_fakes import make_dataset  # noqa: E402
+from ..llm_fakes import assert_png, make_dataset  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,6 +93,8 @@ def test_training_writes_a_model_that_reloads_to_identical_scores(trained) -> No
     assert summary.steps == 4 and summary.family == "nextitem"
     assert summary.validation_final["NDCG@10"] >= 0
     saved = json.loads((trained["root"] / "run" / "training.json").read_text())
+    if importlib.util.find_spec("matplotlib") is not None:  # the train extra's; else skipped
+        assert_png(trained["root"] / "run" / CURVE_FILE)
     assert saved["model"] == str(trained["model"])
     folder = trained["model"]
     assert (folder / "adapter" / "adapter_config.json").is_file()
@@ -109,6 +113,45 @@ def test_training_writes_a_model_that_reloads_to_identical_scores(trained) -> No
     with pytest.raises(ValueError, match="another catalogue"):
         NextItemRecommender.load(folder, other_catalog)
     assert other  # the data may differ; the catalogue may not
+
+
+def test_the_model_names_its_base_portably_and_loads_under_a_hub_id(
+    trained,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """The record names the base by path + weights fingerprint; moved to a machine that has the
+    base only under a Hub id (a Hub cache layout in tmp, offline), the model loads from it."""
+    import shutil
+
+    from llmrec.models.identity import weights_fingerprint
+
+    folder, llm, dataset = trained["model"], trained["llm"], trained["dataset"]
+    meta = json.loads((folder / "model.json").read_text())
+    base = meta["config"]["base"]
+    assert base["path"] == str(Path(llm).resolve()) and base["id"] is None
+    assert base["fingerprint"] == weights_fingerprint(llm)
+    snapshot = tmp_path / "hub" / "models--acme--tiny-llama" / "snapshots" / "r1"
+    shutil.copytree(llm, snapshot)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    moved = shutil.copytree(folder, tmp_path / "moved")
+    meta["config"]["base_model"] = "acme/tiny-llama"
+    meta["config"]["base"] = {**base, "id": "acme/tiny-llama", "path": "/gone/tiny-llama"}
+    (moved / "model.json").write_text(json.dumps(meta))
+    histories = [c.history for c in leave_one_out(dataset).test[:3]]
+    expected = NextItemRecommender.load(folder, dataset.catalog).score(histories)
+    np.testing.assert_array_equal(
+        NextItemRecommender.load(moved, dataset.catalog).score(histories), expected
+    )
+    shutil.rmtree(snapshot)
+    with pytest.raises(FileNotFoundError, match=r"acme/tiny-llama.*--llm PATH"):
+        NextItemRecommender.load(moved, dataset.catalog)
+    # the base given by hand (what --llm becomes in the backends) is used instead
+    from llmrec.ranking.backends.nextitem import open_nextitem_model
+
+    by_hand = open_nextitem_model("next", moved, dataset.catalog, None, "cpu", base_model=llm)
+    np.testing.assert_array_equal(by_hand.recommender.score(histories), expected)
 
 
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from llmrec.data.records import UserSequence
 from llmrec.prompts.builder import PromptBuilder, PromptConfig, RankPrompt
 from llmrec.validation import check_number
+
+if TYPE_CHECKING:
+    from llmrec.ranking.adapter_folder import AdapterFolder
 
 BACKENDS = ("transformers", "vllm")
 #: The base model when neither the config nor an adapter's record names one.
@@ -131,6 +134,14 @@ class BackendConfig:
         if self.adapters_on_base_model or not recorded:
             return self.base_model
         return recorded
+
+    def base_for(self, adapter: AdapterFolder) -> str:
+        """The base model ``adapter`` runs on: ``base_model`` when every adapter runs on it
+        (the record's base is then not looked for), else the one its record names, found on
+        this machine (:attr:`AdapterFolder.base_model`)."""
+        if self.adapters_on_base_model:
+            return self.base_model
+        return self.adapter_base(adapter.base_model)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

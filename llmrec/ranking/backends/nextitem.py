@@ -102,11 +102,15 @@ def open_nextitem_model(
     writer: RankModel,
     device: str = "auto",
     dtype: str | None = None,
+    base_model: str | None = None,
 ) -> NextItemModel:
     """Load the next-item model in ``folder`` under the served ``name``; ``writer`` writes its
     reasons. Its fusion weight is the folder's ranker settings (``llmrec evaluate
-    --save-weight``), else the default."""
-    recommender = NextItemRecommender.load(folder, catalog, device=device, dtype=dtype)
+    --save-weight``), else the default. ``base_model``: the base to run on instead of the one
+    its record names (``--llm``)."""
+    recommender = NextItemRecommender.load(
+        folder, catalog, base_model=base_model, device=device, dtype=dtype
+    )
     info = ModelInfo(
         name=name,
         base_model=str(recommender.record.get("base_model")),
@@ -132,8 +136,10 @@ class WithNextItemModels:
         self._models: dict[str, RankModel] = dict(listed)
         for name, folder in folders.items():
             self._models[name] = open_nextitem_model(
-                name, folder, catalog, writer, device=config.device, dtype=config.dtype
-            )
+                name, folder, catalog, writer, device=config.device, dtype=config.dtype,
+                # a base given by hand (--llm) wins over the record's, as for adapters
+                base_model=config.base_model if config.adapters_on_base_model else None,
+            )  # fmt: skip
 
     def models(self) -> dict[str, RankModel]:
         return dict(self._models)

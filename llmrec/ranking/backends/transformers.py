@@ -73,7 +73,7 @@ class TransformersBackend:
         groups: dict[tuple[str, str], dict[str, AdapterFolder]] = {}
         for name, folder in config.adapters.items():
             adapter = open_adapter_folder(folder, catalog, name)
-            base = config.adapter_base(adapter.base_model)
+            base = config.base_for(adapter)
             # peft combines adapters of one type only: one base per (base model, method)
             groups.setdefault((base, adapter.method), {})[name] = adapter
         models: dict[str, RankModel] = {}

@@ -150,7 +150,7 @@ def plan_adapter(
     from llmrec.models.loader import resolve_model
 
     adapter = open_adapter_folder(folder, dataset.catalog, name)
-    base = config.adapter_base(adapter.base_model)
+    base = config.base_for(adapter)
     if base != config.base_model and resolve_model(base) != base_dir:
         raise ValueError(
             f"adapter {name!r} was trained on {base!r}, but the vLLM engine serves one base "
