@@ -241,7 +241,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         fused = FusedRetriever(views, retriever.config)
         fused.catalog = data.catalog
         fused.weights = dict(getattr(retriever, "weights", {}) or {})
-        tuned = fused.tune_weights(valid)
+        tuned = fused.tune_weights(split.valid)  # all of them, as retrieve build tunes
         label = f"retriever + next-item view ({method})"
         full, sampled = evaluate(fused, data, test, FULL), evaluate(fused, data, test, SAMPLED)
         cells, results[label] = _row(label, full, sampled, baselines)
