@@ -339,7 +339,7 @@ def train_nextitem(
         )
     rms = token_embedding_rms(loaded.model)
     backbone = keep_first_layers(loaded.model, cfg.layers)
-    total_steps = planned_steps(len(windows), tcfg)
+    total_steps = planned_steps(len(windows), tcfg, processes.world_size())
     adapter = replace(recipe.adapter, layers=None)  # every kept layer is adapted
     backbone = attach_adapter(backbone, adapter, total_steps=total_steps)
     net = ItemTokenLM(

@@ -170,7 +170,7 @@ def finetune(
         _prepare, recipe, dataset, split, retriever, builder, valid_cases, progress
     )
 
-    total_steps = planned_steps(len(rows), recipe.training)
+    total_steps = planned_steps(len(rows), recipe.training, processes.world_size())
     model = attach_adapter(loaded.model, recipe.adapter, total_steps=total_steps)
     processes.sync_trainable(model)
     trainable, total = trainable_parameters(model)

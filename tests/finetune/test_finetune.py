@@ -27,6 +27,7 @@ from llmrec.finetune.examples import (
 from llmrec.finetune.losses import ranking_loss
 from llmrec.finetune.recipe import Recipe, RetrievalConfig, TrainingConfig, load_recipe
 from llmrec.finetune.residual import fit_residual_weight, with_residual_prior
+from llmrec.finetune.run import planned_steps
 from llmrec.finetune.summary import SUMMARY_FILE, TrainingSummary, read_training_summary
 from llmrec.finetune.trainer import finetune
 from llmrec.models.adapters import AdapterConfig, load_adapters, read_adapter_record
@@ -208,6 +209,15 @@ def test_one_forward_loss_equals_the_two_pass_loss(fresh_llm, tiny_dataset) -> N
         grads.append(grad)
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     assert torch.allclose(grads[1], grads[0], atol=1e-6)
+
+
+def test_planned_steps_count_the_rows_of_every_process() -> None:
+    """Epochs over the rows: with N processes each optimizer step takes N batches."""
+    cfg = TrainingConfig(epochs=2, batch_size=4)
+    assert planned_steps(40, cfg) == 20
+    assert planned_steps(40, cfg, processes=2) == 10
+    assert planned_steps(41, cfg, processes=2) == 12  # a partial last step per epoch
+    assert planned_steps(40, TrainingConfig(max_steps=7), processes=4) == 7  # as asked
 
 
 def test_training_rows_refuse_inconsistent_fields() -> None:
