@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     # and prepared by the main one first, and only the main one prints
     processes.init()
     main = processes.is_main()
+    if not main:  # the main process reports; the others only warn
+        logging.getLogger("llmrec").setLevel(max(logging.WARNING, logging.root.level))
     with processes.main_first():
         dataset = open_dataset(args.data)
     retriever = None
