@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,21 +72,35 @@ def default_recipe() -> Path:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from llmrec.data import open_dataset
+    from llmrec.finetune import processes
     from llmrec.finetune.recipe import load_recipe
     from llmrec.finetune.trainer import finetune
     from llmrec.shipped import RECIPES
 
     recipe_path = RECIPES.resolve(args.recipe) if args.recipe else default_recipe()
     recipe = load_recipe(recipe_path, args.set)
-    dataset = open_dataset(args.data)
+    # under `accelerate launch` one process per GPU runs this: a built-in dataset is fetched
+    # and prepared by the main one first, and only the main one prints
+    processes.init()
+    main = processes.is_main()
+    if not main:  # the main process reports; the others only warn
+        logging.getLogger("llmrec").setLevel(max(logging.WARNING, logging.root.level))
+    with processes.main_first():
+        dataset = open_dataset(args.data)
     retriever = None
     if args.retriever:
         from llmrec.retrieval.saved import load_retriever
 
         retriever = load_retriever(args.retriever, dataset.catalog)
     what = "next-item LLM" if recipe.family == "nextitem" else "adapter"
-    print(f"fine-tuning a {recipe.adapter.method} {what} on {recipe.model} ({recipe_path})")
+    if main:
+        where = f", {processes.world_size()} processes" if processes.distributed() else ""
+        print(
+            f"fine-tuning a {recipe.adapter.method} {what} on {recipe.model} ({recipe_path}{where})"
+        )
     summary = finetune(recipe, dataset, args.out, retriever=retriever, resume=args.resume)
+    if not main:
+        return 0
     if recipe.family == "nextitem":
         print_nextitem_summary(summary, args.out)
     else:

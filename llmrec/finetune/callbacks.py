@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmrec.finetune import processes
 from llmrec.io import atomic_write_text
 from llmrec.models.adapters import adalora_callback
 
@@ -29,12 +30,13 @@ def training_callbacks(
     training: TrainingConfig, method: str, out: Path, elapsed: float
 ) -> list[Any]:
     """The run's callbacks: early stopping on validation NDCG@10, TensorBoard curves under
-    ``out`` (when asked for and installed), AdaLoRA's rank allocator (``method`` "adalora") and
-    the elapsed-time record, counting from ``elapsed`` seconds."""
+    ``out`` (when asked for and installed; written by the main process only), AdaLoRA's rank
+    allocator (``method`` "adalora") and the elapsed-time record, counting from ``elapsed``
+    seconds."""
     from transformers import EarlyStoppingCallback
 
     callbacks: list[Any] = [EarlyStoppingCallback(early_stopping_patience=training.patience)]
-    if training.tensorboard:
+    if training.tensorboard and processes.is_main():
         board = tensorboard_callback(out / TENSORBOARD_DIR)
         if board is not None:
             callbacks.append(board)
@@ -54,7 +56,12 @@ def tensorboard_callback(log_dir: Path) -> Any | None:
         return None
     from transformers.integrations import TensorBoardCallback
 
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+    board = TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+    # the callback closes its writer when training ends and opens another for the final
+    # evaluation's log, by default under the checkpoints folder (``checkpoints/runs/...``): keep
+    # that one in ``log_dir`` too
+    board.logging_dir = str(log_dir)
+    return board
 
 
 def elapsed_callback(before: float) -> Any:
@@ -70,6 +77,8 @@ def elapsed_callback(before: float) -> Any:
             self.started = time.perf_counter()
 
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201, ARG002
+            if not state.is_world_process_zero:
+                return
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if folder.is_dir():
                 seconds = before + time.perf_counter() - self.started

@@ -17,15 +17,29 @@ from __future__ import annotations
 from typing import Any
 
 
-def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """Mean loss over the batch: listwise cross-entropy for rank rows, LM loss for reason rows."""
+def ranking_loss(model: Any, batch: dict[str, Any], one_forward: bool = False) -> Any:
+    """Mean loss over the batch: listwise cross-entropy for rank rows, LM loss for reason rows.
+
+    A batch holding both kinds takes two forward passes (logits at the answer position only for
+    the rank rows, every position for the reason rows), or with ``one_forward`` a single pass
+    over the whole batch with every position's logits: a model wrapped in
+    DistributedDataParallel (a multi-process run) must run forward the same number of times on
+    every process, whatever kinds of rows each one's batch holds."""
     import torch
-    import torch.nn.functional as F
 
     kind = batch["kind"]  # (B,)
     rank = kind == 1  # (B,)
-    total = torch.zeros((), device=batch["input_ids"].device)
     n = len(kind)
+    if one_forward and rank.any() and (~rank).any():
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            use_cache=False,
+        )
+        logits = out.logits  # (B, T, V)
+        total = _rank_loss(logits[rank][:, -1, :].float(), batch, rank) * rank.sum() / n
+        return total + _lm_loss(logits[~rank], batch["lm_labels"][~rank]) * (~rank).sum() / n
+    total = torch.zeros((), device=batch["input_ids"].device)
     if rank.any():
         out = model(
             input_ids=batch["input_ids"][rank],
@@ -33,14 +47,8 @@ def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
             logits_to_keep=1,
             use_cache=False,
         )
-        logits = out.logits[:, -1, :].float()  # (R, V): the answer position of the R rank rows
-        picked = logits.gather(1, batch["label_ids"][rank])  # (R, L)
-        if "prior" in batch:  # a residual ranker: the LLM corrects the retriever's order
-            prior = batch["prior"][rank].to(picked.device)  # (R, L)
-            picked = (picked + prior) * batch["scale"].to(picked.device)
-        picked = picked.masked_fill(~batch["label_mask"][rank], float("-inf"))
-        loss = F.cross_entropy(picked, batch["target"][rank])
-        total = total + loss * rank.sum() / n
+        # (R, V): the answer position of the R rank rows
+        total = total + _rank_loss(out.logits[:, -1, :].float(), batch, rank) * rank.sum() / n
     if (~rank).any():
         out = model(
             input_ids=batch["input_ids"][~rank],
@@ -50,6 +58,29 @@ def ranking_loss(model: Any, batch: dict[str, Any]) -> Any:
         )
         total = total + out.loss.float() * (~rank).sum() / n
     return total
+
+
+def _rank_loss(logits: Any, batch: dict[str, Any], rank: Any) -> Any:
+    """Cross-entropy of the target's label among the candidates' labels, from the answer
+    position's logits (R, V) of the rank rows."""
+    import torch.nn.functional as F
+
+    picked = logits.gather(1, batch["label_ids"][rank])  # (R, L)
+    if "prior" in batch:  # a residual ranker: the LLM corrects the retriever's order
+        prior = batch["prior"][rank].to(picked.device)  # (R, L)
+        picked = (picked + prior) * batch["scale"].to(picked.device)
+    picked = picked.masked_fill(~batch["label_mask"][rank], float("-inf"))
+    return F.cross_entropy(picked, batch["target"][rank])
+
+
+def _lm_loss(logits: Any, labels: Any) -> Any:
+    """The causal-LM loss transformers computes from ``labels``: the mean cross-entropy of each
+    labelled token (-100: not counted) given the positions before it."""
+    import torch.nn.functional as F
+
+    vocab = logits.shape[-1]
+    shifted = logits[:, :-1, :].float().reshape(-1, vocab)
+    return F.cross_entropy(shifted, labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
 
 
 def orthogonal_penalty(model: Any, weight: float) -> Any:

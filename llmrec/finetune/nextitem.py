@@ -32,6 +32,7 @@ from llmrec.data.dataset import RecDataset
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.data.render import ItemTextRenderer
 from llmrec.data.splits import Split, leave_one_out
+from llmrec.finetune import processes
 from llmrec.finetune.callbacks import training_callbacks
 from llmrec.finetune.curves import CURVE_FILE, write_training_curve
 from llmrec.finetune.losses import orthogonal_penalty
@@ -92,6 +93,8 @@ class NextItemSummary:
     model: str
     #: AdaLoRA only: where the rank budget ended up
     adalora_ranks: dict[str, int] | None = None
+    #: processes that trained together (``accelerate launch --num_processes``)
+    processes: int = 1
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / SUMMARY_FILE
@@ -123,6 +126,23 @@ def validation_metrics(model: NextItemRecommender, cases: Sequence[EvalCase]) ->
     scores = model.score([c.history for c in cases])  # (V, N)
     ndcg, hr = ndcg_hr_at_k(scores, cases, model._require_fitted(), k=10)
     return {"NDCG@10": ndcg, "HR@10": hr}
+
+
+def shared_validation_metrics(
+    model: NextItemRecommender, cases: Sequence[EvalCase]
+) -> dict[str, float]:
+    """:func:`validation_metrics` with the cases split across the processes of a multi-process
+    run (each scores its share; every process gets the means over all of them)."""
+    if not processes.distributed():
+        return validation_metrics(model, cases)
+    mine = [cases[i] for i in processes.shard(len(cases))]
+    local = validation_metrics(model, mine)
+    parts = processes.gather((len(mine), local))
+    n = sum(count for count, _ in parts)
+    if not n:
+        return {}
+    keys = next(m for count, m in parts if count)
+    return {k: sum(count * m[k] for count, m in parts if count) / n for k in keys}
 
 
 # --------------------------------------------------------------------------- starts
@@ -212,9 +232,12 @@ def make_nextitem_trainer_class() -> type:
             self.orth_reg_weight = orth_reg_weight
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = model.loss(inputs["events"])
+            # through forward(): in a multi-process run ``model`` is the DistributedDataParallel
+            # wrapper, which synchronises the gradients of what its forward computed
+            loss = model(events=inputs["events"])["loss"]
             if self.orth_reg_weight:
-                penalty = orthogonal_penalty(model.backbone, self.orth_reg_weight)
+                net = self.accelerator.unwrap_model(model)
+                penalty = orthogonal_penalty(net.backbone, self.orth_reg_weight)
                 if penalty is not None:
                     loss = loss + penalty
             return (loss, None) if return_outputs else loss
@@ -258,7 +281,7 @@ def make_nextitem_trainer_class() -> type:
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             start = time.perf_counter()
-            raw = validation_metrics(self.recommender, self.valid_cases)
+            raw = shared_validation_metrics(self.recommender, self.valid_cases)
             metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in raw.items()}
             metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - start
             self.log(metrics)
@@ -294,42 +317,36 @@ def train_nextitem(
     )
 
     started = time.perf_counter()
+    processes.init()  # launched with accelerate: join the other processes
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "recipe.yaml", yaml_text(recipe.to_dict()))
     cfg: NextItemConfig = recipe.nextitem
     tcfg = recipe.training
     catalog = dataset.catalog
     split = split or leave_one_out(dataset)
-    vocab = EventVocab.fit(split.train, cfg.gap_buckets, cfg.time_buckets)
-    encoded = encode_all(split.train, catalog, vocab)
-    windows = training_windows(encoded, cfg.max_len)
-    if not windows:
-        raise ValueError("no training sequence has two or more events; nothing to learn")
-    counts = item_counts([e[:, 0] - 1 for e in encoded], len(catalog))
     valid = list(split.valid)
     eval_cases = valid[: tcfg.eval_users] if tcfg.eval_users < len(valid) else valid
-
-    id_vectors, sasrec_seconds, sasrec_valid = None, 0.0, None
-    if cfg.id_init == "sasrec":
-        id_vectors, sasrec_seconds, sasrec_valid = sasrec_item_vectors(
-            split.train, valid, catalog, cfg.id_dim, out, progress, sasrec
-        )
-        logger.info("SASRec start: validation NDCG@10 %.4f", sasrec_valid["NDCG@10"])
+    # the vocabulary, the training windows and the SASRec start: made once, by the main
+    # process, and handed to the others
+    data = processes.on_main(_prepare, recipe, dataset, split, out, progress, sasrec)
+    vocab, windows, counts = data.vocab, data.windows, data.counts
     quant = recipe.adapter.quantization if recipe.adapter.quantized else None
-    loaded = load_model(recipe.model, dtype=recipe.dtype, quantization=quant)
+    with processes.main_first():  # the default model is fetched and converted once
+        loaded = load_model(recipe.model, device=_device(), dtype=recipe.dtype, quantization=quant)
     text, text_seconds = (None, 0.0)
-    if cfg.text:
-        text, text_seconds = cached_text_vectors(loaded, catalog, cfg, out, progress)
+    if cfg.text:  # the main process computes them (or reads its cache) for all
+        text, text_seconds = processes.on_main(
+            cached_text_vectors, loaded, catalog, cfg, out, progress
+        )
     rms = token_embedding_rms(loaded.model)
     backbone = keep_first_layers(loaded.model, cfg.layers)
-    total_steps = planned_steps(len(windows), tcfg)
+    total_steps = planned_steps(len(windows), tcfg, processes.world_size())
     adapter = replace(recipe.adapter, layers=None)  # every kept layer is adapted
     backbone = attach_adapter(backbone, adapter, total_steps=total_steps)
     net = ItemTokenLM(
         backbone, len(catalog), cfg, vocab, known=counts > 0, text_vectors=text,
-        id_vectors=id_vectors, item_counts=counts, embed_rms=rms,
+        id_vectors=data.id_vectors, item_counts=counts, embed_rms=rms,
     ).to(loaded.device)  # fmt: skip
+    processes.sync_trainable(net)
     trainable, total = trainable_parameters(net)
     logger.info(
         "next-item LLM: %d windows, %d layers kept, %s adapter, %d trainable of %d parameters",
@@ -347,12 +364,7 @@ def train_nextitem(
         "data_fingerprint": dataset.fingerprint(),
     }
     recommender = NextItemRecommender(net, catalog, vocab, cfg, record)
-    checkpoint, before = resume_point(out, resume)
-    stale = out / "checkpoints"
-    if checkpoint is None and stale.is_dir() and any(stale.iterdir()):
-        # a fresh run must not pick its "best" checkpoint among an earlier run's
-        logger.warning("not resuming: removing the earlier run's checkpoints in %s", stale)
-        shutil.rmtree(stale)
+    checkpoint, before = processes.on_main(_resume_point, out, resume)
     args = training_arguments(tcfg, loaded, out, total_steps, progress)
     adalora = recipe.adapter.method == "adalora"
     trainer = make_nextitem_trainer_class()(
@@ -374,46 +386,106 @@ def train_nextitem(
     result = trainer.train(resume_from_checkpoint=checkpoint)
     run_seconds = time.perf_counter() - train_start
     final = trainer.evaluate(metric_key_prefix="final")
-    write_training_curve(
-        trainer.state.log_history, out / CURVE_FILE, f"next-item LLM, {recipe.adapter.method}"
-    )
-    recommender.record["training"] = {
-        "steps": trainer.state.global_step,
-        "best_metric": trainer.state.best_metric,
-        "validation_final": strip_prefix(final, "final_"),
-    }
-    model_dir = recommender.save(out / MODEL_DIR)
-    summary = NextItemSummary(
-        family="nextitem",
-        method=recipe.adapter.method,
-        base_model=recipe.model,
-        layers=cfg.layers,
-        dtype=str(loaded.dtype).replace("torch.", ""),
-        device=loaded.device,
-        trainable_parameters=trainable,
-        total_parameters=total,
-        windows=len(windows),
-        targets=int(sum(len(w) - 1 for w in windows)),
-        steps=trainer.state.global_step,
-        planned_steps=total_steps,
-        train_seconds=round((before or 0.0) + run_seconds, 1),
-        seconds_per_step=round(run_seconds / max(1, result.global_step - step_of(checkpoint)), 3),
-        sasrec_seconds=round(sasrec_seconds, 1),
-        text_seconds=round(text_seconds, 1),
-        wall_seconds=round(time.perf_counter() - started, 1),
-        peak_memory_mb=round(peak_memory_mb(loaded.device), 1),
-        train_loss=float(result.training_loss),
-        best_checkpoint=trainer.state.best_model_checkpoint,
-        validation_users=len(eval_cases),
-        validation_sasrec=sasrec_valid,
-        validation_zero_shot=strip_prefix(zero_shot, "zero_shot_"),
-        validation_final=strip_prefix(final, "final_"),
-        resumed_from=checkpoint,
-        model=str(model_dir),
-        adalora_ranks=_adalora_summary(net.backbone, recipe.adapter) if adalora else None,
-    )
-    summary.write(out)
-    return summary
+
+    def write_outputs() -> NextItemSummary:
+        write_training_curve(
+            trainer.state.log_history, out / CURVE_FILE, f"next-item LLM, {recipe.adapter.method}"
+        )
+        recommender.record["training"] = {
+            "steps": trainer.state.global_step,
+            "best_metric": trainer.state.best_metric,
+            "validation_final": strip_prefix(final, "final_"),
+        }
+        model_dir = recommender.save(out / MODEL_DIR)
+        summary = NextItemSummary(
+            family="nextitem",
+            method=recipe.adapter.method,
+            base_model=recipe.model,
+            layers=cfg.layers,
+            dtype=str(loaded.dtype).replace("torch.", ""),
+            device=loaded.device,
+            trainable_parameters=trainable,
+            total_parameters=total,
+            windows=len(windows),
+            targets=int(sum(len(w) - 1 for w in windows)),
+            steps=trainer.state.global_step,
+            planned_steps=total_steps,
+            train_seconds=round((before or 0.0) + run_seconds, 1),
+            seconds_per_step=round(
+                run_seconds / max(1, result.global_step - step_of(checkpoint)), 3
+            ),
+            sasrec_seconds=round(data.sasrec_seconds, 1),
+            text_seconds=round(text_seconds, 1),
+            wall_seconds=round(time.perf_counter() - started, 1),
+            peak_memory_mb=round(peak_memory_mb(loaded.device), 1),
+            train_loss=float(result.training_loss),
+            best_checkpoint=trainer.state.best_model_checkpoint,
+            validation_users=len(eval_cases),
+            validation_sasrec=data.sasrec_valid,
+            validation_zero_shot=strip_prefix(zero_shot, "zero_shot_"),
+            validation_final=strip_prefix(final, "final_"),
+            resumed_from=checkpoint,
+            model=str(model_dir),
+            adalora_ranks=_adalora_summary(net.backbone, recipe.adapter) if adalora else None,
+            processes=processes.world_size(),
+        )
+        summary.write(out)
+        return summary
+
+    # only the main process writes; every process returns the summary it wrote
+    return processes.on_main(write_outputs)
+
+
+def _device() -> str:
+    """Where the model goes: the CPU when the launcher asked for CPU processes, else auto."""
+    return "cpu" if processes.launched_on_cpu() else "auto"
+
+
+@dataclass
+class _Prepared:
+    """What the main process prepares for all: the event vocabulary, the training windows, the
+    item counts and the SASRec start (with its seconds and validation metrics)."""
+
+    vocab: EventVocab
+    windows: list[np.ndarray]
+    counts: np.ndarray
+    id_vectors: np.ndarray | None
+    sasrec_seconds: float
+    sasrec_valid: dict[str, float] | None
+
+
+def _prepare(
+    recipe: Any, dataset: RecDataset, split: Split, out: Path, progress: bool, sasrec: Any | None
+) -> _Prepared:
+    """The run folder with the recipe, and what :class:`_Prepared` holds."""
+    cfg: NextItemConfig = recipe.nextitem
+    catalog = dataset.catalog
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "recipe.yaml", yaml_text(recipe.to_dict()))
+    vocab = EventVocab.fit(split.train, cfg.gap_buckets, cfg.time_buckets)
+    encoded = encode_all(split.train, catalog, vocab)
+    windows = training_windows(encoded, cfg.max_len)
+    if not windows:
+        raise ValueError("no training sequence has two or more events; nothing to learn")
+    counts = item_counts([e[:, 0] - 1 for e in encoded], len(catalog))
+    id_vectors, sasrec_seconds, sasrec_valid = None, 0.0, None
+    if cfg.id_init == "sasrec":
+        id_vectors, sasrec_seconds, sasrec_valid = sasrec_item_vectors(
+            split.train, list(split.valid), catalog, cfg.id_dim, out, progress, sasrec
+        )
+        logger.info("SASRec start: validation NDCG@10 %.4f", sasrec_valid["NDCG@10"])
+    return _Prepared(vocab, windows, counts, id_vectors, sasrec_seconds, sasrec_valid)
+
+
+def _resume_point(out: Path, resume: bool) -> tuple[str | None, float | None]:
+    """:func:`~llmrec.finetune.run.resume_point`; a fresh run removes an earlier run's
+    checkpoints (it must not pick its "best" checkpoint among them)."""
+    checkpoint, before = resume_point(out, resume)
+    stale = out / "checkpoints"
+    if checkpoint is None and stale.is_dir() and any(stale.iterdir()):
+        logger.warning("not resuming: removing the earlier run's checkpoints in %s", stale)
+        shutil.rmtree(stale)
+    return checkpoint, before
 
 
 def _adalora_summary(backbone: Any, adapter: Any) -> dict[str, int]:

@@ -17,11 +17,13 @@ from llmrec.models.loader import LoadedModel
 logger = logging.getLogger(__name__)
 
 
-def planned_steps(n_rows: int, training: TrainingConfig) -> int:
-    """Optimizer steps of the run: ``max_steps``, or ``epochs`` over ``n_rows``."""
+def planned_steps(n_rows: int, training: TrainingConfig, processes: int = 1) -> int:
+    """Optimizer steps of the run: ``max_steps``, or ``epochs`` over ``n_rows`` when each step
+    takes ``batch_size`` x ``grad_accum`` rows on each of ``processes`` processes."""
     if training.max_steps > 0:
         return training.max_steps
-    steps_per_epoch = math.ceil(n_rows / (training.batch_size * training.grad_accum))
+    rows_per_step = training.batch_size * training.grad_accum * max(1, processes)
+    steps_per_epoch = math.ceil(n_rows / rows_per_step)
     return math.ceil(steps_per_epoch * training.epochs)
 
 

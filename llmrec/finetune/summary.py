@@ -66,6 +66,9 @@ class TrainingSummary:
     adapter: str
     #: AdaLoRA only (absent from the file for other methods)
     adalora_ranks: AdaLoRARanks | None = None
+    #: processes that trained together (``accelerate launch --num_processes``); the steps are
+    #: optimizer steps over all of them, each taking ``processes`` x ``batch_size`` rows
+    processes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """The ``training.json`` content (``adalora_ranks`` only for AdaLoRA)."""

@@ -24,6 +24,7 @@ from typing import Any
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import EvalCase
 from llmrec.data.splits import Split, leave_one_out
+from llmrec.finetune import processes
 from llmrec.finetune.callbacks import training_callbacks
 from llmrec.finetune.collate import RankCollator
 from llmrec.finetune.curves import CURVE_FILE, write_training_curve
@@ -85,7 +86,8 @@ def make_trainer_class() -> type:
             self.orth_reg_weight = orth_reg_weight
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = ranking_loss(model, inputs)
+            # one forward pass per batch in a multi-process run (DistributedDataParallel)
+            loss = ranking_loss(model, inputs, one_forward=processes.distributed())
             if self.orth_reg_weight:
                 penalty = orthogonal_penalty(model, self.orth_reg_weight)
                 if penalty is not None:
@@ -150,18 +152,101 @@ def finetune(
         sasrec = getattr(retriever, "views", {}).get("sasrec") if retriever is not None else None
         return train_nextitem(recipe, dataset, out, resume, progress, sasrec=sasrec)
     started = time.perf_counter()
+    processes.init()  # launched with accelerate: join the other processes
+    main = processes.is_main()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / RECIPE_FILE, yaml_text(recipe.to_dict()))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / RECIPE_FILE, yaml_text(recipe.to_dict()))
     split = leave_one_out(dataset)
+    quant = recipe.adapter.quantization if recipe.adapter.quantized else None
+    with processes.main_first():  # the default model is fetched and converted once
+        loaded = load_model(recipe.model, device=_device(), dtype=recipe.dtype, quantization=quant)
+    builder = PromptBuilder(dataset.catalog, loaded.tokenizer, recipe.prompt, dataset.profiles())
+    valid_cases = heldout_cases(split.valid, recipe.training)
+    # the retriever, the training rows and the validation prompts: made once, by the main
+    # process, and handed to the others
+    rows, validation, residual_weight = processes.on_main(
+        _prepare, recipe, dataset, split, retriever, builder, valid_cases, progress
+    )
+
+    total_steps = planned_steps(len(rows), recipe.training, processes.world_size())
+    model = attach_adapter(loaded.model, recipe.adapter, total_steps=total_steps)
+    processes.sync_trainable(model)
+    trainable, total = trainable_parameters(model)
+    logger.info(
+        "%s adapter: %d trainable of %d parameters", recipe.adapter.method, trainable, total
+    )
+    checkpoint, before = processes.on_main(resume_point, out, resume)
+    trainer = _make_trainer(
+        recipe, loaded, model, builder, rows, validation, out, total_steps, before or 0.0, progress
+    )
+    run = _train(trainer, checkpoint, before or 0.0)
+
+    def write_outputs() -> TrainingSummary:
+        write_training_curve(
+            trainer.state.log_history,
+            out / CURVE_FILE,
+            f"{recipe.adapter.method} adapter (listwise)",
+        )
+        adapter_dir = _save_adapter(
+            trainer, out, recipe, builder, dataset, valid_cases, residual_weight
+        )
+        summary = TrainingSummary(
+            method=recipe.adapter.method,
+            base_model=recipe.model,
+            dtype=str(loaded.dtype).replace("torch.", ""),
+            device=loaded.device,
+            quantization=quant.to_dict() if quant else None,
+            trainable_parameters=trainable,
+            total_parameters=total,
+            training_rows=len(rows),
+            steps=trainer.state.global_step,
+            planned_steps=total_steps,
+            train_seconds=round(run.train_seconds, 1),
+            seconds_per_step=round(run.seconds_per_step, 2),
+            wall_seconds=round(time.perf_counter() - started, 1),
+            peak_memory_mb=round(peak_memory_mb(loaded.device), 1),
+            adapter_bytes=sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file()),
+            train_loss=run.train_loss,
+            best_checkpoint=trainer.state.best_model_checkpoint,
+            residual_weight=residual_weight,
+            validation_users=len(valid_cases),
+            validation_retriever=validation.retriever_metrics,
+            validation_zero_shot=run.zero_shot,
+            validation_final=run.final,
+            resumed_from=checkpoint,
+            train_seconds_complete=before is not None,
+            adapter=str(adapter_dir),
+            adalora_ranks=_adalora_ranks(trainer.model, recipe),
+            processes=processes.world_size(),
+        )
+        summary.write(out)
+        return summary
+
+    # only the main process writes; every process returns the summary it wrote
+    return processes.on_main(write_outputs)
+
+
+def _device() -> str:
+    """Where the model goes: the CPU when the launcher asked for CPU processes, else auto."""
+    return "cpu" if processes.launched_on_cpu() else "auto"
+
+
+def _prepare(
+    recipe: Recipe,
+    dataset: RecDataset,
+    split: Split,
+    retriever: Recommender | None,
+    builder: PromptBuilder,
+    valid_cases: Sequence[EvalCase],
+    progress: bool,
+) -> tuple[list[TrainingRow], Validation, float | None]:
+    """The training rows, the validation prompts and (residual training) the fusion weight, from
+    the given retriever or one fitted as the recipe says."""
     if retriever is None:
         logger.info("fitting the retriever (%s)", ",".join(recipe.retrieval.views))
         retriever = fit_recipe_retriever(recipe, split.train, split.valid, dataset.catalog)
-    quant = recipe.adapter.quantization if recipe.adapter.quantized else None
-    loaded = load_model(recipe.model, dtype=recipe.dtype, quantization=quant)
-    builder = PromptBuilder(dataset.catalog, loaded.tokenizer, recipe.prompt, dataset.profiles())
-
-    valid_cases = heldout_cases(split.valid, recipe.training)
     rows = _training_rows(recipe, dataset, split, retriever, builder, valid_cases, progress)
     validation = build_validation(valid_cases, retriever, builder, recipe.examples.num_candidates)
     residual_weight = None
@@ -172,54 +257,7 @@ def finetune(
         "%d validation users (retriever alone: NDCG@10 %.4f)",
         len(valid_cases), validation.retriever_metrics["NDCG@10"],
     )  # fmt: skip
-
-    total_steps = planned_steps(len(rows), recipe.training)
-    model = attach_adapter(loaded.model, recipe.adapter, total_steps=total_steps)
-    trainable, total = trainable_parameters(model)
-    logger.info(
-        "%s adapter: %d trainable of %d parameters", recipe.adapter.method, trainable, total
-    )
-    checkpoint, before = resume_point(out, resume)
-    trainer = _make_trainer(
-        recipe, loaded, model, builder, rows, validation, out, total_steps, before or 0.0, progress
-    )
-    run = _train(trainer, checkpoint, before or 0.0)
-    write_training_curve(
-        trainer.state.log_history, out / CURVE_FILE, f"{recipe.adapter.method} adapter (listwise)"
-    )
-    adapter_dir = _save_adapter(
-        trainer, out, recipe, builder, dataset, valid_cases, residual_weight
-    )
-    summary = TrainingSummary(
-        method=recipe.adapter.method,
-        base_model=recipe.model,
-        dtype=str(loaded.dtype).replace("torch.", ""),
-        device=loaded.device,
-        quantization=quant.to_dict() if quant else None,
-        trainable_parameters=trainable,
-        total_parameters=total,
-        training_rows=len(rows),
-        steps=trainer.state.global_step,
-        planned_steps=total_steps,
-        train_seconds=round(run.train_seconds, 1),
-        seconds_per_step=round(run.seconds_per_step, 2),
-        wall_seconds=round(time.perf_counter() - started, 1),
-        peak_memory_mb=round(peak_memory_mb(loaded.device), 1),
-        adapter_bytes=sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file()),
-        train_loss=run.train_loss,
-        best_checkpoint=trainer.state.best_model_checkpoint,
-        residual_weight=residual_weight,
-        validation_users=len(valid_cases),
-        validation_retriever=validation.retriever_metrics,
-        validation_zero_shot=run.zero_shot,
-        validation_final=run.final,
-        resumed_from=checkpoint,
-        train_seconds_complete=before is not None,
-        adapter=str(adapter_dir),
-        adalora_ranks=_adalora_ranks(trainer.model, recipe),
-    )
-    summary.write(out)
-    return summary
+    return rows, validation, residual_weight
 
 
 # --------------------------------------------------------------------------- training rows

@@ -17,6 +17,7 @@ import numpy as np
 
 from llmrec.data.records import EvalCase
 from llmrec.evaluation.metrics import metrics_from_ranks
+from llmrec.finetune import processes
 from llmrec.prompts.builder import PromptBuilder, RankPrompt
 from llmrec.ranking.fuse import fuse, ranks_to_scores
 from llmrec.ranking.pipeline import candidates_from_scores
@@ -42,21 +43,31 @@ class Validation:
     residual_weight: float = 0.0
 
     def evaluate(self, scorer: LLMScorer) -> dict[str, float]:
-        """Ranking metrics of ``scorer``'s model on the prompts (HR/NDCG/MRR@1, 5, 10, 20)."""
-        scores = scorer.score(self.prompts)
-        ranks: list[int | None] = []
-        for i, (prompt, s, target) in enumerate(
-            zip(self.prompts, scores, self.targets, strict=True)
-        ):
+        """Ranking metrics of ``scorer``'s model on the prompts (HR/NDCG/MRR@1, 5, 10, 20). In a
+        multi-process run each process scores its share of the prompts and every one gets the
+        metrics of all of them (:mod:`~llmrec.finetune.processes`)."""
+        mine = processes.shard(len(self.prompts))
+        local = list(zip(mine, self._ranks(scorer, mine), strict=True))
+        every = processes.merge_sharded(processes.gather(local), len(self.prompts))
+        return metrics_from_ranks(every, CUTOFFS)
+
+    def _ranks(self, scorer: LLMScorer, indices: Sequence[int]) -> list[int | None]:
+        """The target's 0-based rank among each of the ``indices`` prompts' candidates (None: the
+        retriever missed it)."""
+        prompts = [self.prompts[i] for i in indices]
+        scores = scorer.score(prompts) if prompts else []
+        out: list[int | None] = []
+        for i, prompt, s in zip(indices, prompts, scores, strict=True):
+            target = self.targets[i]
             if target not in prompt.item_ids:
-                ranks.append(None)
+                out.append(None)
                 continue
             if self.residual_weight and self.retrieval_ranks is not None:
                 ret = ranks_to_scores(self.retrieval_ranks[i])  # (1, C)
                 s = fuse(np.asarray(s)[None, :], ret, self.residual_weight)[0]  # (C,)
             t = prompt.item_ids.index(target)
-            ranks.append(int((s > s[t]).sum()))
-        return metrics_from_ranks(ranks, CUTOFFS)
+            out.append(int((s > s[t]).sum()))
+        return out
 
 
 def build_validation(

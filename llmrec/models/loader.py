@@ -240,6 +240,16 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def quantized_device_map(device: str) -> dict[str, Any]:
+    """Where a bitsandbytes-quantized model is placed (it cannot be moved after loading): the
+    whole model on ``device``; plain ``cuda`` means this process's own GPU, the launcher's
+    ``LOCAL_RANK`` (0 when not launched), so that each process of an ``accelerate launch`` run
+    holds its copy on its own GPU instead of all of them on GPU 0."""
+    if device == "cuda":
+        return {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
+    return {"": device}
+
+
 def load_model(
     name_or_path: str | None = None,
     *,
@@ -264,7 +274,7 @@ def load_model(
         kwargs["local_files_only"] = True
     if quantization is not None:
         kwargs["quantization_config"] = quantization.to_bnb(device)
-        kwargs["device_map"] = {"": device if device != "cuda" else 0}
+        kwargs["device_map"] = quantized_device_map(device)
     with _quiet_bnb():
         model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
     if quantization is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from llmrec.data.splits import leave_one_out
 from llmrec.finetune.callbacks import ELAPSED_FILE
@@ -26,6 +27,7 @@ from llmrec.finetune.examples import (
 from llmrec.finetune.losses import ranking_loss
 from llmrec.finetune.recipe import Recipe, RetrievalConfig, TrainingConfig, load_recipe
 from llmrec.finetune.residual import fit_residual_weight, with_residual_prior
+from llmrec.finetune.run import planned_steps
 from llmrec.finetune.summary import SUMMARY_FILE, TrainingSummary, read_training_summary
 from llmrec.finetune.trainer import finetune
 from llmrec.models.adapters import AdapterConfig, load_adapters, read_adapter_record
@@ -44,14 +46,15 @@ SMALL_PROMPT = PromptConfig(max_history=4, history_token_budget=60, item_max_cha
 SMALL_EXAMPLES = ExampleConfig(
     num_candidates=5, hard_negatives=2, prefixes_per_user=2, max_examples=8, seed=0
 )
-#: training.json's keys, in the order the file has always had them (AdaLoRA adds adalora_ranks)
+#: training.json's keys, in the order the file has always had them (AdaLoRA adds adalora_ranks
+#: before processes, the last one added)
 SUMMARY_KEYS = [
     "method", "base_model", "dtype", "device", "quantization", "trainable_parameters",
     "total_parameters", "training_rows", "steps", "planned_steps", "train_seconds",
     "seconds_per_step", "wall_seconds", "peak_memory_mb", "adapter_bytes", "train_loss",
     "best_checkpoint", "residual_weight", "validation_users", "validation_retriever",
     "validation_zero_shot", "validation_final", "resumed_from", "train_seconds_complete",
-    "adapter",
+    "adapter", "processes",
 ]  # fmt: skip
 
 
@@ -182,6 +185,39 @@ def test_build_examples_rank_and_reason_rows(tiny_dataset, tokenizer) -> None:  
     assert batch["kind"].tolist() == [1, 1, 0]
     assert (batch["lm_labels"][:2] == -100).all() and (batch["lm_labels"][2] != -100).any()
     assert batch["attention_mask"][:, -1].all()  # left padded: the last position is real
+
+
+def test_one_forward_loss_equals_the_two_pass_loss(fresh_llm, tiny_dataset) -> None:  # noqa: ANN001
+    """A multi-process run computes a mixed batch's loss in one forward pass (DDP needs the same
+    number of passes on every process): the loss and its gradient are the two passes' ones."""
+    split = leave_one_out(tiny_dataset)
+    catalog = tiny_dataset.catalog
+    tokenizer = fresh_llm.tokenizer
+    builder = PromptBuilder(catalog, tokenizer, SMALL_PROMPT, tiny_dataset.profiles())
+    cases = training_cases(split.train, SMALL_EXAMPLES)[:2]
+    lists = candidate_lists(cases, catalog, None, SMALL_EXAMPLES, progress=False)
+    config = ExampleConfig(**{**SMALL_EXAMPLES.to_dict(), "reason_fraction": 1.0})
+    rows = build_examples(cases, lists, builder, config, ReasonFacts(catalog), progress=False)
+    batch = RankCollator(tokenizer)(rows)
+    assert set(batch["kind"].tolist()) == {0, 1}
+    weight = fresh_llm.model.get_input_embeddings().weight
+    losses, grads = [], []
+    for one in (False, True):
+        loss = ranking_loss(fresh_llm.model, batch, one_forward=one)
+        (grad,) = torch.autograd.grad(loss, weight)
+        losses.append(float(loss.detach()))
+        grads.append(grad)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert torch.allclose(grads[1], grads[0], atol=1e-6)
+
+
+def test_planned_steps_count_the_rows_of_every_process() -> None:
+    """Epochs over the rows: with N processes each optimizer step takes N batches."""
+    cfg = TrainingConfig(epochs=2, batch_size=4)
+    assert planned_steps(40, cfg) == 20
+    assert planned_steps(40, cfg, processes=2) == 10
+    assert planned_steps(41, cfg, processes=2) == 12  # a partial last step per epoch
+    assert planned_steps(40, TrainingConfig(max_steps=7), processes=4) == 7  # as asked
 
 
 def test_training_rows_refuse_inconsistent_fields() -> None:
@@ -367,6 +403,8 @@ def test_llmrec_finetune_command(tiny_llm_dir, tiny_dataset, tmp_path, capsys, m
     # training curves, the zero-shot evaluation's included, land in the run's folder only
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert list(cwd.iterdir()) == []
+    # the final evaluation's too (the callback reopens its writer after training)
+    assert not (out / "checkpoints" / "runs").exists()
 
 
 def test_finetune_on_validation_targets_keeps_the_early_stopping_users_out(

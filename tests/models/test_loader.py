@@ -12,6 +12,7 @@ from llmrec.models.loader import (
     cpu_has_bf16,
     load_model,
     load_tokenizer,
+    quantized_device_map,
     resolve_device,
     resolve_dtype,
     resolve_model,
@@ -79,3 +80,14 @@ def test_quantization_config_validation() -> None:
         QuantizationConfig(bits=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nf4 or fp4"):
         QuantizationConfig(quant_type="int4")  # type: ignore[arg-type]
+
+
+def test_a_quantized_model_goes_to_this_processs_own_gpu(monkeypatch) -> None:  # noqa: ANN001
+    """Under ``accelerate launch`` each process loads its QLoRA base on its own GPU (LOCAL_RANK),
+    not all of them on GPU 0; the CPU and an explicit device stay as they are."""
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert quantized_device_map("cuda") == {"": 0}
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert quantized_device_map("cuda") == {"": 3}
+    assert quantized_device_map("cpu") == {"": "cpu"}
+    assert quantized_device_map("cuda:1") == {"": "cuda:1"}
