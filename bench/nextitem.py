@@ -53,6 +53,7 @@ from llmrec.retrieval.saved import load_retriever
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+from _figures import copy_figure, mean_interval, metric_bars  # noqa: E402
 from _sections import repo_path, write_doc, write_section  # noqa: E402
 from llm import _fmt, _git_commit, _paired, _per_user, _sample  # noqa: E402
 
@@ -61,6 +62,9 @@ METHODS = ("lora", "adalora", "prefix", "qlora")
 FULL = EvalConfig(ks=(1, 5, 10, 20))
 SAMPLED = EvalConfig(protocol="sampled", ks=(1, 5, 10))
 RETRIEVER = "retriever (fused RRF)"
+#: (label, test NDCG@10, low, high) of every row ranked in this run, for the figure
+BARS: list[tuple[str, float, float, float]] = []
+FIGURES = ROOT / "docs" / "figures"
 SASREC = "SASRec (retriever view)"
 
 
@@ -183,6 +187,7 @@ def _train(method: str, retriever: str) -> None:
 def _row(name: str, full, sampled, baselines, cost: str = "-") -> tuple[list[str], dict]:  # noqa: ANN001
     """A table row and the paired differences of one model's two evaluations."""
     mine = (_per_user(full, "NDCG@10"), _per_user(sampled, "HR@1"))
+    BARS.append((name, *mean_interval(mine[0])))
     paired = {}
     cells = [name, _fmt(full.metrics["NDCG@10"]), _fmt(full.metrics["HR@10"])]
     for base in (RETRIEVER, SASREC):
@@ -261,6 +266,19 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
             cells, results[label] = _row(label, full, ranker_sampled, baselines)
             rows.append(cells)
     (out / "rank.json").write_text(json.dumps(results, indent=2) + "\n")
+    figure = metric_bars(
+        FIGURES / "nextitem-ndcg.png",
+        BARS,
+        "test NDCG@10 (full ranking, 95 % bootstrap interval)",
+        f"Next-item LLM on MovieLens-100K ({len(test)} test users)",
+    )
+    curves = []
+    for method in methods:
+        copied = copy_figure(
+            _run_dir(method) / "training-curve.png", FIGURES / f"nextitem-{method}-curve.png"
+        )
+        if copied is not None:
+            curves.append(f"![training curve, {method}](figures/{copied.name})")
     header = (
         "| model | NDCG@10 | HR@10 | NDCG@10 vs retriever | NDCG@10 vs SASRec | sampled HR@1 | "
         "HR@1 vs SASRec | training |"
@@ -278,6 +296,9 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "|" + "---|" * 8,
         *["| " + " | ".join(r) + " |" for r in rows],
         "",
+        f"![test NDCG@10 per model](figures/{figure.name})",
+        "",
+        *[f"{c}\n" for c in curves],
     ]
 
 
