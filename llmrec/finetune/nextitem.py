@@ -38,6 +38,7 @@ from llmrec.finetune.curves import CURVE_FILE, write_training_curve
 from llmrec.finetune.losses import orthogonal_penalty
 from llmrec.finetune.run import (
     planned_steps,
+    report_evaluation,
     resume_point,
     step_of,
     strip_prefix,
@@ -282,14 +283,7 @@ def make_nextitem_trainer_class() -> type:
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             start = time.perf_counter()
             raw = shared_validation_metrics(self.recommender, self.valid_cases)
-            metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in raw.items()}
-            metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - start
-            self.log(metrics)
-            if metric_key_prefix == "eval":
-                self.control = self.callback_handler.on_evaluate(
-                    self.args, self.state, self.control, metrics
-                )
-            return metrics
+            return report_evaluation(self, raw, metric_key_prefix, time.perf_counter() - start)
 
     return NextItemTrainer
 

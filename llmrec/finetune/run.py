@@ -105,3 +105,19 @@ def yaml_text(data: dict[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def report_evaluation(
+    trainer: Any, raw: dict[str, float], prefix: str, seconds: float
+) -> dict[str, float]:
+    """Log a validation's metrics as ``PREFIX_metric`` (and its runtime) through ``trainer``;
+    an ``eval`` report also reaches the callbacks (early stopping, best checkpoint), the
+    zero-shot and final reports do not. Both families' Trainers end their evaluate() here."""
+    metrics = {f"{prefix}_{k}": float(v) for k, v in raw.items()}
+    metrics[f"{prefix}_runtime"] = seconds
+    trainer.log(metrics)
+    if prefix == "eval":
+        trainer.control = trainer.callback_handler.on_evaluate(
+            trainer.args, trainer.state, trainer.control, metrics
+        )
+    return metrics

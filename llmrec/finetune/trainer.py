@@ -41,6 +41,7 @@ from llmrec.finetune.residual import fit_residual_weight, with_residual_prior
 from llmrec.finetune.retrievers import fit_recipe_retriever, shifted_retriever
 from llmrec.finetune.run import (
     planned_steps,
+    report_evaluation,
     resume_point,
     step_of,
     strip_prefix,
@@ -120,14 +121,7 @@ def make_trainer_class() -> type:
             raw = self.validation.evaluate(self.scorer)
             if was_training:
                 self.model.train()
-            metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in raw.items()}
-            metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - start
-            self.log(metrics)
-            if metric_key_prefix == "eval":  # the before/after reports are not checkpoints
-                self.control = self.callback_handler.on_evaluate(
-                    self.args, self.state, self.control, metrics
-                )
-            return metrics
+            return report_evaluation(self, raw, metric_key_prefix, time.perf_counter() - start)
 
     return RecTrainer
 
