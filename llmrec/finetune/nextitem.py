@@ -187,6 +187,40 @@ def sasrec_item_vectors(
     return weights, seconds, {"NDCG@10": ndcg, "HR@10": hr}
 
 
+def cooccurrence_item_vectors(
+    train: Sequence[UserSequence], catalog: Catalog, dim: int, seed: int = 0
+) -> np.ndarray:
+    """Input and output item vectors (2, N, dim) whose inner products approximate the items'
+    co-occurrence within 5 events (the ``cooc`` retrieval view's cosine-normalised matrix
+    ``M ~ U S V^T``): ``U S^1/2`` and ``V S^1/2`` from its top ``dim`` singular triplets (separate,
+    because ``M`` has negative eigenvalues), scaled to the entry size a fitted SASRec's item
+    embeddings have (RMS 0.1). Items seen in no pair get zeros."""
+    import torch
+
+    from llmrec.retrieval.simple import Cooccurrence
+
+    matrix = Cooccurrence().fit(train, catalog).matrix
+    assert matrix is not None
+    n = len(catalog)
+    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))  # (nnz,)
+    sparse = torch.sparse_coo_tensor(
+        np.stack([rows, matrix.indices]), matrix.data, (n, n), dtype=torch.float64,
+        check_invariants=True,
+    ).coalesce()  # fmt: skip
+    rank = min(dim, n)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # svd_lowrank draws a random start
+    try:
+        u, s, v = torch.svd_lowrank(sparse, q=rank, niter=6)  # (N, rank), (rank,), (N, rank)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    vectors = np.zeros((2, n, dim), dtype=np.float64)
+    vectors[0, :, :rank] = (u * s.sqrt()).numpy()
+    vectors[1, :, :rank] = (v * s.sqrt()).numpy()
+    rms = float(np.sqrt((vectors**2).mean()))
+    return (vectors * (0.1 / rms if rms > 0 else 1.0)).astype(np.float32)
+
+
 def cached_text_vectors(
     loaded: Any, catalog: Catalog, config: NextItemConfig, out: Path, progress: bool
 ) -> tuple[np.ndarray, float]:
@@ -468,6 +502,8 @@ def _prepare(
             split.train, list(split.valid), catalog, cfg.id_dim, out, progress, sasrec
         )
         logger.info("SASRec start: validation NDCG@10 %.4f", sasrec_valid["NDCG@10"])
+    elif cfg.id_init == "cooc":
+        id_vectors = cooccurrence_item_vectors(split.train, catalog, cfg.id_dim)
     return _Prepared(vocab, windows, counts, id_vectors, sasrec_seconds, sasrec_valid)
 
 

@@ -12,7 +12,7 @@ from llmrec.validation import check_number, reject_unknown
 
 #: Per-event views the model can read besides the item; each is used only where the data has it.
 VIEWS = ("gap", "rating", "time", "behavior")
-ID_INITS = ("sasrec", "random")
+ID_INITS = ("sasrec", "cooc", "random")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class NextItemConfig:
     - ``id_dim``/``id_init``: size of the learned item-ID embeddings, and where they start:
       ``"sasrec"`` copies the item embeddings of a SASRec fitted on the same training data
       (E4SRec/LLaRA-style collaborative start; ``id_dim`` must then be SASRec's hidden size),
-      ``"random"`` starts from noise.
+      ``"cooc"`` a rank-``id_dim`` factorisation of the items' co-occurrence within 5 events
+      (no model to fit; nearby events rather than their order), ``"random"`` starts from noise.
     - ``text``: add a projection of each item's text vector (the base LLM's mean hidden state
       over the item's rendered text) to its input and output vectors; with it, items never seen
       in training still get scores (cold start). ``text_template``/``text_max_chars`` render
@@ -41,6 +42,9 @@ class NextItemConfig:
     - ``targets_ahead``: 1 trains on the next item at every position; A > 1 also on the A - 1
       items after it, the j-th weighted 1/j (a dense all-action loss, for logs whose nearby
       events come in loose order).
+    - ``exclude_seen``: leave the items already read in a window out of the training softmax at
+      each position, as evaluation and serving exclude a user's history (the model then spends
+      nothing on ranking seen items low).
     - ``negatives``: 0 trains with the full softmax over the catalogue; ``k > 0`` samples k
       shared negatives per batch by popularity (a sampled softmax with logQ correction), for
       catalogues too large for a full softmax.
@@ -51,7 +55,7 @@ class NextItemConfig:
     layers: int | None = 6
     max_len: int = 50
     id_dim: int = 64
-    id_init: Literal["sasrec", "random"] = "sasrec"
+    id_init: Literal["sasrec", "cooc", "random"] = "sasrec"
     text: bool = True
     text_template: str | None = None
     text_max_chars: int = 200
@@ -63,6 +67,7 @@ class NextItemConfig:
     score_dim: int = 64
     item_bias: bool = True
     targets_ahead: int = 1
+    exclude_seen: bool = False
     negatives: int = 0
     head_lr: float | None = None
 
@@ -86,8 +91,9 @@ class NextItemConfig:
         unknown = sorted(set(self.views) - set(VIEWS))
         if unknown:
             raise ValueError(f"unknown views {unknown}; the model can read {list(VIEWS)}")
-        if not isinstance(self.text, bool) or not isinstance(self.item_bias, bool):
-            raise ValueError("text and item_bias must be true or false")
+        for name in ("text", "item_bias", "exclude_seen"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

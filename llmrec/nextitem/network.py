@@ -99,13 +99,17 @@ class ItemTokenLM(nn.Module):
         with torch.no_grad():
             self.id_in.weight[0].zero_()
             if id_vectors is not None:
-                if id_vectors.shape != (n_items, d_id):
-                    raise ValueError(
-                        f"ID vectors have shape {id_vectors.shape}, expected ({n_items}, {d_id})"
-                    )
                 start = torch.from_numpy(np.asarray(id_vectors, dtype=np.float32))
-                self.id_in.weight[1:].copy_(start)
-                self.id_out.weight.copy_(start)
+                if start.dim() == 2:  # one start for input and output vectors
+                    start = start.unsqueeze(0).expand(2, -1, -1)
+                if tuple(start.shape) != (2, n_items, d_id):
+                    raise ValueError(
+                        f"ID vectors have shape {tuple(id_vectors.shape)}, expected "
+                        f"({n_items}, {d_id}) or (2, {n_items}, {d_id}) for separate input "
+                        "and output starts"
+                    )
+                self.id_in.weight[1:].copy_(start[0])
+                self.id_out.weight.copy_(start[1])
             if d_id == d_s:  # a warm start scores with the ID vectors as they came
                 self.id_out_proj.weight.copy_(torch.eye(d_s))
         if config.text:
@@ -231,15 +235,21 @@ class ItemTokenLM(nn.Module):
         width = inputs.shape[1]
         total = users.new_zeros(())
         weight = users.new_zeros(())
+        targets = []  # (M,) per step ahead, 0 where the window has ended
+        for ahead in range(1, self.settings.targets_ahead + 1):
+            later = events[:, ahead:, ITEM]  # (B, W-ahead): the item `ahead` steps on
+            targets.append(F.pad(later, (0, width - later.shape[1]))[real])  # (M,)
+        hidden = ~self.known  # (N,) or (M, N): items no position may answer
+        if self.settings.exclude_seen:
+            hidden = hidden | self._seen(inputs[..., ITEM], real, torch.stack(targets, dim=1))
         logp = None
         if not self.settings.negatives:
-            logits = (users @ items.T + bias).masked_fill(~self.known, float("-inf"))  # (M, N)
+            logits = (users @ items.T + bias).masked_fill(hidden, float("-inf"))  # (M, N)
             logp = torch.log_softmax(logits, dim=-1)  # (M, N)
         else:
             negatives, log_q = self._negatives()
-        for ahead in range(1, self.settings.targets_ahead + 1):
-            later = events[:, ahead:, ITEM]  # (B, W-ahead): the item `ahead` steps on
-            later = F.pad(later, (0, width - later.shape[1]))[real]  # (M,), 0: none
+            excluded = hidden[..., negatives] if hidden.dim() == 2 else None  # (M, k)
+        for ahead, later in enumerate(targets, start=1):
             has = later > 0  # (M,)
             if not bool(has.any()):
                 break
@@ -247,11 +257,25 @@ class ItemTokenLM(nn.Module):
             if logp is not None:
                 nll = -logp.gather(1, target[:, None])[:, 0]  # (M,)
             else:
-                nll = self._sampled_nll(users, target, items, bias, negatives, log_q)  # (M,)
+                nll = self._sampled_nll(
+                    users, target, items, bias, negatives, log_q, excluded
+                )  # (M,)
             w = 1.0 / ahead
             total = total + w * nll[has].sum()
             weight = weight + w * has.sum()
         return total / weight.clamp(min=1.0)
+
+    def _seen(self, items: torch.Tensor, real: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """bool (M, N): at each real position of ``items`` (B, W) the catalogue items read so far
+        in its window, except the position's own ``targets`` (M, A; 0 = none), which a log with
+        repeats may hold."""
+        b, w = items.shape
+        read = torch.zeros(b, w, self.n_items + 1, dtype=torch.int8, device=items.device)
+        read.scatter_(2, items.unsqueeze(-1), 1)  # (B, W, N+1): the item read at each position
+        seen = read.cumsum(dim=1)[real][:, 1:] > 0  # (M, N): padding (column 0) dropped
+        own = torch.zeros_like(seen)
+        own.scatter_(1, (targets - 1).clamp(min=0), targets > 0)  # (M, N)
+        return seen & ~own
 
     def _negatives(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``negatives`` items drawn (shared by the batch) from popularity^0.75 over the known
@@ -270,13 +294,18 @@ class ItemTokenLM(nn.Module):
         bias: torch.Tensor,
         negatives: torch.Tensor,
         log_q: torch.Tensor,
+        excluded: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sampled softmax (M,): the target against the shared negatives, every logit corrected
         by -log of its expected count in the sample (logQ), so that the estimate is unbiased for
-        the full softmax; a negative that is the target itself is not counted against it."""
+        the full softmax; a negative that is the target itself, or ``excluded`` for its row
+        (bool (M, k)), is not counted against it."""
         pos = (users * items[target]).sum(-1) + bias[target] - log_q[target]  # (M,)
         neg = users @ items[negatives].T + bias[negatives] - log_q[negatives]  # (M, k)
-        neg = neg.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
+        drop = negatives[None, :] == target[:, None]  # (M, k)
+        if excluded is not None:
+            drop = drop | excluded
+        neg = neg.masked_fill(drop, float("-inf"))
         logits = torch.cat([pos[:, None], neg], dim=1)  # (M, 1 + k)
         return -torch.log_softmax(logits, dim=-1)[:, 0]
 

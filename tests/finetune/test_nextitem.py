@@ -237,3 +237,28 @@ def test_adalora_prunes_ranks_while_the_next_item_model_trains(tiny_llm_dir, tmp
     dataset = make_dataset()
     model = NextItemRecommender.load(tmp_path / "model", dataset.catalog)  # pruned, reloads
     assert np.isfinite(model.score([c.history for c in leave_one_out(dataset).test[:2]])).all()
+
+
+def test_cooc_start_vectors_reproduce_the_cooccurrence_ranking() -> None:
+    from llmrec.finetune.nextitem import cooccurrence_item_vectors
+    from llmrec.retrieval.simple import Cooccurrence
+
+    dataset = make_dataset(n_users=60)
+    train = leave_one_out(dataset).train
+    n = len(dataset.catalog)
+    vectors = cooccurrence_item_vectors(train, dataset.catalog, 16)
+    assert vectors.shape == (2, n, 16) and np.isclose(np.sqrt((vectors**2).mean()), 0.1, rtol=1e-3)
+    again = cooccurrence_item_vectors(train, dataset.catalog, 16)
+    assert np.array_equal(vectors, again)  # seeded
+    matrix = Cooccurrence().fit(train, dataset.catalog).matrix
+    dense = np.zeros((n, n))
+    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
+    dense[rows, matrix.indices] = matrix.data
+    approx = vectors[0] @ vectors[1].T
+    np.fill_diagonal(approx, -np.inf)  # an item is not its own neighbour
+    # the rank-16 product follows the co-occurrence: most items' nearest neighbour is kept
+    linked = dense.sum(1) > 0
+    agree = (approx[linked].argmax(1) == dense[linked].argmax(1)).mean()
+    assert agree > 0.5, agree
+    off = ~np.eye(n, dtype=bool)[linked]
+    assert np.corrcoef(approx[linked][off], dense[linked][off])[0, 1] > 0.8

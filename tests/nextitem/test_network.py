@@ -178,3 +178,24 @@ def test_targets_ahead_adds_the_later_items_weighted_by_distance() -> None:
     expected = (nll[0, 2] + nll[1, 3] + nll[2, 4] + 0.5 * (nll[0, 3] + nll[1, 4])) / 4.0
     assert torch.allclose(loss, expected, atol=1e-6)
     assert torch.allclose(_net().loss(events), (nll[0, 2] + nll[1, 3] + nll[2, 4]) / 3, atol=1e-6)
+
+
+def test_exclude_seen_leaves_the_items_read_so_far_out_of_each_positions_softmax() -> None:
+    net = _net(exclude_seen=True)
+    events = _events([[1, 2, 3, 2]])  # item token 2 comes back as the last target (a repeat)
+    loss = net.loss(events)
+    users = net.user_proj(net.input_vectors(events[:, :-1], torch.ones(N)))[0]  # (3, S)
+    items = net.id_out_proj(net.id_out.weight) + net.text_out(net.text_vectors)
+    logits = users @ items.T + net.item_bias  # (3, N)
+    hidden = [{1}, {1, 2}, {1, 3}]  # tokens read so far, less the position's own target (2, 3, 2)
+    nll = []
+    for p, target in enumerate([2, 3, 2]):
+        row = logits[p].clone()
+        row[[t - 1 for t in hidden[p]]] = float("-inf")
+        nll.append(-torch.log_softmax(row, 0)[target - 1])
+    assert torch.allclose(loss, sum(nll) / 3, atol=1e-6)
+    assert not torch.allclose(_net().loss(events), loss)
+    # the sampled softmax drops a seen negative for the rows that have read it
+    sampled = _net(exclude_seen=True, negatives=2)
+    torch.manual_seed(1)
+    assert torch.isfinite(sampled.loss(events))
