@@ -29,13 +29,16 @@ TENSORBOARD_DIR = "tensorboard"
 def training_callbacks(
     training: TrainingConfig, method: str, out: Path, elapsed: float
 ) -> list[Any]:
-    """The run's callbacks: early stopping on validation NDCG@10, TensorBoard curves under
+    """The run's callbacks: early stopping on validation NDCG@10 (when the run keeps its best
+    checkpoint), TensorBoard curves under
     ``out`` (when asked for and installed; written by the main process only), AdaLoRA's rank
     allocator (``method`` "adalora") and the elapsed-time record, counting from ``elapsed``
     seconds."""
     from transformers import EarlyStoppingCallback
 
-    callbacks: list[Any] = [EarlyStoppingCallback(early_stopping_patience=training.patience)]
+    callbacks: list[Any] = []
+    if training.keep == "best":
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=training.patience))
     if training.tensorboard and processes.is_main():
         board = tensorboard_callback(out / TENSORBOARD_DIR)
         if board is not None:

@@ -41,6 +41,11 @@ class TrainingConfig:
     #: Validation users scored at every evaluation (pure-LLM NDCG@10 over retrieved candidates).
     eval_users: int = 150
     patience: int = 3
+    #: Which weights the run ends with: ``best`` - the checkpoint with the best validation
+    #: NDCG@10 (early stopping after ``patience`` checks without gain); ``last`` - the weights
+    #: the schedule ends on (no early stopping). Picking the best of many checks of a noisy
+    #: validation score overrates it; a decayed schedule's last weights are settled.
+    keep: str = "best"
     logging_steps: int = 5
     seed: int = 0
     save_total_limit: int = 2
@@ -63,6 +68,8 @@ class TrainingConfig:
         check_number("eval_steps", self.eval_steps, minimum=1)
         check_number("eval_users", self.eval_users, minimum=1)
         check_number("patience", self.patience, minimum=1)
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 < self.residual_scale <= 1:

@@ -31,7 +31,8 @@ def training_arguments(
     training: TrainingConfig, loaded: LoadedModel, out: Path, total_steps: int, progress: bool
 ) -> Any:
     """transformers' TrainingArguments for the recipe: evaluate and checkpoint every
-    ``eval_steps``, keep the best checkpoint by validation NDCG@10."""
+    ``eval_steps``; end on the best checkpoint by validation NDCG@10 (``keep: best``) or on the
+    last weights (``keep: last``)."""
     from transformers import TrainingArguments
 
     use_cpu = loaded.device == "cpu"
@@ -52,7 +53,7 @@ def training_arguments(
         save_strategy="steps",
         save_steps=training.eval_steps,
         save_total_limit=training.save_total_limit,
-        load_best_model_at_end=True,
+        load_best_model_at_end=training.keep == "best",
         metric_for_best_model="eval_NDCG@10",
         greater_is_better=True,
         seed=training.seed,

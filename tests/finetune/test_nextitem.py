@@ -164,6 +164,35 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_llm_dir, tmp_p
     assert summary.steps == 6
 
 
+@pytest.mark.parametrize(("keep", "expected"), [("last", "checkpoint-4"), ("best", "checkpoint-1")])
+def test_the_run_ends_on_the_last_or_the_best_checkpoint(
+    tiny_llm_dir, tmp_path, monkeypatch, keep, expected  # noqa: ANN001
+) -> None:
+    from safetensors.torch import load_file
+
+    import llmrec.finetune.nextitem as trainer_module
+
+    calls = []
+
+    def falling(model, cases):  # noqa: ANN001, ANN202, ARG001 - validation that only gets worse
+        calls.append(1)
+        return {"NDCG@10": 1.0 / len(calls), "HR@10": 1.0 / len(calls)}
+
+    monkeypatch.setattr(trainer_module, "shared_validation_metrics", falling)
+    recipe = _recipe(
+        tiny_llm_dir, "training.max_steps=4", "training.eval_steps=1", f"training.keep={keep}",
+        "training.save_total_limit=5", "training.patience=10",
+    )  # fmt: skip
+    summary = train_nextitem(recipe, make_dataset(), tmp_path, progress=False)
+    state = json.loads((tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert Path(state["best_model_checkpoint"]).name == "checkpoint-1"
+    head = load_file(str(tmp_path / "model" / "head.safetensors"))
+    checkpoint = load_file(str(tmp_path / "checkpoints" / expected / "model.safetensors"))
+    assert summary.steps == 4
+    for name, tensor in head.items():
+        assert torch.equal(tensor, checkpoint[name].to(tensor.dtype)), name
+
+
 def test_cli_evaluates_the_model_alone_and_as_a_fused_view(trained, tmp_path, capsys) -> None:  # noqa: ANN001
     data, folder = str(trained["data"]), str(trained["model"])
     metrics = tmp_path / "alone.json"

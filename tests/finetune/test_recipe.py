@@ -93,6 +93,8 @@ def test_bad_values_and_bad_overrides_are_refused(tmp_path: Path) -> None:
         load_recipe(None, ["training.max_steps"])
     with pytest.raises(ValueError, match="max_steps must be positive"):
         load_recipe(None, ["training.max_steps=0"])
+    with pytest.raises(ValueError, match="keep must be 'best' or 'last'"):
+        load_recipe(None, ["training.keep=worst"])
     with pytest.raises(ValueError, match="num_candidates"):
         load_recipe(None, ["examples.num_candidates=30"])
     with pytest.raises(ValueError, match="not a section"):
