@@ -36,7 +36,9 @@ class NextItemConfig:
       previous event, log2-bucketed into ``gap_buckets``), ``rating``, ``time`` (where the event
       falls in the training period, ``time_buckets`` buckets) and ``behavior`` (the type).
     - ``dropout``: on the input item vectors; ``id_dropout``: the chance that an item's ID part
-      is hidden in a training batch, so the text part learns to stand alone.
+      is hidden in a training batch, so the text part learns to stand alone; with
+      ``hidden_bias`` such an item also loses its own bias for the batch (the mean instead), so
+      it is scored in training exactly as a cold item is scored.
     - ``score_dim``: the space in which user states meet output item vectors; ``item_bias``
       adds a learned per-item bias (popularity) to the scores.
     - ``targets_ahead``: 1 trains on the next item at every position; A > 1 also on the A - 1
@@ -64,6 +66,7 @@ class NextItemConfig:
     time_buckets: int = 32
     dropout: float = 0.2
     id_dropout: float = 0.1
+    hidden_bias: bool = False
     score_dim: int = 64
     item_bias: bool = True
     targets_ahead: int = 1
@@ -91,7 +94,7 @@ class NextItemConfig:
         unknown = sorted(set(self.views) - set(VIEWS))
         if unknown:
             raise ValueError(f"unknown views {unknown}; the model can read {list(VIEWS)}")
-        for name in ("text", "item_bias", "exclude_seen"):
+        for name in ("text", "item_bias", "exclude_seen", "hidden_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false")
 

@@ -187,14 +187,18 @@ class ItemTokenLM(nn.Module):
             out = out + self.text_out(self.text_vectors)  # (N, S)
         return out
 
-    def biases(self) -> torch.Tensor:
-        """(N,) per-item score offsets; cold items get the mean of the known items' biases."""
+    def biases(self, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) per-item score offsets; cold items get the mean of the known items' biases, and
+        so do the items whose ID part ``keep`` (N,) hides when ``hidden_bias`` is on."""
         if self.item_bias is None:
             return torch.zeros(self.n_items, device=self.known.device)
-        if bool(self.known.all()) or not bool(self.known.any()):
+        own = self.known
+        if keep is not None and self.settings.hidden_bias:
+            own = own & (keep > 0)
+        if bool(own.all()) or not bool(self.known.any()):
             return self.item_bias
         mean = self.item_bias[self.known].mean()
-        return torch.where(self.known, self.item_bias, mean)
+        return torch.where(own, self.item_bias, mean)
 
     def user_states(self, events: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, score_dim) float32: the user vector after each event of left-padded ``events``."""
@@ -231,7 +235,7 @@ class ItemTokenLM(nn.Module):
         real = inputs[..., ITEM] > 0  # (B, W-1); left padding: a real input has a real target
         users = self.user_states(inputs, keep)[real]  # (M, S)
         items = self.output_vectors(keep)  # (N, S)
-        bias = self.biases()  # (N,)
+        bias = self.biases(keep)  # (N,)
         width = inputs.shape[1]
         total = users.new_zeros(())
         weight = users.new_zeros(())

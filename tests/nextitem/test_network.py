@@ -199,3 +199,13 @@ def test_exclude_seen_leaves_the_items_read_so_far_out_of_each_positions_softmax
     sampled = _net(exclude_seen=True, negatives=2)
     torch.manual_seed(1)
     assert torch.isfinite(sampled.loss(events))
+
+
+def test_hidden_bias_scores_an_item_with_a_hidden_id_as_a_cold_one() -> None:
+    keep = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+    plain, hiding = _net(), _net(hidden_bias=True)
+    assert torch.equal(plain.biases(keep), plain.item_bias)  # off: own biases kept
+    mean = hiding.item_bias.mean()
+    expected = torch.where(keep > 0, hiding.item_bias, mean)
+    assert torch.allclose(hiding.biases(keep), expected)
+    assert torch.equal(hiding.biases(), hiding.item_bias)  # scoring: every known item its own
