@@ -461,7 +461,50 @@ def _ablation(data, split, args) -> list[str]:  # noqa: ANN001
             f"{summary['train_seconds'] / 60:.0f} | {_fmt(valid)} | "
             f"{_fmt(result.metrics['NDCG@10'])} | {_paired(mine, base)} |"
         )
+        last = _last_weights(folder, model)
+        if last is not None:  # the run kept its best check: what its last weights score
+            step, last_valid = last
+            result = evaluate(model, data, test, FULL)
+            mine = _per_user(result, "NDCG@10")
+            lines.append(
+                f"| `{repo_path(folder, ROOT)}`, its last weights | {diff} | {step} | "
+                f"{summary['train_seconds'] / 60:.0f} | {_fmt(last_valid)} | "
+                f"{_fmt(result.metrics['NDCG@10'])} | {_paired(mine, base)} |"
+            )
     return [*lines, ""]
+
+
+def _last_weights(folder: Path, model: NextItemRecommender) -> tuple[int, float | None] | None:
+    """For a run that ended on its best validation check while a later checkpoint exists: load
+    the last checkpoint's trained tensors into ``model`` and return (its step, its validation
+    NDCG@10); otherwise None (``model`` untouched)."""
+    from safetensors.torch import load_file
+
+    checkpoints = sorted(
+        (folder / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+    )
+    if not checkpoints or not (checkpoints[-1] / "trainer_state.json").is_file():
+        return None
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+    best = state.get("best_model_checkpoint")
+    if not best or Path(best).name == checkpoints[-1].name:
+        return None
+    step = int(checkpoints[-1].name.split("-")[-1])
+    if int(json.loads((folder / "training.json").read_text())["steps"]) != step:
+        return None
+    own = model.net.state_dict()
+    tensors = load_file(str(checkpoints[-1] / "model.safetensors"))
+    missing = model.net.load_state_dict(
+        {k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False
+    )
+    if missing.unexpected_keys:
+        raise ValueError(f"{checkpoints[-1]} does not fit {folder / 'model'}")
+    valid = [
+        e["eval_NDCG@10"]
+        for e in state["log_history"]
+        if e.get("step") == step and "eval_NDCG@10" in e
+    ]
+    return step, (valid[-1] if valid else None)
 
 
 if __name__ == "__main__":

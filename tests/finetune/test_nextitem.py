@@ -166,7 +166,11 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_llm_dir, tmp_p
 
 @pytest.mark.parametrize(("keep", "expected"), [("last", "checkpoint-4"), ("best", "checkpoint-1")])
 def test_the_run_ends_on_the_last_or_the_best_checkpoint(
-    tiny_llm_dir, tmp_path, monkeypatch, keep, expected  # noqa: ANN001
+    tiny_llm_dir,
+    tmp_path,
+    monkeypatch,
+    keep,
+    expected,  # noqa: ANN001
 ) -> None:
     from safetensors.torch import load_file
 
@@ -184,7 +188,9 @@ def test_the_run_ends_on_the_last_or_the_best_checkpoint(
         "training.save_total_limit=5", "training.patience=10",
     )  # fmt: skip
     summary = train_nextitem(recipe, make_dataset(), tmp_path, progress=False)
-    state = json.loads((tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    state = json.loads(
+        (tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text()
+    )
     assert Path(state["best_model_checkpoint"]).name == "checkpoint-1"
     head = load_file(str(tmp_path / "model" / "head.safetensors"))
     checkpoint = load_file(str(tmp_path / "checkpoints" / expected / "model.safetensors"))
