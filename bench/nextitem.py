@@ -134,20 +134,23 @@ def _write_doc(out: Path, doc: Path) -> None:
         "The history enters SmolLM2-135M-Instruct as item tokens: one input position per event, "
         "its vector the sum of a projection of the item's text vector (the base LLM's mean "
         "hidden state over the item's rendered text, computed once), a learned ID embedding "
-        "started from the retriever's SASRec item embeddings, and embeddings of the time gap, "
-        "rating and time of the event; the LLM's first layers (adapted with PEFT) turn the "
-        "sequence into hidden states, and the state at every position scores the whole "
-        "catalogue against output item vectors (text + ID) with a per-item bias; cross-entropy "
-        "at every position, as SASRec. Items never seen in training are scored from their text "
-        "alone. See docs/architecture.md and `llmrec/nextitem/`.",
+        "(started from a rank-64 factorisation of the items' co-occurrence within 5 events; "
+        "`id_init: sasrec` starts it from a SASRec's item embeddings instead), and embeddings "
+        "of the time gap, rating and time of the event; the LLM's first layers (adapted with "
+        "PEFT) turn the sequence into hidden states, and the state at every position scores the "
+        "whole catalogue against output item vectors (text + ID) with a per-item bias; "
+        "cross-entropy at every position, as SASRec, over the items the window has not yet "
+        "read (evaluation excludes the history too), for each of the next 5 items weighted "
+        "1/distance. The run keeps the weights its cosine schedule ends on. Items never seen in "
+        "training are scored from their text alone. See docs/architecture.md and "
+        "`llmrec/nextitem/`.",
         "",
         "## Use it",
         "",
         "```",
         "llmrec retrieve build --data ml-100k --out runs/retriever \\",
         "    --views cooc,sasrec,recent-pop,pop",
-        "llmrec finetune --recipe nextitem-lora --retriever runs/retriever \\",
-        "    --out runs/nextitem-lora",
+        "llmrec finetune --recipe nextitem-lora --out runs/nextitem-lora",
         "llmrec evaluate --data ml-100k --model nextitem --load runs/nextitem-lora/model",
         "llmrec evaluate --data ml-100k --model llm --retriever runs/retriever \\",
         "    --adapter runs/nextitem-lora/model --save-weight      # as the reranker",
