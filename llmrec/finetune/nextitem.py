@@ -51,7 +51,13 @@ from llmrec.models.adapters import adalora_ranks, attach_adapter
 from llmrec.models.identity import describe_base, portable_name
 from llmrec.models.loader import load_model
 from llmrec.nextitem.config import NextItemConfig
-from llmrec.nextitem.features import EventVocab, encode_events, left_pad, training_windows
+from llmrec.nextitem.features import (
+    EventVocab,
+    encode_events,
+    left_pad,
+    training_windows,
+    window_priors,
+)
 from llmrec.nextitem.recommender import NextItemRecommender
 
 logger = logging.getLogger(__name__)
@@ -111,11 +117,24 @@ def encode_all(
 
 
 class WindowCollator:
-    """Left-pads a list of event windows into ``{"events": LongTensor (B, W, 5)}``."""
+    """Left-pads a list of event windows into ``{"events": LongTensor (B, W, 5)}``; windows
+    given as ``{"events": ..., "prior": ...}`` also yield ``"prior"`` (B, P), the item tokens
+    read before each window, right-padded with 0."""
 
-    def __call__(self, windows: Sequence[np.ndarray]) -> dict[str, Any]:
+    def __call__(self, windows: Sequence[Any]) -> dict[str, Any]:
         import torch
 
+        if windows and isinstance(windows[0], dict):
+            priors = [w["prior"] for w in windows]
+            events = [w["events"] for w in windows]
+            prior = np.zeros((len(priors), max(1, max(len(p) for p in priors))), dtype=np.int64)
+            for row, items in enumerate(priors):
+                prior[row, : len(items)] = items
+            width = max(len(w) for w in events)
+            return {
+                "events": torch.from_numpy(left_pad(events, width)),
+                "prior": torch.from_numpy(prior),
+            }
         width = max(len(w) for w in windows)
         return {"events": torch.from_numpy(left_pad(windows, width))}
 
@@ -269,7 +288,7 @@ def make_nextitem_trainer_class() -> type:
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # through forward(): in a multi-process run ``model`` is the DistributedDataParallel
             # wrapper, which synchronises the gradients of what its forward computed
-            loss = model(events=inputs["events"])["loss"]
+            loss = model(events=inputs["events"], prior=inputs.get("prior"))["loss"]
             if self.orth_reg_weight:
                 net = self.accelerator.unwrap_model(model)
                 penalty = orthogonal_penalty(net.backbone, self.orth_reg_weight)
@@ -435,7 +454,7 @@ def train_nextitem(
             trainable_parameters=trainable,
             total_parameters=total,
             windows=len(windows),
-            targets=int(sum(len(w) - 1 for w in windows)),
+            targets=int(sum(len(w["events"] if isinstance(w, dict) else w) - 1 for w in windows)),
             steps=trainer.state.global_step,
             planned_steps=total_steps,
             train_seconds=round((before or 0.0) + run_seconds, 1),
@@ -475,7 +494,7 @@ class _Prepared:
     item counts and the SASRec start (with its seconds and validation metrics)."""
 
     vocab: EventVocab
-    windows: list[np.ndarray]
+    windows: list[Any]  # event arrays, or {"events", "prior"} with seen_history
     counts: np.ndarray
     id_vectors: np.ndarray | None
     sasrec_seconds: float
@@ -492,9 +511,12 @@ def _prepare(
     atomic_write_text(out / "recipe.yaml", yaml_text(recipe.to_dict()))
     vocab = EventVocab.fit(split.train, cfg.gap_buckets, cfg.time_buckets)
     encoded = encode_all(split.train, catalog, vocab)
-    windows = training_windows(encoded, cfg.max_len)
+    windows: list[Any] = training_windows(encoded, cfg.max_len)
     if not windows:
         raise ValueError("no training sequence has two or more events; nothing to learn")
+    if cfg.exclude_seen and cfg.seen_history:  # each window with what was read before it
+        priors = window_priors(encoded, cfg.max_len)
+        windows = [{"events": w, "prior": p} for w, p in zip(windows, priors, strict=True)]
     counts = item_counts([e[:, 0] - 1 for e in encoded], len(catalog))
     id_vectors, sasrec_seconds, sasrec_valid = None, 0.0, None
     if cfg.id_init == "sasrec":

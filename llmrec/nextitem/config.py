@@ -46,7 +46,8 @@ class NextItemConfig:
       events come in loose order).
     - ``exclude_seen``: leave the items already read in a window out of the training softmax at
       each position, as evaluation and serving exclude a user's history (the model then spends
-      nothing on ranking seen items low).
+      nothing on ranking seen items low); with ``seen_history`` also the items the user read
+      before the window began (all of the history, as evaluation excludes it).
     - ``negatives``: 0 trains with the full softmax over the catalogue; ``k > 0`` samples k
       shared negatives per batch by popularity (a sampled softmax with logQ correction), for
       catalogues too large for a full softmax.
@@ -71,6 +72,7 @@ class NextItemConfig:
     item_bias: bool = True
     targets_ahead: int = 1
     exclude_seen: bool = False
+    seen_history: bool = False
     negatives: int = 0
     head_lr: float | None = None
 
@@ -94,7 +96,7 @@ class NextItemConfig:
         unknown = sorted(set(self.views) - set(VIEWS))
         if unknown:
             raise ValueError(f"unknown views {unknown}; the model can read {list(VIEWS)}")
-        for name in ("text", "item_bias", "exclude_seen", "hidden_bias"):
+        for name in ("text", "item_bias", "exclude_seen", "seen_history", "hidden_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false")
 

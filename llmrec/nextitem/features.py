@@ -153,6 +153,18 @@ def training_windows(encoded: Sequence[np.ndarray], max_len: int) -> list[np.nda
     return windows
 
 
+def window_priors(encoded: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """For each window of :func:`training_windows` (same order), the item tokens the user read
+    before the window's first event (int64, possibly empty)."""
+    priors = []
+    for events in encoded:
+        end = len(events)
+        while end >= 2:
+            priors.append(np.asarray(events[: max(0, end - max_len - 1), ITEM], dtype=np.int64))
+            end -= max_len
+    return priors
+
+
 def left_pad(windows: Sequence[np.ndarray], width: int) -> np.ndarray:
     """int64 (B, width, N_FEATURES): each window's last ``width`` events, right-aligned, zeros
     before."""

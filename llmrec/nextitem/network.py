@@ -220,12 +220,16 @@ class ItemTokenLM(nn.Module):
         if hasattr(target, "update_and_allocate"):
             target.update_and_allocate(step)
 
-    def forward(self, events: torch.Tensor, **_: Any) -> dict[str, torch.Tensor]:
+    def forward(
+        self, events: torch.Tensor, prior: torch.Tensor | None = None, **_: Any
+    ) -> dict[str, torch.Tensor]:
         """The training loss for left-padded windows ``events`` (B, W, 5): cross-entropy of the
-        next item at every real position (W - 1 inputs)."""
-        return {"loss": self.loss(events)}
+        next item at every real position (W - 1 inputs). ``prior`` (B, P): item tokens each
+        user read before the window (0 = padding), left out of its softmax with
+        ``exclude_seen`` and ``seen_history``."""
+        return {"loss": self.loss(events, prior)}
 
-    def loss(self, events: torch.Tensor) -> torch.Tensor:
+    def loss(self, events: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy of the next item at every real position; with ``targets_ahead`` = A > 1,
         of each of the next A items, the j-th weighted 1/j (a dense all-action loss: where the
         order of nearby events is loose, as when a user rates a batch of films at once, the
@@ -245,7 +249,10 @@ class ItemTokenLM(nn.Module):
             targets.append(F.pad(later, (0, width - later.shape[1]))[real])  # (M,)
         hidden = ~self.known  # (N,) or (M, N): items no position may answer
         if self.settings.exclude_seen:
-            hidden = hidden | self._seen(inputs[..., ITEM], real, torch.stack(targets, dim=1))
+            before = prior if self.settings.seen_history else None
+            hidden = hidden | self._seen(
+                inputs[..., ITEM], real, torch.stack(targets, dim=1), before
+            )
         logp = None
         if not self.settings.negatives:
             logits = (users @ items.T + bias).masked_fill(hidden, float("-inf"))  # (M, N)
@@ -269,13 +276,21 @@ class ItemTokenLM(nn.Module):
             weight = weight + w * has.sum()
         return total / weight.clamp(min=1.0)
 
-    def _seen(self, items: torch.Tensor, real: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _seen(
+        self,
+        items: torch.Tensor,
+        real: torch.Tensor,
+        targets: torch.Tensor,
+        prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """bool (M, N): at each real position of ``items`` (B, W) the catalogue items read so far
-        in its window, except the position's own ``targets`` (M, A; 0 = none), which a log with
-        repeats may hold."""
+        in its window (and in ``prior`` (B, P), read before it), except the position's own
+        ``targets`` (M, A; 0 = none), which a log with repeats may hold."""
         b, w = items.shape
         read = torch.zeros(b, w, self.n_items + 1, dtype=torch.int8, device=items.device)
         read.scatter_(2, items.unsqueeze(-1), 1)  # (B, W, N+1): the item read at each position
+        if prior is not None and prior.numel():  # read before the window: from position 0 on
+            read[:, 0].scatter_(1, prior, 1)
         seen = read.cumsum(dim=1)[real][:, 1:] > 0  # (M, N): padding (column 0) dropped
         own = torch.zeros_like(seen)
         own.scatter_(1, (targets - 1).clamp(min=0), targets > 0)  # (M, N)

@@ -297,3 +297,23 @@ def test_cooc_start_vectors_reproduce_the_cooccurrence_ranking() -> None:
     assert agree > 0.5, agree
     off = ~np.eye(n, dtype=bool)[linked]
     assert np.corrcoef(approx[linked][off], dense[linked][off])[0, 1] > 0.8
+
+
+def test_training_with_the_whole_history_left_out_of_the_softmax(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001
+    from llmrec.finetune.nextitem import WindowCollator
+
+    batch = WindowCollator()(
+        [
+            {"events": np.ones((3, 5), dtype=np.int64), "prior": np.array([4, 5])},
+            {"events": np.ones((2, 5), dtype=np.int64), "prior": np.zeros(0, dtype=np.int64)},
+        ]
+    )
+    assert batch["events"].shape == (2, 3, 5)
+    assert batch["prior"].tolist() == [[4, 5], [0, 0]]
+    recipe = _recipe(
+        tiny_llm_dir, "training.max_steps=2", "training.eval_steps=2", "nextitem.max_len=4",
+        "nextitem.exclude_seen=true", "nextitem.seen_history=true",
+    )  # fmt: skip
+    summary = train_nextitem(recipe, make_dataset(), tmp_path, progress=False)
+    assert summary.steps == 2 and summary.targets > 0
+    assert np.isfinite(summary.validation_final["NDCG@10"])

@@ -17,6 +17,7 @@ from llmrec.nextitem.features import (
     encode_events,
     left_pad,
     training_windows,
+    window_priors,
 )
 
 from ..llm_fakes import ITEM_IDS, make_catalog, movie_items
@@ -66,6 +67,12 @@ def test_windows_cover_every_transition_once_and_pad_on_the_left() -> None:
     short = windows[-1]
     assert (batch[1, : 6 - len(short)] == 0).all()
     assert (batch[1, 6 - len(short) :] == short).all()
+    # what was read before each window: everything earlier in the same sequence
+    priors = window_priors([seq, seq[:1]], max_len=5)
+    assert len(priors) == len(windows)
+    for window, prior in zip(windows, priors, strict=True):
+        first = int(window[0, ITEM])
+        assert prior.tolist() == list(range(1, first))
 
 
 @pytest.mark.parametrize(

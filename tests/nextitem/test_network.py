@@ -209,3 +209,21 @@ def test_hidden_bias_scores_an_item_with_a_hidden_id_as_a_cold_one() -> None:
     expected = torch.where(keep > 0, hiding.item_bias, mean)
     assert torch.allclose(hiding.biases(keep), expected)
     assert torch.equal(hiding.biases(), hiding.item_bias)  # scoring: every known item its own
+
+
+def test_seen_history_also_leaves_out_what_was_read_before_the_window() -> None:
+    events = _events([[3, 4, 5]])
+    prior = torch.tensor([[1, 6, 0]])  # read before the window; 0 pads
+    window_only = _net(exclude_seen=True)
+    history = _net(exclude_seen=True, seen_history=True)
+    assert torch.equal(window_only.loss(events, prior), window_only.loss(events))
+    loss = history.loss(events, prior)
+    users = history.user_proj(history.input_vectors(events[:, :-1], torch.ones(N)))[0]  # (2, S)
+    items = history.id_out_proj(history.id_out.weight) + history.text_out(history.text_vectors)
+    logits = users @ items.T + history.item_bias  # (2, N)
+    nll = []
+    for p, (hidden, target) in enumerate([({1, 6, 3}, 4), ({1, 6, 3, 4}, 5)]):
+        row = logits[p].clone()
+        row[[t - 1 for t in hidden]] = float("-inf")
+        nll.append(-torch.log_softmax(row, 0)[target - 1])
+    assert torch.allclose(loss, sum(nll) / 2, atol=1e-6)
