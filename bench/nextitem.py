@@ -255,7 +255,8 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         fused.catalog = data.catalog
         fused.weights = dict(getattr(retriever, "weights", {}) or {})
         tuned = fused.tune_weights(split.valid)  # all of them, as retrieve build tunes
-        label = f"retriever + next-item view ({method})"
+        weight = tuned.get("nextitem", 0)
+        label = f"retriever + next-item view ({method}, tuned weight {weight:g})"
         full, sampled = evaluate(fused, data, test, FULL), evaluate(fused, data, test, SAMPLED)
         cells, results[label] = _row(label, full, sampled, baselines)
         results[label]["weights"] = tuned
@@ -317,7 +318,8 @@ def _targets(results: dict, methods: list[str]) -> list[str]:
     lines = ["Where the targets stand (this run):", ""]
     for method in methods:
         alone = results.get(f"next-item LLM ({method}) alone")
-        view = results.get(f"retriever + next-item view ({method})")
+        prefix = f"retriever + next-item view ({method}"
+        view = next((v for k, v in results.items() if k.startswith(prefix)), None)
         if alone is None:
             continue
         vs_sasrec = alone["paired"][SASREC][0]
