@@ -1,4 +1,4 @@
-"""A synthetic e-commerce interaction log and item table, as Parquet that `llmrec data prepare` reads.
+"""A synthetic e-commerce interaction log and item table, as Parquet for `llmrec data prepare`.
 
     python bench/synthetic_log.py --out runs/synthetic-10m                # 10M rows, ~1 min
     python bench/synthetic_log.py --out /tmp/tiny --interactions 2000 --users 200 --items 50
