@@ -4,9 +4,11 @@
     python bench/bigdata.py --part 1m --interactions 1000000 --users 100000 --items 10000
     python bench/bigdata.py --part 1m-before --interactions 1000000 --users 100000 \
         --items 10000 --code /path/to/an/older/checkout --code-label "main at da0282e"
+    python bench/bigdata.py --part 10m-csv --format csv     # the same log as CSV files
 
 The log is written by bench/synthetic_log.py (Parquet, seeded) under ``--out`` and reused when
-one of the same options is there. ``llmrec data prepare`` then runs in a child process (with the
+one of the same options is there (``--format csv`` converts it to CSV, row group by row
+group). ``llmrec data prepare`` then runs in a child process (with the
 ``llmrec`` package found under ``--code``, this checkout by default), and the section records its
 wall time, CPU time and peak resident memory (the child's ``ru_maxrss``), with the dataset it
 wrote. Each ``--part`` is one section of the document; a rerun of one part keeps the others.
@@ -27,13 +29,15 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from _sections import write_doc, write_section  # noqa: E402
 from synthetic_log import LogSpec, write_log  # noqa: E402
 
-PARTS = ("1m-before", "1m", "10m")
+PARTS = ("1m-before", "1m", "10m", "1m-csv-before", "1m-csv", "10m-csv")
 GOAL_GIB = 8.0
 
 
@@ -44,6 +48,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=LogSpec.users)
     parser.add_argument("--items", type=int, default=LogSpec.items)
     parser.add_argument("--seed", type=int, default=LogSpec.seed)
+    parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument("--code", default=str(ROOT), help="checkout whose llmrec prepares the log")
     parser.add_argument("--code-label", help="how the document names --code (default: git HEAD)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-bigdata"))
@@ -55,10 +60,11 @@ def main() -> int:
         interactions=args.interactions, users=args.users, items=args.items, seed=args.seed
     )
     log_dir, generated_s = _log(spec, out)
+    files = _files(log_dir, args.format)
     prepared = out / f"prepared-{args.part}"
-    run = _prepare(log_dir, prepared, Path(args.code))
+    run = _prepare(files, prepared, Path(args.code))
     label = args.code_label or _git_head(Path(args.code))
-    lines = _section(args.part, spec, generated_s, run, prepared, label)
+    lines = _section(args.part, spec, files, generated_s, run, prepared, label)
     write_section(out, args.part, lines, started, "bench/bigdata.py")
     write_doc(out, Path(args.doc), _header(), PARTS)
     print("\n".join(lines))
@@ -77,13 +83,29 @@ def _log(spec: LogSpec, out: Path) -> tuple[Path, float | None]:
     return folder, time.perf_counter() - t0
 
 
-def _prepare(log_dir: Path, prepared: Path, code: Path) -> dict[str, float]:
+def _files(log_dir: Path, fmt: str) -> tuple[Path, Path]:
+    """The interactions and items files in ``fmt`` (CSV written once from the Parquet files)."""
+    parquet = (log_dir / "interactions.parquet", log_dir / "items.parquet")
+    if fmt == "parquet":
+        return parquet
+    out = []
+    for path in parquet:
+        target = path.with_suffix(".csv")
+        if not target.is_file():
+            source = pq.ParquetFile(path)
+            with pacsv.CSVWriter(target.with_suffix(".tmp"), source.schema_arrow) as writer:
+                for group in range(source.num_row_groups):
+                    writer.write_table(source.read_row_group(group))
+            target.with_suffix(".tmp").rename(target)
+        out.append(target)
+    return out[0], out[1]
+
+
+def _prepare(files: tuple[Path, Path], prepared: Path, code: Path) -> dict[str, float]:
     """Run ``llmrec data prepare`` in a child process: wall and CPU seconds, peak RSS in GiB."""
     command = [
         sys.executable, "-m", "llmrec.cli.main", "data", "prepare",
-        "--inter", str(log_dir / "interactions.parquet"),
-        "--items", str(log_dir / "items.parquet"),
-        "--out", str(prepared),
+        "--inter", str(files[0]), "--items", str(files[1]), "--out", str(prepared),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(code.resolve())}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -102,6 +124,7 @@ def _prepare(log_dir: Path, prepared: Path, code: Path) -> dict[str, float]:
 def _section(
     part: str,
     spec: LogSpec,
+    files: tuple[Path, Path],
     generated_s: float | None,
     run: dict[str, float],
     prepared: Path,
@@ -109,13 +132,19 @@ def _section(
 ) -> list[str]:
     stats = json.loads((prepared / "manifest.json").read_text())["stats"]
     size_mb = sum(f.stat().st_size for f in prepared.iterdir()) / 1e6
+    log_mb = files[0].stat().st_size / 1e6
     within = "within" if run["peak_gib"] <= GOAL_GIB else "over"
-    generated = f"{generated_s:.0f} s" if generated_s is not None else "reused from an earlier run"
+    generated = (
+        f"generated in {generated_s:.0f} s"
+        if generated_s is not None
+        else "reused from an earlier run"
+    )
     return [
         f"## {part}: {spec.interactions:,} interactions, {spec.users:,} users, "
         f"{spec.items:,} items",
         "",
-        f"Code: {code_label}. Log: seed {spec.seed}, generated in {generated}.",
+        f"Code: {code_label}. Log: `{files[0].name}` ({log_mb:.0f} MB) and `{files[1].name}`, "
+        f"seed {spec.seed}, {generated}.",
         "",
         "| step | wall | CPU (user + sys) | peak RSS |",
         "|---|---:|---:|---:|",
@@ -156,10 +185,11 @@ def _header() -> list[str]:
         f"The goal is a peak of at most {GOAL_GIB:g} GiB at 10M interactions.",
         "",
         "How: Parquet is read into a table that keeps the file's column types (Arrow-backed",
-        "strings, numbers); ids become strings with one Arrow cast, timestamps and ratings stay",
-        "numbers, and validation, sorting, id checks and writing run on whole columns. Only the",
-        "small items and users tables, and the one cell an error names, are converted cell by",
-        "cell. Before, every cell of a Parquet table became a Python string first.",
+        "strings, numbers), CSV into Arrow-backed string columns; ids become strings with one",
+        "Arrow cast, stored numbers are not parsed again, and validation, sorting, id checks and",
+        "writing run on whole columns. Only the small items and users tables, and the one cell",
+        "an error names, are converted cell by cell. Before, every cell of a Parquet or CSV",
+        "table became a Python string object first.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, Python "
         f"{platform.python_version()}, pandas {pd.__version__}, pyarrow {pa.__version__}.",

@@ -5,11 +5,12 @@ Formats: RecBole atomic files (``.inter`` / ``.item`` / ``.user``, tab-separated
 ``Dataset`` object or a folder written by ``save_to_disk``).
 
 Every reader returns a :class:`RawTable`: a DataFrame plus where it came from, so that later
-validation can point at the exact line. Text formats and ``datasets`` give cells that are strings
-(or ``None`` for a missing value). Parquet is columnar and may be large, so its table keeps the
-file's column types (numbers, date-times, Arrow-backed strings: ``RawTable.typed``) and
-:meth:`RawTable.text` gives any column as strings, vectorised, with the same values the per-cell
-conversion gives.
+validation can point at the exact line. Logs may be large (docs/scale.md), so the tables of
+Parquet, CSV and TSV files are ``typed``: Parquet keeps the file's column types (numbers,
+date-times, Arrow-backed strings), CSV and TSV give Arrow-backed string columns, and
+:meth:`RawTable.text` gives any column as strings, vectorised, with the values the per-cell
+conversion gives. RecBole atomic files, JSON lines and ``datasets`` give object columns whose
+cells are strings (or ``None`` for a missing value).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class RawTable:
     first_line: int | None = 2
     #: RecBole atomic ``token_seq`` columns (space-separated lists).
     seq_columns: tuple[str, ...] = ()
-    #: ``frame`` keeps the source's column types (Parquet) instead of strings; read a column as
-    #: strings with :meth:`text`, a cell with :meth:`cell`, the whole table with :meth:`strings`.
+    #: ``frame`` holds typed columns (Parquet's types, Arrow strings) rather than objects; read a
+    #: column as strings with :meth:`text`, a cell with :meth:`cell`, all with :meth:`strings`.
     typed: bool = False
 
     def text(self, column: str) -> pd.Series:
@@ -200,10 +201,11 @@ def _read_delimited(text: str, source: str, sep: str) -> RawTable:
     except pd.errors.ParserError as exc:
         raise DataError(f"malformed delimited file: {exc}", source=source) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame = _as_strings(frame.replace({"": None}))
+    frame = frame.where(frame != "")  # an empty cell is a missing value
     if frame.empty:
         raise DataError("file has a header but no rows", source=source)
-    return _with_line_map(RawTable(frame, source, first_line=2), text, sep, csv.QUOTE_MINIMAL)
+    table = RawTable(frame, source, first_line=2, typed=True)  # Arrow string columns
+    return _with_line_map(table, text, sep, csv.QUOTE_MINIMAL)
 
 
 def _read_atomic(text: str, source: str) -> RawTable:
@@ -318,7 +320,7 @@ def _with_line_map(table: RawTable, text: str, sep: str, quoting: int) -> RawTab
     if len(starts) != len(table.frame):
         return table
     return _LineMappedTable(
-        table.frame, table.source, table.first_line, table.seq_columns, lines=starts
+        table.frame, table.source, table.first_line, table.seq_columns, table.typed, lines=starts
     )
 
 

@@ -3,6 +3,7 @@ path gives (the same sequences, catalogue, errors)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,12 +12,19 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from llmrec.cli.main import main
 from llmrec.data import ColumnMapping, DataError, LoadOptions, RecDataset, load_files
-from llmrec.data.readers import RawTable, _as_strings, _strings_column, _text_column
+from llmrec.data.readers import (
+    RawTable,
+    _as_strings,
+    _strings_column,
+    _text_column,
+    read_table,
+)
 from llmrec.data.schema import build_dataset, normalize_interactions, normalize_items
 from llmrec.data.sequences import SequenceOptions, apply_options
 
@@ -83,10 +91,11 @@ def test_generator_refuses_fewer_interactions_than_users(synthetic: ModuleType) 
 
 # --------------------------------------------------------------------------- columnar = per cell
 def _per_cell_dataset(inter_path: Path, items_path: Path) -> RecDataset:
-    """What `llmrec data prepare` built before Parquet stayed columnar: every cell a string."""
+    """What `llmrec data prepare` built before tables stayed columnar: every cell a string."""
 
     def table(path: Path) -> RawTable:
-        return RawTable(_as_strings(pd.read_parquet(path)), str(path), first_line=None)
+        typed = read_table(path)
+        return dataclasses.replace(typed, frame=typed.strings(), typed=False)
 
     options, mapping = LoadOptions(), ColumnMapping()
     inter_table = table(inter_path)
@@ -120,6 +129,22 @@ def test_prepared_synthetic_log_matches_the_per_cell_path(
     first = prepared.sequences()[0]
     assert list(first.timestamps) == sorted(first.timestamps)
     assert set(first.behaviors or ()) <= {"view", "cart", "buy"}
+
+
+def test_synthetic_log_as_csv_matches_the_per_cell_path_and_parquet(
+    synthetic: ModuleType, tmp_path: Path
+) -> None:
+    paths = synthetic.write_log(synthetic.LogSpec(**TINY, rating=True), tmp_path)
+    for path in paths:
+        pacsv.write_csv(pq.read_table(path), path.with_suffix(".csv"))
+    inter, items = (p.with_suffix(".csv") for p in paths)
+    from_csv = load_files(inter, items)
+    reference = _per_cell_dataset(inter, items)
+    pdt.assert_frame_equal(from_csv.interactions, reference.interactions)
+    pdt.assert_frame_equal(from_csv.catalog.table, reference.catalog.table)
+    from_parquet = load_files(*paths)
+    pdt.assert_frame_equal(from_csv.interactions, from_parquet.interactions)
+    assert from_csv.sequences() == from_parquet.sequences()
 
 
 def test_typed_parquet_columns_give_the_per_cell_values(tmp_path: Path) -> None:
