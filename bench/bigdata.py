@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _sections import write_doc, write_section  # noqa: E402
 from synthetic_log import LogSpec, write_log  # noqa: E402
 
-PARTS = ("1m-before", "1m", "10m", "1m-csv-before", "1m-csv", "10m-csv")
+PARTS = ("1m-before", "1m", "10m-before", "10m", "1m-csv-before", "1m-csv", "10m-csv")
 GOAL_GIB = 8.0
 
 
@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-bigdata"))
     parser.add_argument("--doc", default=str(ROOT / "docs" / "scale.md"))
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     started = time.perf_counter()
     spec = LogSpec(
         interactions=args.interactions, users=args.users, items=args.items, seed=args.seed
@@ -103,14 +103,21 @@ def _files(log_dir: Path, fmt: str) -> tuple[Path, Path]:
 
 def _prepare(files: tuple[Path, Path], prepared: Path, code: Path) -> dict[str, float]:
     """Run ``llmrec data prepare`` in a child process: wall and CPU seconds, peak RSS in GiB."""
+    code = code.resolve()
+    # ``python -m`` puts its working folder first on sys.path: run it in ``code`` (and check).
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    where = [sys.executable, "-c", "import llmrec; print(llmrec.__file__)"]
+    probe = subprocess.run(where, cwd=code, env=env, check=True, capture_output=True, text=True)
+    imported = Path(probe.stdout.strip())
+    if not imported.is_relative_to(code):
+        raise SystemExit(f"the child imports llmrec from {imported}, not from --code {code}")
     command = [
         sys.executable, "-m", "llmrec.cli.main", "data", "prepare",
         "--inter", str(files[0]), "--items", str(files[1]), "--out", str(prepared),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(code.resolve())}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, cwd=code, env=env, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
