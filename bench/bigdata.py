@@ -115,17 +115,30 @@ def _prepare(files: tuple[Path, Path], prepared: Path, code: Path) -> dict[str, 
         sys.executable, "-m", "llmrec.cli.main", "data", "prepare",
         "--inter", str(files[0]), "--items", str(files[1]), "--out", str(prepared),
     ]  # fmt: skip
+    busy = _busy_cpu_s()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(command, cwd=code, env=env, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
         "wall_s": wall,
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "cpu_s": cpu,
         # ru_maxrss is KiB on Linux: the largest of this process's waited-for children.
         "peak_gib": after.ru_maxrss / 2**20,
+        "others_cpu_s": max(0.0, _busy_cpu_s() - busy - cpu),
     }
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds all processes have used since boot (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _section(
@@ -160,7 +173,8 @@ def _section(
         "",
         f"Peak RSS is {within} the {GOAL_GIB:g} GiB goal. The prepared dataset: "
         f"{stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} "
-        f"interactions, {size_mb:.0f} MB on disk.",
+        f"interactions, {size_mb:.0f} MB on disk. Other processes used "
+        f"{run['others_cpu_s']:.0f} CPU-seconds of the {os.cpu_count()} cores meanwhile.",
         "",
     ]
 
