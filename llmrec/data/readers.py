@@ -1,11 +1,16 @@
-"""Readers: files in several formats -> raw string tables; errors name file, line and column.
+"""Readers: files in several formats -> raw tables; errors name file, line and column.
 
 Formats: RecBole atomic files (``.inter`` / ``.item`` / ``.user``, tab-separated with typed
 ``name:type`` headers), CSV, TSV, Parquet, JSON lines, and Hugging Face ``datasets`` (a
 ``Dataset`` object or a folder written by ``save_to_disk``).
 
-Every reader returns a :class:`RawTable`: a DataFrame whose cells are strings (or ``None`` for a
-missing value), plus where it came from, so that later validation can point at the exact line.
+Every reader returns a :class:`RawTable`: a DataFrame plus where it came from, so that later
+validation can point at the exact line. Logs may be large (docs/scale.md), so the tables of
+Parquet, CSV and TSV files are ``typed``: Parquet keeps the file's column types (numbers,
+date-times, Arrow-backed strings), CSV and TSV give Arrow-backed string columns, and
+:meth:`RawTable.text` gives any column as strings, vectorised, with the values the per-cell
+conversion gives. RecBole atomic files, JSON lines and ``datasets`` give object columns whose
+cells are strings (or ``None`` for a missing value).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from llmrec.data.errors import DataError
 
@@ -43,7 +50,7 @@ FORMATS = ("atomic", "csv", "tsv", "parquet", "jsonl", "hf")
 
 @dataclass
 class RawTable:
-    """A table of strings read from ``source``.
+    """A table read from ``source``: cells are strings unless ``typed``.
 
     ``first_line`` is the file line of the first data row (2 for files with a header line), or
     ``None`` when rows are records rather than lines (Parquet, datasets), in which case row numbers
@@ -55,6 +62,23 @@ class RawTable:
     first_line: int | None = 2
     #: RecBole atomic ``token_seq`` columns (space-separated lists).
     seq_columns: tuple[str, ...] = ()
+    #: ``frame`` holds typed columns (Parquet's types, Arrow strings) rather than objects; read a
+    #: column as strings with :meth:`text`, a cell with :meth:`cell`, all with :meth:`strings`.
+    typed: bool = False
+
+    def text(self, column: str) -> pd.Series:
+        """Column ``column`` as strings, missing values missing (vectorised where it can be)."""
+        values = self.frame[column]
+        return _text_column(values) if self.typed else values
+
+    def cell(self, column: str, position: int) -> Any:
+        """The ``position``-th cell of ``column`` as a string (or ``None``), as errors show it."""
+        value = self.frame[column].iloc[position]
+        return _cell_text(value) if self.typed else value
+
+    def strings(self) -> pd.DataFrame:
+        """Every cell a ``str`` or ``None``: cell by cell, for small tables (items, users)."""
+        return _as_strings(self.frame) if self.typed else self.frame
 
     @property
     def header_line(self) -> int | None:
@@ -177,10 +201,11 @@ def _read_delimited(text: str, source: str, sep: str) -> RawTable:
     except pd.errors.ParserError as exc:
         raise DataError(f"malformed delimited file: {exc}", source=source) from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    frame = _as_strings(frame.replace({"": None}))
+    frame = frame.where(frame != "")  # an empty cell is a missing value
     if frame.empty:
         raise DataError("file has a header but no rows", source=source)
-    return _with_line_map(RawTable(frame, source, first_line=2), text, sep, csv.QUOTE_MINIMAL)
+    table = RawTable(frame, source, first_line=2, typed=True)  # Arrow string columns
+    return _with_line_map(table, text, sep, csv.QUOTE_MINIMAL)
 
 
 def _read_atomic(text: str, source: str) -> RawTable:
@@ -295,7 +320,7 @@ def _with_line_map(table: RawTable, text: str, sep: str, quoting: int) -> RawTab
     if len(starts) != len(table.frame):
         return table
     return _LineMappedTable(
-        table.frame, table.source, table.first_line, table.seq_columns, lines=starts
+        table.frame, table.source, table.first_line, table.seq_columns, table.typed, lines=starts
     )
 
 
@@ -306,30 +331,66 @@ def _read_parquet(path: Path) -> RawTable:
         raise DataError(f"cannot read Parquet file: {exc}", source=str(path)) from None
     if frame.empty:
         raise DataError("file has no rows", source=str(path))
-    return RawTable(_as_strings(frame), str(path), first_line=None)
+    frame.columns = [str(c) for c in frame.columns]
+    return RawTable(frame, str(path), first_line=None, typed=True)
+
+
+def _cell_text(v: Any) -> Any:
+    """One cell as a ``str`` (a list as a list of ``str``); a missing value as ``None``."""
+    if hasattr(v, "tolist") and not isinstance(v, str):
+        v = v.tolist()  # numpy scalars and arrays to Python objects
+    if isinstance(v, (list, tuple)):
+        return [str(x) for x in v]
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Cells to ``str`` (lists to lists of ``str``); missing values to ``None``."""
-
-    def cell(v: Any) -> Any:
-        if hasattr(v, "tolist") and not isinstance(v, str):
-            v = v.tolist()  # numpy scalars and arrays to Python objects
-        if isinstance(v, (list, tuple)):
-            return [str(x) for x in v]
-        if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
-            return None
-        if isinstance(v, float) and v.is_integer():
-            return str(int(v))
-        return str(v)
-
     # Built as object columns directly: ``Series.map`` would infer pandas' string dtype, which
     # turns ``None`` into NaN.
-    out = pd.DataFrame(
-        {
-            str(c): pd.Series([cell(v) for v in frame[c]], index=frame.index, dtype=object)
-            for c in frame.columns
-        },
+    return pd.DataFrame(
+        {str(c): _strings_column(frame[c]) for c in frame.columns},
         index=frame.index,
     )
-    return out
+
+
+def _strings_column(values: pd.Series) -> pd.Series:
+    """An object column of ``str`` / ``None``, cell by cell."""
+    return pd.Series([_cell_text(v) for v in values], index=values.index, dtype=object)
+
+
+#: Integers up to this size are exact in a float64, so an integral float prints as that integer.
+_EXACT_FLOAT_INT = 2.0**53
+
+
+def _text_column(values: pd.Series) -> pd.Series:
+    """A typed column as strings with the values :func:`_cell_text` gives, vectorised.
+
+    Strings stay as they are; integers, and floats that all hold whole numbers (an integer column
+    with missing values), are formatted by Arrow; any other type (date-times, lists, non-integral
+    floats, booleans) goes cell by cell.
+    """
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype):
+        return values
+    if pd.api.types.is_bool_dtype(dtype) or not isinstance(dtype, np.dtype):
+        return _strings_column(values)
+    if dtype.kind in "iu":
+        return _arrow_to_text(pa.array(values.to_numpy()), values)
+    if dtype.kind == "f":
+        numbers = values.to_numpy()
+        missing = np.isnan(numbers)
+        present = numbers[~missing]
+        if np.all(np.abs(present) < _EXACT_FLOAT_INT) and np.all(present == np.floor(present)):
+            integers = np.where(missing, 0, numbers).astype(np.int64)
+            return _arrow_to_text(pa.array(integers, mask=missing), values)
+    return _strings_column(values)
+
+
+def _arrow_to_text(array: pa.Array, like: pd.Series) -> pd.Series:
+    strings = array.cast(pa.string()).to_pandas()
+    return pd.Series(strings.array, index=like.index, name=like.name)

@@ -157,7 +157,7 @@ def _check_range(table: RawTable, column: str, seconds: pd.Series) -> None:
                 column=column,
                 expected="seconds since the epoch, from 0 (1970-01-01) to below "
                 f"{MAX_TIMESTAMP:.0f} (3000-01-01)",
-                got=table.frame[column].iloc[pos],
+                got=table.cell(column, pos),
                 hint=hint,
             )
 
@@ -168,9 +168,21 @@ def _to_seconds(table: RawTable, column: str) -> pd.Series:
     return seconds
 
 
+def _stored_numbers(table: RawTable, column: str) -> pd.Series | None:
+    """The column as float64 when the source stored it as numbers (a typed table), else
+    ``None``: then it is text to parse."""
+    values = table.frame[column]
+    if not table.typed or not isinstance(values.dtype, np.dtype) or values.dtype.kind not in "iuf":
+        return None
+    return values.astype(float)
+
+
 def _parse_seconds(table: RawTable, column: str) -> pd.Series:
-    raw = table.frame[column]
     _first_missing(table, column)
+    stored = _stored_numbers(table, column)
+    if stored is not None:
+        return stored
+    raw = table.text(column)
     numeric = pd.to_numeric(raw, errors="coerce")
     bad = numeric.isna()
     if bad.any():
@@ -184,7 +196,7 @@ def _parse_seconds(table: RawTable, column: str) -> pd.Series:
                 pos,
                 column=column,
                 expected="seconds since the epoch",
-                got=raw.iloc[pos],
+                got=table.cell(column, pos),
             )
         still_bad = parsed.isna()
         if still_bad.any():
@@ -194,7 +206,7 @@ def _parse_seconds(table: RawTable, column: str) -> pd.Series:
                 pos,
                 column=column,
                 expected="seconds since the epoch or e.g. 2024-05-01T12:00:00",
-                got=raw.iloc[pos],
+                got=table.cell(column, pos),
             )
         return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype(float)
     return numeric.astype(float)
@@ -209,8 +221,8 @@ def normalize_interactions(table: RawTable, mapping: ColumnMapping) -> pd.DataFr
     cols = list(table.frame.columns)
     out = pd.DataFrame(
         {
-            "user_id": table.frame[mapping.user_id],
-            "item_id": table.frame[mapping.item_id],
+            "user_id": table.text(mapping.user_id),
+            "item_id": table.text(mapping.item_id),
         }
     )
     _first_missing(table, mapping.user_id)
@@ -220,31 +232,40 @@ def normalize_interactions(table: RawTable, mapping: ColumnMapping) -> pd.DataFr
     rating_col = mapping.resolve("rating", cols)
     if rating_col is not None:
         _require(table, rating_col, "rating")
-        ratings = pd.to_numeric(table.frame[rating_col], errors="coerce")
-        bad = ratings.isna() & table.frame[rating_col].notna()
-        if bad.any():
-            pos = int(np.flatnonzero(bad.to_numpy())[0])
-            raise table.error(
-                "rating is not a number",
-                pos,
-                column=rating_col,
-                expected="a number",
-                got=table.frame[rating_col].iloc[pos],
-            )
-        out["rating"] = ratings.astype(float)
+        out["rating"] = _ratings(table, rating_col)
         used.add(rating_col)
     behavior_col = mapping.resolve("behavior", cols)
     if behavior_col is not None:
         _require(table, behavior_col, "behavior")
-        out["behavior"] = table.frame[behavior_col].fillna("interaction").astype(str)
+        out["behavior"] = table.text(behavior_col).fillna("interaction").astype(str)
         used.add(behavior_col)
     context = mapping.context if mapping.context is not None else [c for c in cols if c not in used]
     for c in context:
         _require(table, c, "context")
-        out[c] = table.frame[c]
+        out[c] = table.text(c)
     out["user_id"] = out["user_id"].astype(str)
     out["item_id"] = out["item_id"].astype(str)
     return out.reset_index(drop=True)
+
+
+def _ratings(table: RawTable, column: str) -> pd.Series:
+    """The rating column as float64 (missing values NaN); text that is not a number is refused."""
+    stored = _stored_numbers(table, column)
+    if stored is not None:
+        return stored
+    text = table.text(column)
+    ratings = pd.to_numeric(text, errors="coerce")
+    bad = ratings.isna() & text.notna()
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise table.error(
+            "rating is not a number",
+            pos,
+            column=column,
+            expected="a number",
+            got=table.cell(column, pos),
+        )
+    return ratings.astype(float)
 
 
 def normalize_items(table: RawTable, mapping: ColumnMapping, report: list[str]) -> pd.DataFrame:
@@ -252,7 +273,7 @@ def normalize_items(table: RawTable, mapping: ColumnMapping, report: list[str]) 
     _require(table, mapping.item_id, "item_id")
     _first_missing(table, mapping.item_id)
     cols = list(table.frame.columns)
-    frame = table.frame
+    frame = table.strings()
     title_col = mapping.resolve("title", cols)
     if title_col is None:
         raise table.error(
@@ -302,7 +323,7 @@ def normalize_users(table: RawTable, mapping: ColumnMapping, report: list[str]) 
     """
     _require(table, mapping.user_id, "user_id")
     _first_missing(table, mapping.user_id)
-    out = table.frame.rename(columns={mapping.user_id: "user_id"}).copy()
+    out = table.strings().rename(columns={mapping.user_id: "user_id"}).copy()
     out["user_id"] = out["user_id"].astype(str)
     return _dedupe(out, "user_id", table, report, what="users")
 
