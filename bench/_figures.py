@@ -8,11 +8,14 @@ measured and passes in; nothing here holds a result.
   per-user values that ``per_user`` reads off an evaluation's rankings);
 - ``line_panels``: curves side by side (recall against efSearch, loss against step, ...);
 - ``histograms``: overlaid distributions (request latencies), p50 and p95 in the legend;
+- ``run_curves`` + ``training_curves``: several fine-tuning runs' loss and validation curves on
+  shared axes, read from each run's last checkpoint (``trainer_state.json``);
 - ``copy_figure``: a PNG a run drew itself (a training curve), copied into the docs.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -118,7 +121,8 @@ def line_panels(path: Path, panels: Sequence[Panel], title: str) -> Path:
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for series in panel.series:
-            ax.plot(series.x, series.y, marker="o", markersize=4, label=series.label)
+            marker = "o" if len(series.x) <= 40 else None  # dense curves: a line alone
+            ax.plot(series.x, series.y, marker=marker, markersize=4, label=series.label)
         if panel.logx:
             ax.set_xscale("log", base=2)
         ax.set_xlabel(panel.xlabel)
@@ -163,6 +167,54 @@ def histograms(
     ax.legend(fontsize="small")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def run_curves(run_dir: Path) -> Any | None:
+    """The loss and validation points (``llmrec.finetune.curves.Curves``) of a fine-tuning run
+    folder, from the ``log_history`` of its latest checkpoint's ``trainer_state.json``; the
+    zero-shot and final validation from its ``training.json`` when the history lacks them.
+    None when the folder holds no checkpoint."""
+    from llmrec.finetune.curves import METRIC, read_curves
+
+    states = sorted(
+        run_dir.glob("checkpoints/checkpoint-*/trainer_state.json"),
+        key=lambda p: int(p.parent.name.rsplit("-", 1)[1]),
+    )
+    if not states:
+        return None
+    curves = read_curves(json.loads(states[-1].read_text())["log_history"])
+    summary_file = run_dir / "training.json"
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        if curves.zero_shot is None:
+            curves.zero_shot = (summary.get("validation_zero_shot") or {}).get(METRIC)
+        if curves.final is None:
+            curves.final = (summary.get("validation_final") or {}).get(METRIC)
+        curves.last_step = max(curves.last_step, int(summary.get("steps") or 0))
+    return curves
+
+
+def training_curves(path: Path, runs: Sequence[tuple[str, Any]], title: str) -> Path:
+    """Training loss and validation NDCG@10 against the optimizer step, one line per
+    (label, Curves); the validation line starts at the zero-shot value (step 0)."""
+    loss, valid = [], []
+    for label, curves in runs:
+        if curves.loss:
+            steps, values = zip(*curves.loss, strict=True)
+            loss.append(Series(label, steps, values))
+        points = [(0, curves.zero_shot)] if curves.zero_shot is not None else []
+        points += list(curves.valid)
+        if points:
+            steps, values = zip(*points, strict=True)
+            valid.append(Series(label, steps, values))
+    return line_panels(
+        path,
+        [
+            Panel("optimizer step", "training loss", loss),
+            Panel("optimizer step", "validation NDCG@10 (step 0: zero-shot)", valid),
+        ],
+        title,
+    )
 
 
 def copy_figure(source: Path, path: Path) -> Path | None:
