@@ -125,10 +125,12 @@ def line_panels(path: Path, panels: Sequence[Panel], title: str) -> Path:
             ax.plot(series.x, series.y, marker=marker, markersize=4, label=series.label)
         if panel.logx:
             ax.set_xscale("log", base=2)
+            ticks = sorted({float(x) for series in panel.series for x in series.x})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
-        if len(panel.series) > 1:
+        if panel.series:
             ax.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()

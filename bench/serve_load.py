@@ -375,7 +375,7 @@ def latency_figure(load: Load, concurrency: int, figures: Path) -> str:
         figures / "serving-load-latency.png",
         groups,
         "latency, sending to the last byte (ms)",
-        f"{len(load.outcomes)} requests, {concurrency} at a time",
+        f"Serving load: {len(load.outcomes)} requests, {concurrency} at a time",
     )
     return f"![latency of the answered requests per kind](figures/{figure.name})"
 
