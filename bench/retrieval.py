@@ -43,7 +43,7 @@ from llmrec.retrieval.text_finetune import view_settings_for
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from _figures import Panel, Series, line_panels, mean_interval, metric_bars, per_user  # noqa: E402
-from _sections import write_doc, write_section  # noqa: E402
+from _sections import repo_path, write_doc, write_section  # noqa: E402
 
 KS = (10, 20, 50, 100)
 COLS = ["HR@20", "HR@50", "HR@100", "NDCG@10"]
@@ -177,7 +177,7 @@ def _views(data, split, cfg: EvalConfig, out: Path, args, figures: Path) -> list
         "",
         f"Fusion weights tuned on validation HR@20: weighted {tuned['weighted']}; "
         f"RRF {tuned['rrf']}. The fused retrievers use the fine-tuned text view "
-        f"(encoder: `{text_model}`).",
+        f"(encoder: `{repo_path(text_model, ROOT)}`).",
         "",
         f"![test Recall@20 per view and fusion](figures/{figure.name})",
         "",
