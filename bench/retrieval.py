@@ -11,7 +11,7 @@
 3. Latency on one core: a fused query per user on ML-100K, and a text-view ANN query on a
    synthetic catalogue of 1,000,000 items (vectors sampled around real MiniLM item embeddings),
    with the index's build time, size and recall against exact search, and a sweep of the
-   search effort (efSearch for hnsw, nprobe for ivf): recall@50 and p50 latency at each value.
+   search effort (efSearch for hnsw, nprobe for ivf): recall@50, p50 and p95 at each value.
 
 Figures (docs/figures/, embedded in the sections): test Recall@20 per view and fusion and cold
 Recall@50 per view, each with a 95 % bootstrap interval over the users; recall and latency
