@@ -322,7 +322,7 @@ def _latency_1m(text_view, split, n: int, kind: str, figures: Path) -> list[str]
     sweep, figure = _effort_sweep(index, queries, truth, figures)
     size_mb = (index.save(Path("/tmp") / "llmrec-bench-1m-index") / "index.faiss").stat().st_size
     return [
-        f"## Latency on a synthetic 1,000,000-item catalogue ({kind})",
+        f"## Latency on a synthetic {n:,}-item catalogue ({kind})",
         "",
         f"{n:,} vectors of dimension {d}: real MiniLM item embeddings plus Gaussian noise "
         "(sigma 0.03 per dimension), renormalised; queries are 200 real users' text-view "
