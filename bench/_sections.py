@@ -14,11 +14,10 @@ from pathlib import Path
 
 def write_section(out: Path, part: str, lines: Sequence[str], started: float, script: str) -> None:
     """Write ``lines`` as section ``part`` with a stamp naming the date, duration and command."""
+    command = " ".join(["python", script, *_without_out(sys.argv[1:])])
     stamp = (
         f"_Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in "
-        f"{time.perf_counter() - started:.0f} s by `python {script} "
-        + " ".join(_without_out(sys.argv[1:]))
-        + "`._"
+        f"{time.perf_counter() - started:.0f} s by `{command}`._"
     )
     (out / "sections").mkdir(parents=True, exist_ok=True)
     (out / "sections" / f"{part}.md").write_text("\n".join([*lines, stamp, ""]))

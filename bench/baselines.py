@@ -8,6 +8,10 @@ NDCG@10), evaluated on the test part: full ranking with history items excluded, 
 sampled candidates over seeds 0, 1, 2. Every rankings file is checked against its metrics with
 bench/recompute_metrics.py (which does not import llmrec). RecBole's figures from the same split
 and protocol (measured on this hardware, shared/baselines.md) are printed beside ours.
+
+Figure: docs/figures/baselines-ndcg.png, the full-ranking test NDCG@10 of each model fitted here
+with a 95 % bootstrap interval over the users, from this run's rankings (RecBole's rows have no
+per-user values and are left out of it).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from llmrec.data import leave_one_out, load_builtin
 from llmrec.evaluation import EvalConfig, EvalResult, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _figures import mean_interval, metric_bars, per_user  # noqa: E402
+
 # RecBole 1.2.1 on this hardware, history excluded (shared/baselines.md, 2026-11-22).
 RECBOLE = {
     "Pop": {
@@ -104,7 +111,13 @@ def main() -> int:
             _save_and_check(r, out / f"{name}-sampled-{seed}")
             sampled.setdefault(name, []).append(r)
 
-    doc = _render(full, sampled, fit_seconds, seeds, args)
+    figure = metric_bars(
+        Path(args.doc).parent / "figures" / "baselines-ndcg.png",
+        [(f"llmrec {r.model}", *mean_interval(per_user(r.rankings, "NDCG@10"))) for r in full],
+        "test NDCG@10 (full ranking, 95 % bootstrap interval over users)",
+        f"Baselines on MovieLens-100K ({full[0].users} test users)",
+    )
+    doc = _render(full, sampled, fit_seconds, seeds, args, figure)
     Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
     Path(args.doc).write_text(doc)
     print(doc)
@@ -133,7 +146,7 @@ def _row(label: str, metrics: dict[str, float], cols: list[str]) -> str:
     return f"| {label} | " + " | ".join(f"{metrics[c]:.4f}" for c in cols) + " |"
 
 
-def _render(full, sampled, fit_seconds, seeds, args) -> str:  # noqa: ANN001
+def _render(full, sampled, fit_seconds, seeds, args, figure: Path) -> str:  # noqa: ANN001
     head = lambda cols: "| model | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1)  # noqa: E731
     lines = [
         "# Baselines on MovieLens-100K",
@@ -166,6 +179,8 @@ def _render(full, sampled, fit_seconds, seeds, args) -> str:  # noqa: ANN001
         "(patience 5 checks of 5 epochs); RecBole trains on every prefix as a separate "
         "sequence (97,171 per epoch) and was stopped by a 25-minute cap while its validation "
         "score was still rising, so RecBole's row is a lower bound of what SASRec can do.",
+        "",
+        f"![test NDCG@10 of the baselines fitted here](figures/{figure.name})",
         "",
         f"## Sampled: target + 19 uniform negatives, shuffled (test, mean over seeds {seeds})",
         "",

@@ -19,6 +19,12 @@ Adapters are read from ``runs/adapter-<method>/adapter`` (train them with
 3. reasons: generated reasons for the top 3 of sampled test users: the share that names an item
    outside the user's history and the recommendation, before and after grounding, and the share
    of shown reasons that cite a history item or a shared genre.
+4. figures (drawn after every rank part; ``--parts figures`` alone redraws them from the kept rows
+   without ranking anything): full NDCG@10 and sampled HR@1 of the fused rankings per method,
+   against the retriever and SASRec, with 95 % bootstrap intervals over the users (from
+   OUT/rank-methods/*.json and OUT/rank-baselines.json); every adapter's training loss and
+   validation NDCG@10 on shared axes (from its last checkpoint's trainer_state.json), and the
+   training-curve.png each fine-tuning run drew, copied. PNGs go to docs/figures/llm-*.png.
 """
 
 from __future__ import annotations
@@ -50,9 +56,16 @@ from llmrec.ranking.tuning import fusion_grid, residual_weight, tuning_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+from _figures import (  # noqa: E402
+    copy_figure,
+    mean_interval,
+    metric_bars,
+    run_curves,
+    training_curves,
+)
 from _sections import repo_path, write_doc, write_section  # noqa: E402
 
-PARTS = ("rank", "speed", "reasons")
+PARTS = ("rank", "figures", "speed", "reasons")
 METHODS = ("lora", "adalora", "prefix", "qlora")
 
 
@@ -88,6 +101,8 @@ def main() -> int:
     bad = set(parts) - set(PARTS)
     if bad:
         raise SystemExit(f"unknown parts {sorted(bad)}")
+    if "rank" in parts and "figures" not in parts:
+        parts.append("figures")  # the figures show the rows just ranked
     if args.train and set(methods) - set(METHODS):
         raise SystemExit(f"--train knows the recipes {', '.join(METHODS)}")
     data = load_builtin("ml-100k")
@@ -98,6 +113,10 @@ def main() -> int:
         started = time.perf_counter()
         if part == "rank":
             lines = _rank(data, split, methods, args, out)
+        elif part == "figures":
+            labels = methods if args.no_zero_shot else ["zero-shot", *methods]
+            adapters = {m: _adapter_dir(m) for m in methods}
+            lines = draw_figures(out, labels, adapters, Path(args.doc).parent / "figures")
         elif part == "speed":
             lines = _speed(data, split, methods, args)
         else:
@@ -114,7 +133,8 @@ def _write_doc(out: Path, doc: Path) -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"Python {platform.python_version()}. Rerun with `python bench/llm.py` "
-        "(`--parts rank,speed,reasons` remeasures only those sections).",
+        "(`--parts rank,speed,reasons` remeasures only those sections; `--parts figures` "
+        "redraws the figures from the rows the last rank part kept).",
         "",
         "Base model: SmolLM2-135M-Instruct (the embedded default). Leave-one-out split; the "
         "retriever (`llmrec retrieve build`) and the adapters were trained on the training part; "
@@ -327,6 +347,9 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         baselines[name] = (_per_user(full, "NDCG@10"), _per_user(sampled, "HR@1"))
         cells = [_fmt(full.metrics["NDCG@10"]), _fmt(full.metrics["HR@10"]), "-"]
         rows.append([name, *["-"] * 6, *cells, _fmt(sampled.metrics["HR@1"]), "-"])
+    # kept for the figures part, which can then draw without ranking anything
+    kept = {name: {"full": a.tolist(), "sampled": b.tolist()} for name, (a, b) in baselines.items()}
+    atomic_write_text(out / BASELINES_FILE, json.dumps(kept))
 
     runs = [] if args.no_zero_shot else [("zero-shot", None)]
     for method in methods:
@@ -439,6 +462,90 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         *[f"- {m}" for m in measured],
     ]
     return head + ["| " + " | ".join(r) + " |" for r in rows] + tail + [""]
+
+
+#: Per-user full NDCG@10 and sampled HR@1 of the retriever and SASRec, kept by the rank part.
+BASELINES_FILE = "rank-baselines.json"
+
+
+def draw_figures(
+    out: Path, labels: list[str], adapters: dict[str, Path], figures: Path
+) -> list[str]:
+    """The figures section, drawn from the rows kept under ``out`` (``rank-methods/LABEL.json``,
+    ``rank-baselines.json``) and the adapters' run folders; nothing is ranked here."""
+    rows = {}
+    for label in labels:
+        path = out / "rank-methods" / f"{label}.json"
+        if path.is_file():
+            rows[label] = json.loads(path.read_text())
+        else:
+            print(f"figures: no kept row for {label} ({path})", flush=True)
+    kept = out / BASELINES_FILE
+    baselines = json.loads(kept.read_text()) if kept.is_file() else {}
+    lines = ["## Figures", "", *_rank_figures(rows, baselines, figures)]
+    lines += _curve_figures(adapters, figures)
+    if len(lines) == 2:
+        lines += ["Nothing to draw: no kept rank rows and no adapter run folders.", ""]
+    return lines
+
+
+def _rank_figures(rows: dict[str, dict], baselines: dict[str, dict], figures: Path) -> list[str]:
+    """Bars of the fused rankings' per-user metrics (kept rows) beside the baselines'."""
+    if not rows and not baselines:
+        return []
+    lines = [
+        "Fused rankings of the rows kept in `rank-methods/` ("
+        + ("; ".join(f"{label}: measured {r['measured']}" for label, r in rows.items()) or "none")
+        + ") against the retriever and SASRec "
+        + ("of the last rank run" if baselines else "(not kept: run the rank part)")
+        + ": the mean over the test users with a 95 % bootstrap interval.",
+        "",
+    ]
+    for proto, metric, what in (
+        ("full", "NDCG@10", "full NDCG@10 (the retriever's top 20 reranked)"),
+        ("sampled", "HR@1", "sampled HR@1 (target + 19 negatives)"),
+    ):
+        values = {name: b[proto] for name, b in baselines.items()}
+        values |= {
+            f"{label} (fused)": r.get("per_user", {}).get(proto) for label, r in rows.items()
+        }
+        values = {name: v for name, v in values.items() if v}  # rows kept without per-user values
+        bars = [(name, *mean_interval(np.asarray(v))) for name, v in values.items()]
+        if not bars:
+            continue
+        figure = metric_bars(
+            figures / f"llm-{proto}-{metric.replace('@', '').lower()}.png",
+            bars,
+            f"test {what}, 95 % bootstrap interval",
+            f"LLM ranking per PEFT method ({len(next(iter(values.values())))} test users)",
+        )
+        lines += [f"![test {what} per method](figures/{figure.name})", ""]
+    return lines
+
+
+def _curve_figures(adapters: dict[str, Path], figures: Path) -> list[str]:
+    """The adapters' loss and validation curves on shared axes, and each run's own picture."""
+    lines = []
+    runs = [(m, c) for m, folder in adapters.items() if (c := run_curves(folder)) is not None]
+    if runs:
+        figure = training_curves(
+            figures / "llm-training-curves.png",
+            runs,
+            "Adapters' training loss and validation NDCG@10",
+        )
+        lines += [
+            "Training loss and validation NDCG@10 of each adapter against the optimizer step, "
+            "from its last checkpoint's `trainer_state.json`; the validation line starts at the "
+            "zero-shot model (step 0).",
+            "",
+            f"![training and validation curves per method](figures/{figure.name})",
+            "",
+        ]
+    for method, folder in adapters.items():
+        copied = copy_figure(folder / "training-curve.png", figures / f"llm-{method}-curve.png")
+        if copied is not None:
+            lines += [f"![training curve, {method}](figures/{copied.name})", ""]
+    return lines
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:

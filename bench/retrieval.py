@@ -10,12 +10,18 @@
    test users whose target is such an item, for the text view, the ID views and the fusion.
 3. Latency on one core: a fused query per user on ML-100K, and a text-view ANN query on a
    synthetic catalogue of 1,000,000 items (vectors sampled around real MiniLM item embeddings),
-   with the index's build time, size and recall against exact search.
+   with the index's build time, size and recall against exact search, and a sweep of the
+   search effort (efSearch for hnsw, nprobe for ivf): recall@50, p50 and p95 at each value.
+
+Figures (docs/figures/, embedded in the sections): test Recall@20 per view and fusion and cold
+Recall@50 per view, each with a 95 % bootstrap interval over the users; recall and latency
+against the search effort.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import resource
@@ -36,10 +42,13 @@ from llmrec.retrieval.text_finetune import view_settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _sections import write_doc, write_section  # noqa: E402
+from _figures import Panel, Series, line_panels, mean_interval, metric_bars, per_user  # noqa: E402
+from _sections import repo_path, write_doc, write_section  # noqa: E402
 
 KS = (10, 20, 50, 100)
 COLS = ["HR@20", "HR@50", "HR@100", "NDCG@10"]
+#: search effort swept on the 1M index: efSearch (hnsw) or nprobe (ivf)
+EFFORT = {"hnsw": (16, 32, 64, 128, 256, 512), "ivf": (1, 2, 4, 8, 16, 32, 64, 128)}
 
 
 def main() -> int:
@@ -66,19 +75,20 @@ def main() -> int:
     data = load_builtin("ml-100k")
     split = leave_one_out(data)
     cfg = EvalConfig(ks=KS, depth=100)
+    figures = Path(args.doc).parent / "figures"
     for part in PARTS:
         if part not in parts:
             continue
         started = time.perf_counter()
         if part == "views":
-            lines = _views(data, split, cfg, out, args)
+            lines = _views(data, split, cfg, out, args, figures)
         elif part == "cold":
-            lines = _cold_start(data, split, cfg)
+            lines = _cold_start(data, split, cfg, figures)
         elif part == "latency":
             lines = _latency_ml100k(FusedRetriever.load(out / "fused", data.catalog), split)
         else:
             text = registry.create("text").fit(split.train, data.catalog)
-            lines = _latency_1m(text, split, args.n_synthetic, args.ann)
+            lines = _latency_1m(text, split, args.n_synthetic, args.ann, figures)
         write_section(out, part, lines, started, "bench/retrieval.py")
         _write_doc(out, Path(args.doc))
     print(Path(args.doc).read_text())
@@ -104,7 +114,7 @@ def _write_doc(out: Path, doc: Path) -> None:
     write_doc(out, doc, header, PARTS)
 
 
-def _views(data, split, cfg: EvalConfig, out: Path, args) -> list[str]:  # noqa: ANN001
+def _views(data, split, cfg: EvalConfig, out: Path, args, figures: Path) -> list[str]:  # noqa: ANN001
     lines: list[str] = []
     text_model = args.text_model or _finetune(split, data, out, args.finetune_steps, lines)
     if args.text_model:
@@ -118,12 +128,15 @@ def _views(data, split, cfg: EvalConfig, out: Path, args) -> list[str]:  # noqa:
         "pop": registry.create("pop"),
     }
     results: dict[str, dict[str, float]] = {}
+    bars: list[tuple[str, float, float, float]] = []  # (name, Recall@20, low, high)
     fit_s: dict[str, float] = {}
     for name, view in views.items():
         t = time.perf_counter()
         view.fit(split.train, data.catalog, split.valid)
         fit_s[name] = time.perf_counter() - t
-        results[name] = evaluate(view, data, split.test, cfg).metrics
+        result = evaluate(view, data, split.test, cfg)
+        results[name] = result.metrics
+        bars.append((name, *mean_interval(per_user(result.rankings, "HR@20"))))
         print(f"{name}: {_fmt(results[name])} (fit {fit_s[name]:.0f} s)", flush=True)
     members = {
         "text": views["text (fine-tuned)"],
@@ -137,10 +150,18 @@ def _views(data, split, cfg: EvalConfig, out: Path, args) -> list[str]:  # noqa:
         fused = FusedRetriever(members, FusionConfig(method=method))
         fused.fit(split.train, data.catalog, split.valid, fit_views=False)
         tuned[method] = dict(fused.weights)
-        results[f"fused ({method})"] = evaluate(fused, data, split.test, cfg).metrics
+        result = evaluate(fused, data, split.test, cfg)
+        results[f"fused ({method})"] = result.metrics
+        bars.append((f"fused ({method})", *mean_interval(per_user(result.rankings, "HR@20"))))
         print(f"fused {method}: {_fmt(results[f'fused ({method})'])} {fused.weights}", flush=True)
         if method == "weighted":
             fused.save(out / "fused")
+    figure = metric_bars(
+        figures / "retrieval-recall20.png",
+        bars,
+        "test Recall@20 (full ranking, 95 % bootstrap interval over users)",
+        f"Retrieval views and fusion on MovieLens-100K ({len(split.test)} test users)",
+    )
     return [
         "## Views and fusion (test, full ranking, history items excluded)",
         "",
@@ -156,7 +177,9 @@ def _views(data, split, cfg: EvalConfig, out: Path, args) -> list[str]:  # noqa:
         "",
         f"Fusion weights tuned on validation HR@20: weighted {tuned['weighted']}; "
         f"RRF {tuned['rrf']}. The fused retrievers use the fine-tuned text view "
-        f"(encoder: `{text_model}`).",
+        f"(encoder: `{repo_path(text_model, ROOT)}`).",
+        "",
+        f"![test Recall@20 per view and fusion](figures/{figure.name})",
         "",
     ]
 
@@ -195,7 +218,7 @@ def _provenance(model_dir: str) -> str:
     )
 
 
-def _cold_start(data, split, cfg: EvalConfig) -> list[str]:  # noqa: ANN001
+def _cold_start(data, split, cfg: EvalConfig, figures: Path) -> list[str]:  # noqa: ANN001
     cold_split, cold = hold_out_items(split, data.catalog.ids, fraction=0.1, seed=0)
     cases = [c for c in cold_split.test if c.target in cold]
     views = {
@@ -205,17 +228,25 @@ def _cold_start(data, split, cfg: EvalConfig) -> list[str]:  # noqa: ANN001
         "recent-pop": registry.create("recent-pop"),
         "pop": registry.create("pop"),
     }
-    rows = []
+    rows, bars = [], []
     for name, view in views.items():
         view.fit(cold_split.train, data.catalog, cold_split.valid)
-        m = evaluate(view, data, cases, cfg).metrics
-        rows.append((name, m))
-        print(f"cold {name}: HR@50={m['HR@50']:.4f}", flush=True)
+        result = evaluate(view, data, cases, cfg)
+        rows.append((name, result.metrics))
+        bars.append((name, *mean_interval(per_user(result.rankings, "HR@50"))))
+        print(f"cold {name}: HR@50={result.metrics['HR@50']:.4f}", flush=True)
     fused = FusedRetriever(views, FusionConfig(method="weighted"))
     fused.fit(cold_split.train, data.catalog, cold_split.valid, fit_views=False)
-    m = evaluate(fused, data, cases, cfg).metrics
-    rows.append(("fused (weighted, tuned on validation)", m))
-    print(f"cold fused: HR@50={m['HR@50']:.4f} {fused.weights}", flush=True)
+    result = evaluate(fused, data, cases, cfg)
+    rows.append(("fused (weighted, tuned on validation)", result.metrics))
+    bars.append(("fused (weighted)", *mean_interval(per_user(result.rankings, "HR@50"))))
+    print(f"cold fused: HR@50={result.metrics['HR@50']:.4f} {fused.weights}", flush=True)
+    figure = metric_bars(
+        figures / "retrieval-cold-recall50.png",
+        bars,
+        "Recall@50 of the held-out items (95 % bootstrap interval over users)",
+        f"Cold start: {len(cases)} test users whose target was held out of training",
+    )
     return [
         "## Cold start",
         "",
@@ -227,6 +258,8 @@ def _cold_start(data, split, cfg: EvalConfig) -> list[str]:  # noqa: ANN001
         "| retriever | Recall@20 | Recall@50 | Recall@100 |",
         "|---|---|---|---|",
         *[f"| {n} | {m['HR@20']:.4f} | {m['HR@50']:.4f} | {m['HR@100']:.4f} |" for n, m in rows],
+        "",
+        f"![cold-start Recall@50 per view](figures/{figure.name})",
         "",
     ]
 
@@ -264,7 +297,7 @@ def _latency_ml100k(fused: FusedRetriever, split) -> list[str]:  # noqa: ANN001
     ]
 
 
-def _latency_1m(text_view, split, n: int, kind: str) -> list[str]:  # noqa: ANN001
+def _latency_1m(text_view, split, n: int, kind: str, figures: Path) -> list[str]:  # noqa: ANN001
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     base = text_view.item_embeddings  # (1682, d) real MiniLM item embeddings
@@ -283,19 +316,13 @@ def _latency_1m(text_view, split, n: int, kind: str) -> list[str]:  # noqa: ANN0
     rss1 = _rss_mb()
     set_threads(1)
     index.search(queries[:2], 50)
-    times = []
-    for row in queries:
-        t = time.perf_counter()
-        index.search(row[None, :], 50)
-        times.append(time.perf_counter() - t)
+    times = _query_seconds(index, queries)
     truth = exact_top_k(x, queries[:100], 50)
-    found, _ = index.search(queries[:100], 50)
-    recall = np.mean(
-        [len({ids[j] for j in r} & set(f)) / 50 for r, f in zip(truth, found, strict=True)]
-    )
+    recall = _recall(index, queries[:100], truth)
+    sweep, figure = _effort_sweep(index, queries, truth, figures)
     size_mb = (index.save(Path("/tmp") / "llmrec-bench-1m-index") / "index.faiss").stat().st_size
     return [
-        f"## Latency on a synthetic 1,000,000-item catalogue ({kind})",
+        f"## Latency on a synthetic {n:,}-item catalogue ({kind})",
         "",
         f"{n:,} vectors of dimension {d}: real MiniLM item embeddings plus Gaussian noise "
         "(sigma 0.03 per dimension), renormalised; queries are 200 real users' text-view "
@@ -307,7 +334,81 @@ def _latency_1m(text_view, split, n: int, kind: str) -> list[str]:  # noqa: ANN0
         f"- query on one core, k = 50: {_percentiles(times)}",
         f"- recall@50 against exact search (100 queries): {recall:.4f}",
         "",
+        *sweep,
+        f"![recall@50 and p50 latency against the search effort](figures/{figure.name})",
+        "",
     ]
+
+
+def _query_seconds(index: EmbeddingIndex, queries: np.ndarray, k: int = 50) -> list[float]:
+    """Seconds of each query searched alone (one core: ``set_threads(1)`` first)."""
+    times = []
+    for row in queries:
+        t = time.perf_counter()
+        index.search(row[None, :], k)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _recall(index: EmbeddingIndex, queries: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of the exact top k (``truth``: row numbers, (n, k)) that the index finds."""
+    k = truth.shape[1]
+    found, _ = index.search(queries, k)
+    ids = index.item_ids
+    return float(
+        np.mean([len({ids[j] for j in r} & set(f)) / k for r, f in zip(truth, found, strict=True)])
+    )
+
+
+def _effort_sweep(
+    index: EmbeddingIndex, queries: np.ndarray, truth: np.ndarray, figures: Path
+) -> tuple[list[str], Path]:
+    """Recall@50 (the 100 queries of ``truth``) and one-core latency (all ``queries``) at each
+    search effort of ``EFFORT``, on the same built index; a table and its figure."""
+    knob = "ef_search" if index.kind == "hnsw" else "nprobe"
+    efforts = EFFORT[index.kind]
+    recalls, p50s, p95s = [], [], []
+    for effort in efforts:
+        params = dataclasses.replace(index.params, **{knob: effort})
+        tuned = EmbeddingIndex(index.index, index.item_ids, index.kind, index.dim, params)
+        tuned.search(queries[:2], 50)  # warm-up
+        ms = np.array(_query_seconds(tuned, queries)) * 1000
+        recalls.append(_recall(tuned, queries[: len(truth)], truth))
+        p50s.append(float(np.percentile(ms, 50)))
+        p95s.append(float(np.percentile(ms, 95)))
+    # the wrappers share one faiss index: put back the effort ``index`` was built with
+    EmbeddingIndex(index.index, index.item_ids, index.kind, index.dim, index.params)
+    name = "efSearch" if knob == "ef_search" else "nprobe"
+    figure = line_panels(
+        figures / f"retrieval-1m-{index.kind}-{name.lower()}.png",
+        [
+            Panel(
+                name,
+                "recall@50 against exact search",
+                [Series(index.kind, efforts, recalls)],
+                logx=True,
+            ),
+            Panel(
+                name,
+                "query latency, one core (ms)",
+                [Series("p50", efforts, p50s), Series("p95", efforts, p95s)],
+                logx=True,
+            ),
+        ],
+        f"{index.kind} over {len(index):,} items: search effort ({name})",
+    )
+    return [
+        f"Search effort swept on the same index ({name}; recall@50 on {len(truth)} queries, "
+        f"latency of {len(queries)} queries one at a time on one core):",
+        "",
+        f"| {name} | recall@50 | p50 ms | p95 ms |",
+        "|---|---|---|---|",
+        *[
+            f"| {e} | {r:.4f} | {a:.2f} | {b:.2f} |"
+            for e, r, a, b in zip(efforts, recalls, p50s, p95s, strict=True)
+        ],
+        "",
+    ], figure
 
 
 def _rss_mb() -> float:

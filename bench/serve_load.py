@@ -18,6 +18,8 @@ Any 5xx, transport error or malformed 200 fails the run (exit 1), and so do 429s
 ``--allow-429`` (they are counted apart either way). Writes ``runs/serve-bench/sections/load.md``
 (``--tiny``: ``runs/serve-bench-tiny``, never the docs) and regenerates docs/serving-load.md from
 ``HEADER`` and the sections, as bench/llm.py does docs/llm.md (the guide is docs/serving.md).
+The section embeds a histogram of the answered requests' latencies per kind, drawn from this
+run's outcomes to docs/figures/serving-load-latency.png (``--tiny``: OUT/figures/).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+from _figures import histograms  # noqa: E402
 from _sections import write_doc, write_section  # noqa: E402
 
 PARTS = ("load",)
@@ -116,6 +119,8 @@ def main() -> int:
             service.batcher.stats = type(service.batcher.stats)()  # count the load only
             load = asyncio.run(fire(url, calls, args.concurrency, timeout, headers))
         lines = report(service, load, args)
+    figures = out / "figures" if args.tiny else Path(args.doc).parent / "figures"
+    lines += [latency_figure(load, args.concurrency, figures), ""]
     print("\n".join(lines))
     write_section(out, "load", lines, started, "bench/serve_load.py")
     print(f"wrote {out / 'sections' / 'load.md'}")
@@ -356,6 +361,23 @@ def report(service: Any, load: Load, args: argparse.Namespace) -> list[str]:
         "",
     ]
     return lines
+
+
+def latency_figure(load: Load, concurrency: int, figures: Path) -> str:
+    """Draw the answered requests' latencies per kind; the Markdown line that embeds it."""
+    groups = [
+        (kind, [o.seconds * 1000.0 for o in load.outcomes if o.kind == kind and not o.error])
+        for kind in KINDS
+    ]
+    if not any(values for _, values in groups):
+        return "No request was answered: no latency figure."
+    figure = histograms(
+        figures / "serving-load-latency.png",
+        groups,
+        "latency, sending to the last byte (ms)",
+        f"Serving load: {len(load.outcomes)} requests, {concurrency} at a time",
+    )
+    return f"![latency of the answered requests per kind](figures/{figure.name})"
 
 
 def _errors_line(load: Load, allow_429: bool) -> str:
