@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from _sections import write_doc, write_section  # noqa: E402
+from _sections import repo_path, write_doc, write_section  # noqa: E402
 from synthetic_log import LogSpec, write_log  # noqa: E402
 
 PARTS = ("1m-before", "1m", "10m-before", "10m", "1m-csv-before", "1m-csv", "10m-csv")
@@ -65,6 +65,11 @@ def main() -> int:
     run = _prepare(files, prepared, Path(args.code))
     label = args.code_label or _git_head(Path(args.code))
     lines = _section(args.part, spec, files, generated_s, run, prepared, label)
+    # the stamp repeats the command; a --code checkout outside this repository is named by its
+    # label, never by this machine's path
+    shown = repo_path(args.code, ROOT)
+    if Path(shown).is_absolute():
+        sys.argv = [a if a != args.code else f"<checkout of {label}>" for a in sys.argv]
     write_section(out, args.part, lines, started, "bench/bigdata.py")
     write_doc(out, Path(args.doc), _header(), PARTS)
     print("\n".join(lines))
