@@ -140,29 +140,35 @@ def encode_events(seq: UserSequence, catalog: Catalog, vocab: EventVocab) -> np.
     return out
 
 
+def _window_bounds(length: int, max_len: int) -> list[tuple[int, int]]:
+    """(start, end) of the windows a sequence of ``length`` events is cut into, from its end."""
+    bounds = []
+    end = length
+    while end >= 2:
+        bounds.append((max(0, end - max_len - 1), end))
+        end -= max_len
+    return bounds
+
+
 def training_windows(encoded: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
     """Windows of at most ``max_len + 1`` events; a window of ``w`` events teaches ``w - 1``
     next items. Long sequences are cut from the end into windows overlapping by one event, so
     every transition is a target exactly once; sequences of fewer than two events give none."""
-    windows = []
-    for events in encoded:
-        end = len(events)
-        while end >= 2:
-            windows.append(events[max(0, end - max_len - 1) : end])
-            end -= max_len
-    return windows
+    return [
+        events[start:end]
+        for events in encoded
+        for start, end in _window_bounds(len(events), max_len)
+    ]
 
 
 def window_priors(encoded: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
     """For each window of :func:`training_windows` (same order), the item tokens the user read
     before the window's first event (int64, possibly empty)."""
-    priors = []
-    for events in encoded:
-        end = len(events)
-        while end >= 2:
-            priors.append(np.asarray(events[: max(0, end - max_len - 1), ITEM], dtype=np.int64))
-            end -= max_len
-    return priors
+    return [
+        np.asarray(events[:start, ITEM], dtype=np.int64)
+        for events in encoded
+        for start, _ in _window_bounds(len(events), max_len)
+    ]
 
 
 def left_pad(windows: Sequence[np.ndarray], width: int) -> np.ndarray:
