@@ -113,11 +113,12 @@ def print_nextitem_summary(summary: Any, out: str | Path) -> None:
     from llmrec.finetune.summary import SUMMARY_FILE
 
     final = (summary.validation_final or {}).get("NDCG@10", float("nan"))
-    sasrec = (summary.validation_sasrec or {}).get("NDCG@10", float("nan"))
+    sasrec = (summary.validation_sasrec or {}).get("NDCG@10")
+    # only a run whose ID vectors started from a SASRec has one to compare with
+    started = "" if sasrec is None else f" (the SASRec it started from: {sasrec:.4f})"
     print(
         f"done: {summary.steps} steps in {summary.train_seconds:.0f} s "
-        f"({summary.seconds_per_step:.2f} s/step); validation NDCG@10 {final:.4f} "
-        f"(the SASRec it started from: {sasrec:.4f})"
+        f"({summary.seconds_per_step:.2f} s/step); validation NDCG@10 {final:.4f}{started}"
     )
     print(f"model written to {summary.model}; summary in {Path(out) / SUMMARY_FILE}")
     print(

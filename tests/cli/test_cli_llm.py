@@ -322,3 +322,21 @@ def test_a_base_model_given_with_an_adapter_is_the_one_it_runs_on(parts, tmp_pat
     assert pipe.model.info.base_model == str(elsewhere)
     recorded = load_pipeline(parts["retriever"], parts["dataset"], parts["adapter"])
     assert recorded.model.info.base_model == parts["model"]
+
+
+def test_nextitem_summary_names_a_sasrec_start_only_when_there_was_one(capsys, tmp_path) -> None:  # noqa: ANN001
+    from types import SimpleNamespace
+
+    from llmrec.cli.llm import print_nextitem_summary
+
+    summary = SimpleNamespace(
+        steps=10, train_seconds=12.0, seconds_per_step=1.2, validation_final={"NDCG@10": 0.1},
+        validation_sasrec=None, model=str(tmp_path / "model"), trainable_parameters=5,
+        peak_memory_mb=1.0,
+    )  # fmt: skip
+    print_nextitem_summary(summary, tmp_path)
+    out = capsys.readouterr().out
+    assert "validation NDCG@10 0.1000\n" in out and "SASRec" not in out
+    summary.validation_sasrec = {"NDCG@10": 0.09}
+    print_nextitem_summary(summary, tmp_path)
+    assert "(the SASRec it started from: 0.0900)" in capsys.readouterr().out
