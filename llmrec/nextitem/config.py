@@ -13,6 +13,7 @@ from llmrec.validation import check_number, reject_unknown
 #: Per-event views the model can read besides the item; each is used only where the data has it.
 VIEWS = ("gap", "rating", "time", "behavior")
 ID_INITS = ("sasrec", "cooc", "random")
+TEXT_IN_INITS = ("default", "zero")
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,11 @@ class NextItemConfig:
     - ``text``: add a projection of each item's text vector (the base LLM's mean hidden state
       over the item's rendered text) to its input and output vectors; with it, items never seen
       in training still get scores (cold start). ``text_template``/``text_max_chars`` render
-      the text (``None``: the catalogue's default template).
+      the text (``None``: the catalogue's default template). ``text_in_init``: how the input
+      projection of the text vector starts - ``"default"`` (PyTorch's uniform init: the text
+      part starts about as loud as the ID part) or ``"zero"`` (the model starts as an ID model
+      and the gradient adds text where it helps; warm ranking lost validation NDCG@10 to the
+      text part in docs/nextitem.md's ablation).
     - ``views``: the per-event views read when the data has them - ``gap`` (time since the
       previous event, log2-bucketed into ``gap_buckets``), ``rating``, ``time`` (where the event
       falls in the training period, ``time_buckets`` buckets) and ``behavior`` (the type).
@@ -62,6 +67,7 @@ class NextItemConfig:
     text: bool = True
     text_template: str | None = None
     text_max_chars: int = 200
+    text_in_init: Literal["default", "zero"] = "default"
     views: tuple[str, ...] = VIEWS
     gap_buckets: int = 16
     time_buckets: int = 32
@@ -91,6 +97,10 @@ class NextItemConfig:
             )
         if self.head_lr is not None:
             check_number("head_lr", self.head_lr, kind=float, minimum=0.0, exclusive_min=True)
+        if self.text_in_init not in TEXT_IN_INITS:
+            raise ValueError(
+                f"text_in_init must be one of {TEXT_IN_INITS}, got {self.text_in_init!r}"
+            )
         if self.id_init not in ID_INITS:
             raise ValueError(f"id_init must be one of {ID_INITS}, got {self.id_init!r}")
         unknown = sorted(set(self.views) - set(VIEWS))

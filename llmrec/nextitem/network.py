@@ -118,6 +118,9 @@ class ItemTokenLM(nn.Module):
             width = text_vectors.shape[1]
             self.register_buffer("text_vectors", torch.from_numpy(standardise(text_vectors)))
             self.text_in = nn.Linear(width, hidden)
+            if config.text_in_init == "zero":  # the gradient still reaches it: x = ... + W t
+                nn.init.zeros_(self.text_in.weight)
+                nn.init.zeros_(self.text_in.bias)
             self.text_out = nn.Linear(width, d_s, bias=False)
             nn.init.normal_(self.text_out.weight, std=0.02 / np.sqrt(width / d_s))
         views = set(config.views)

@@ -227,3 +227,15 @@ def test_seen_history_also_leaves_out_what_was_read_before_the_window() -> None:
         row[[t - 1 for t in hidden]] = float("-inf")
         nll.append(-torch.log_softmax(row, 0)[target - 1])
     assert torch.allclose(loss, sum(nll) / 2, atol=1e-6)
+
+
+def test_zero_text_in_init_starts_as_an_id_model_and_still_learns_the_text_part() -> None:
+    net = _net(text_in_init="zero").train()
+    events = _events([[1, 2, 3], [4, 2]])
+    assert torch.all(net.text_in(net.text_vectors) == 0)  # the input reads ID and views only
+    loss = net(events=events)["loss"]
+    loss.backward()
+    assert net.text_in.weight.grad.abs().sum() > 0  # not stuck at zero
+    assert _net().text_in.weight.abs().sum() > 0  # the default start is not zero
+    with pytest.raises(ValueError, match="text_in_init"):
+        NextItemConfig(text_in_init="small")
