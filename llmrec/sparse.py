@@ -51,6 +51,18 @@ class ItemMatrix:
             data *= np.asarray(col_factors, dtype=np.float64)[self.indices]
         return ItemMatrix(self.indptr, self.indices, data)
 
+    def strongest(self, m: int) -> ItemMatrix:
+        """A new matrix keeping each row's ``m`` largest entries (ties: the lower column)."""
+        if m < 1:
+            raise ValueError(f"m must be >= 1, got {m}")
+        rows = np.repeat(np.arange(self.n), np.diff(self.indptr))  # (nnz,)
+        order = np.lexsort((self.indices, -self.data, rows))  # by row, value descending, column
+        rank = np.arange(len(order)) - self.indptr[rows[order]]  # place within the row
+        keep = np.sort(order[rank < m])  # back to row, column order
+        counts = np.bincount(rows[keep], minlength=self.n)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return ItemMatrix(indptr, self.indices[keep], self.data[keep])
+
     def add_rows(
         self,
         out: np.ndarray,

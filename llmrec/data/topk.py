@@ -237,43 +237,82 @@ class SharedScores:
         touched: np.ndarray | None = None,
         touched_scores: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One user's ``k`` best items (unique ``exclude`` and ``touched`` index arrays)."""
+        """One user's ``k`` best items (unique ``exclude`` and ``touched`` index arrays).
+
+        Costs O(len(exclude) + len(touched) + k): the touched items are cut to their own best
+        ``k`` before the merge with the head of the shared order.
+        """
         exclude = np.asarray(exclude, dtype=np.int64)
         touched, touched_scores = self._touched(touched, touched_scores, exclude)
         skip = np.concatenate([exclude, touched])
         head = self.order[: k + len(skip)]
         head = head[~np.isin(head, skip)][:k]
+        best, best_scores = _best_of(touched, touched_scores, k)
         return top_k_merge(
-            np.concatenate([touched, head]),
-            np.concatenate([touched_scores, self.values[head]]),
+            np.concatenate([best, head]),
+            np.concatenate([best_scores, self.values[head]]),
             k,
         )
 
     def moments(
         self,
-        exclude: np.ndarray,
-        touched: np.ndarray | None = None,
-        touched_scores: np.ndarray | None = None,
-    ) -> tuple[float, float]:
-        """Mean and population std of one user's row over known finite non-excluded items."""
-        exclude = np.asarray(exclude, dtype=np.int64)
-        touched, touched_scores = self._touched(touched, touched_scores, exclude)
-        gone = exclude[self.mask[exclude]]
-        dev_gone = self.values[gone].astype(np.float64) - self.center
-        count = self.count - len(gone)
-        total = self.sum - dev_gone.sum()
-        squares = self.sumsq - dev_gone @ dev_gone
-        old = touched[self.mask[touched]]  # their shared score leaves the sums...
-        new = self.known[touched] & np.isfinite(touched_scores)  # ...their own score enters
-        dev_old = self.values[old].astype(np.float64) - self.center
-        dev_new = touched_scores[new].astype(np.float64) - self.center
-        count += int(new.sum()) - len(old)
-        total += dev_new.sum() - dev_old.sum()
-        squares += dev_new @ dev_new - dev_old @ dev_old
-        if count <= 0:
-            return float("nan"), float("nan")
-        shift = total / count
-        return self.center + shift, float(np.sqrt(max(squares / count - shift * shift, 0.0)))
+        exclude: Sequence[np.ndarray],
+        touched: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per user, mean and population std over known finite non-excluded items: (n,) each.
+
+        ``exclude[u]`` and ``touched[u] = (items, scores)`` as in :meth:`top_k`; computed for
+        the whole batch at once from the shared sums, corrected by what each user changes.
+        """
+        n = len(exclude)
+        users_e = np.repeat(np.arange(n), [len(e) for e in exclude])
+        items_e = np.concatenate([np.zeros(0, np.int64), *exclude]).astype(np.int64)
+        if touched:
+            users_t = np.repeat(np.arange(n), [len(t[0]) for t in touched])
+            items_t = np.concatenate([np.zeros(0, np.int64), *(t[0] for t in touched)])
+            new_t = np.concatenate([np.zeros(0), *(t[1] for t in touched)]).astype(np.float64)
+            codes_e = users_e * len(self) + items_e
+            keep = ~np.isin(users_t * len(self) + items_t.astype(np.int64), codes_e)
+            users_t, items_t, new_t = users_t[keep], items_t[keep].astype(np.int64), new_t[keep]
+        else:
+            users_t, items_t, new_t = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        gone = self.mask[items_e]  # excluded items that were counted
+        old = self.mask[items_t]  # touched items: their shared score leaves the sums...
+        new = self.known[items_t] & np.isfinite(new_t)  # ...their own score enters
+        wide = self.values.astype(np.float64)
+
+        def per_user(users: np.ndarray, values: np.ndarray) -> np.ndarray:
+            return np.bincount(users, weights=values, minlength=n)
+
+        dev_gone = wide[items_e[gone]] - self.center
+        dev_old = wide[items_t[old]] - self.center
+        dev_new = new_t[new] - self.center
+        count = (
+            self.count
+            - np.bincount(users_e[gone], minlength=n)
+            - np.bincount(users_t[old], minlength=n)
+            + np.bincount(users_t[new], minlength=n)
+        )
+        total = (
+            self.sum
+            - per_user(users_e[gone], dev_gone)
+            - per_user(users_t[old], dev_old)
+            + per_user(users_t[new], dev_new)
+        )
+        squares = (
+            self.sumsq
+            - per_user(users_e[gone], dev_gone**2)
+            - per_user(users_t[old], dev_old**2)
+            + per_user(users_t[new], dev_new**2)
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = total / count
+            var = np.maximum(squares / count - shift * shift, 0.0)
+        empty = count <= 0
+        return (
+            np.where(empty, np.nan, self.center + shift),
+            np.where(empty, np.nan, np.sqrt(var)),
+        )
 
     def _touched(
         self, touched: np.ndarray | None, scores: np.ndarray | None, exclude: np.ndarray
@@ -302,11 +341,23 @@ def shared_top_k(
         raise ValueError(f"got {len(touched)} touched-item lists for {n} users")
     items = np.full((n, k), -1, dtype=np.int64)
     scores = np.full((n, k), -np.inf, dtype=shared.values.dtype)
-    mean = np.full(n, np.nan) if with_moments else None
-    std = np.full(n, np.nan) if with_moments else None
     for u in range(n):
         own, own_scores = touched[u] if touched is not None else (None, None)
         items[u], scores[u] = shared.top_k(k, exclude[u], own, own_scores)
-        if mean is not None and std is not None:
-            mean[u], std[u] = shared.moments(exclude[u], own, own_scores)
+    if not with_moments:
+        return TopK(items, scores)
+    mean, std = shared.moments(exclude, touched)
     return TopK(items, scores, mean, std)
+
+
+def _best_of(items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of one user's ``items`` by (-score, item), unordered, in O(len(items))."""
+    if len(items) <= k:
+        return items, scores
+    clean = np.where(np.isfinite(scores), scores, -np.inf)
+    kth = np.partition(clean, len(clean) - k)[len(clean) - k]  # the k-th best score
+    above = np.flatnonzero(clean > kth)
+    tied = np.flatnonzero(clean == kth)
+    tied = tied[np.argsort(items[tied], kind="stable")][: k - len(above)]
+    chosen = np.concatenate([above, tied])
+    return items[chosen], scores[chosen]

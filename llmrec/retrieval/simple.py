@@ -135,16 +135,22 @@ class CooccurrenceConfig:
     ``window``: two items co-occur when at most this many positions apart in one sequence, with
     weight ``1 / distance``. ``history_items``: how many recent history items vote, the i-th most
     recent with weight ``recency_decay ** i``. ``alpha``: popularity damping of the normalisation
-    ``c_ij / (n_i ** alpha * n_j ** (1 - alpha))`` (0.5 = cosine).
+    ``c_ij / (n_i ** alpha * n_j ** (1 - alpha))`` (0.5 = cosine). ``neighbours``: keep only
+    each item's that many strongest co-occurring items (after normalisation; ``None`` keeps
+    all): on a large catalogue popular items co-occur with nearly every item, and every user's
+    scores would touch the whole catalogue.
     """
 
     window: int = 5
     history_items: int = 20
     recency_decay: float = 0.8
     alpha: float = 0.5
+    neighbours: int | None = None
 
     def __post_init__(self) -> None:
         check_number("window", self.window, minimum=1)
+        if self.neighbours is not None:
+            check_number("neighbours", self.neighbours, minimum=1)
         check_number("history_items", self.history_items, minimum=1)
         check_number("recency_decay", self.recency_decay, kind=float, minimum=0, maximum=1)
         check_number("alpha", self.alpha, kind=float, minimum=0, maximum=1)
@@ -163,6 +169,7 @@ class Cooccurrence(Recommender):
         )
         self.matrix: ItemMatrix | None = None
         self._shared: SharedScores | None = None  # all-zero row, known = items with pairs
+        self._known: np.ndarray | None = None  # items with pairs
 
     def fit(
         self,
@@ -188,13 +195,25 @@ class Cooccurrence(Recommender):
         safe = np.where(totals > 0, totals, 1.0)
         alpha = self.config.alpha
         self.matrix = matrix.scale(safe**-alpha, safe ** -(1 - alpha))
+        if self.config.neighbours is not None:
+            self.matrix = self.matrix.strongest(self.config.neighbours)
         self.catalog = catalog
         self._shared = None
-        logger.info("cooc: %d item pairs within %d positions", len(matrix.data), self.config.window)
+        self._known = None
+        logger.info(
+            "cooc: %d item pairs within %d positions, %d kept",
+            len(matrix.data),
+            self.config.window,
+            len(self.matrix.data),
+        )
         return self
 
     def known_items(self) -> np.ndarray | None:
-        return None if self.matrix is None else self.matrix.row_sums() > 0
+        if self.matrix is None:
+            return None
+        if self._known is None:  # the fusion asks once per batch: computed once
+            self._known = self.matrix.row_sums() > 0
+        return self._known
 
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         catalog = self._require_fitted()
@@ -232,7 +251,7 @@ class Cooccurrence(Recommender):
         assert self.matrix is not None
         if self._shared is None:
             zeros = np.zeros(self.matrix.n, dtype=np.float32)
-            self._shared = SharedScores(zeros, self.matrix.row_sums() > 0)
+            self._shared = SharedScores(zeros, self.known_items())
         exclude = self.excluded(histories, exclude_history)
         touched = self._user_rows(histories)
         return shared_top_k(self._shared, k, exclude, touched, with_moments=with_moments)

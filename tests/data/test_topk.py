@@ -68,22 +68,28 @@ def test_shared_scores_give_the_dense_top_k_and_moments() -> None:
     base = rng.integers(0, 5, size=n).astype(np.float32)
     known = rng.random(n) < 0.8
     shared = SharedScores(base, known)
+    excludes, touches, rows = [], [], []
     for user in range(30):
         exclude = np.unique(rng.integers(0, n, size=user % 7))
-        touched = np.setdiff1d(np.unique(rng.integers(0, n, size=user % 5)), [])
-        new = rng.integers(0, 8, size=len(touched)).astype(np.float32)
+        touched = np.unique(rng.integers(0, n, size=3 * (user % 5)))  # some also excluded
+        new = rng.integers(0, 8, size=len(touched)).astype(np.float32)  # ties with the base
         row = base.copy()
         row[touched] = new
         row[exclude] = -np.inf
-        for k in (1, 5, 70):
+        for k in (1, 2, 5, 70):
             items, values = shared.top_k(k, exclude, touched, new)
             want_items, want_values = reference(row[None, :], k)
             np.testing.assert_array_equal(items, want_items[0])
             np.testing.assert_array_equal(values, want_values[0])
-        mean, std = shared.moments(exclude, touched, new)
-        want_mean, want_std = row_moments(row[None, :], known)
-        assert mean == pytest.approx(want_mean[0], rel=1e-12, abs=1e-12)
-        assert std == pytest.approx(want_std[0], rel=1e-9, abs=1e-12)
+        excludes.append(exclude)
+        touches.append((touched, new))
+        rows.append(row)
+    mean, std = shared.moments(excludes, touches)
+    want_mean, want_std = row_moments(np.array(rows), known)
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(std, want_std, rtol=1e-9, atol=1e-12)
+    untouched_mean, _ = shared.moments(excludes)
+    assert untouched_mean[0] == pytest.approx(base[known].mean())
 
 
 def test_row_moments_and_topk_record() -> None:
