@@ -4,7 +4,10 @@ One evaluation harness (:mod:`llmrec.evaluation`) scores them all through these 
 
 - :meth:`Recommender.score` - a score for every catalogue item (full-ranking protocol);
 - :meth:`Recommender.score_candidates` - scores for given candidate items only (sampled
-  protocol, and the LLM ranking stage).
+  protocol, and the LLM ranking stage);
+- :meth:`Recommender.top_k` - each user's best ``k`` items (full ranking on large catalogues):
+  by default from :meth:`score` one batch at a time; views that score few items per user
+  (popularity, co-occurrence, Markov) override it and never build a dense row.
 
 Higher scores rank first. Items a model cannot score get ``-inf``.
 """
@@ -22,6 +25,7 @@ import numpy as np
 
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
+from llmrec.data.topk import TopK, check_k, row_moments, top_k_rows
 
 
 class Recommender(ABC):
@@ -51,6 +55,47 @@ class Recommender(ABC):
         """Scores of shape ``candidates.shape`` for catalogue indices ``candidates`` (n, C)."""
         full = self.score(histories)  # (n, N)
         return np.take_along_axis(full, np.asarray(candidates, dtype=np.int64), axis=1)
+
+    def top_k(
+        self,
+        histories: Sequence[UserSequence],
+        k: int,
+        *,
+        exclude_history: bool = True,
+        with_moments: bool = False,
+    ) -> TopK:
+        """Each history's ``k`` best items, best first, ties by catalogue index.
+
+        ``exclude_history`` leaves the history's items out; ``with_moments`` adds each user's
+        mean and standard deviation over the items :meth:`known_items` marks (see
+        :class:`~llmrec.data.topk.TopK`). This default scores the whole catalogue for the given
+        histories, so call it with batches of users: memory is O(len(histories) x N).
+        """
+        catalog = self._require_fitted()
+        k = check_k(k)
+        scores = np.array(self.score(histories), copy=True)  # (n, N)
+        expected = (len(histories), len(catalog))
+        if scores.shape != expected:
+            raise ValueError(
+                f"{type(self).__name__}.score returned shape {scores.shape}, expected {expected}"
+            )
+        if exclude_history:
+            for row, history in enumerate(histories):
+                scores[row, catalog.indices(history.item_ids)] = -np.inf
+        items, values = top_k_rows(scores, k)  # (n, k) each
+        if not with_moments:
+            return TopK(items, values)
+        mean, std = row_moments(scores, self.known_items())
+        return TopK(items, values, mean, std)
+
+    def excluded(
+        self, histories: Sequence[UserSequence], exclude_history: bool = True
+    ) -> list[np.ndarray]:
+        """Per history, the unique catalogue indices of its items (empty when not excluding)."""
+        catalog = self._require_fitted()
+        if not exclude_history:
+            return [np.zeros(0, dtype=np.int64) for _ in histories]
+        return [np.unique(catalog.indices(h.item_ids)) for h in histories]
 
     def known_items(self) -> np.ndarray | None:
         """Which catalogue items the model learned anything about: bool (N,), or ``None`` = all.

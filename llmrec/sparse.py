@@ -51,6 +51,18 @@ class ItemMatrix:
             data *= np.asarray(col_factors, dtype=np.float64)[self.indices]
         return ItemMatrix(self.indptr, self.indices, data)
 
+    def strongest(self, m: int) -> ItemMatrix:
+        """A new matrix keeping each row's ``m`` largest entries (ties: the lower column)."""
+        if m < 1:
+            raise ValueError(f"m must be >= 1, got {m}")
+        rows = np.repeat(np.arange(self.n), np.diff(self.indptr))  # (nnz,)
+        order = np.lexsort((self.indices, -self.data, rows))  # by row, value descending, column
+        rank = np.arange(len(order)) - self.indptr[rows[order]]  # place within the row
+        keep = np.sort(order[rank < m])  # back to row, column order
+        counts = np.bincount(rows[keep], minlength=self.n)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return ItemMatrix(indptr, self.indices[keep], self.data[keep])
+
     def add_rows(
         self,
         out: np.ndarray,
@@ -62,20 +74,51 @@ class ItemMatrix:
 
         ``out`` is a dense (users, n) array; ``out_rows``, ``rows`` and ``weights`` are aligned.
         """
+        targets, cols, values = self._gather(out_rows, rows, weights)
+        if len(values):
+            np.add.at(out, (targets, cols), values)
+
+    def combine_rows(
+        self,
+        out_rows: np.ndarray,
+        rows: np.ndarray,
+        n_out: int,
+        weights: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What :meth:`add_rows` adds to a zero (n_out, n) array, kept sparse: CSR arrays
+        (indptr (n_out + 1,), indices, data) with columns sorted within each output row.
+
+        Each entry sums its terms in the same order as :meth:`add_rows`, so the values agree to
+        the bit; only the items the rows touch are stored.
+        """
+        targets, cols, values = self._gather(out_rows, rows, weights)
+        codes = targets * self.n + cols  # (k,) one code per (output row, column)
+        unique, inverse = np.unique(codes, return_inverse=True)  # (m,)
+        data = np.bincount(inverse.ravel(), weights=values, minlength=len(unique))  # (m,)
+        counts = np.bincount(unique // self.n, minlength=n_out) if len(unique) else None
+        indptr = np.zeros(n_out + 1, dtype=np.int64)
+        if counts is not None:
+            indptr[1:] = np.cumsum(counts)
+        return indptr, (unique % self.n).astype(np.int64), data.astype(np.float64)
+
+    def _gather(
+        self, out_rows: np.ndarray, rows: np.ndarray, weights: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(output row, column, value) of every stored entry of ``rows``, weighted, in order."""
         out_rows = np.asarray(out_rows, dtype=np.int64)  # (m,)
         rows = np.asarray(rows, dtype=np.int64)  # (m,)
         starts = self.indptr[rows]  # (m,)
         lengths = self.indptr[rows + 1] - starts  # (m,)
         total = int(lengths.sum())
         if total == 0:
-            return
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         first = np.cumsum(lengths) - lengths  # (m,) where each row's entries start in the output
         offsets = np.arange(total) - np.repeat(first, lengths)  # (k,)
         entries = np.repeat(starts, lengths) + offsets  # (k,) positions in indices/data
         values = self.data[entries]  # (k,)
         if weights is not None:
             values = values * np.repeat(np.asarray(weights, dtype=np.float64), lengths)
-        np.add.at(out, (np.repeat(out_rows, lengths), self.indices[entries]), values)
+        return np.repeat(out_rows, lengths), self.indices[entries], values
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"indptr": self.indptr, "indices": self.indices, "data": self.data}

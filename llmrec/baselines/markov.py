@@ -26,6 +26,7 @@ import numpy as np
 from llmrec.baselines._common import encode, item_counts
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
+from llmrec.data.topk import SharedScores, TopK, shared_top_k
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
 from llmrec.validation import check_number, config_from_dict, merge_config
@@ -60,6 +61,7 @@ class MarkovRecommender(Recommender):
         self.indptr: np.ndarray | None = None  # (N + 1,) int64 row starts
         self.indices: np.ndarray | None = None  # (nnz,) int64 next-item index
         self.data: np.ndarray | None = None  # (nnz,) float64 P(next | row item)
+        self._shared: SharedScores | None = None  # the backoff row sorted once, for top_k
 
     # ---------------------------------------------------------------- fitting
     def fit(
@@ -90,6 +92,7 @@ class MarkovRecommender(Recommender):
         )  # (N + 1,)
         self.data = pair_counts / row_totals[rows]  # (nnz,)
         self.catalog = catalog
+        self._shared = None
         logger.info(
             "markov: %d transitions, %d distinct pairs, %d of %d items have successors",
             len(codes),
@@ -122,6 +125,57 @@ class MarkovRecommender(Recommender):
         entries = np.repeat(starts, lengths) + offsets  # (k,) positions in indices/data
         scores[out_rows, self.indices[entries]] += self.data[entries].astype(np.float32)
         return scores
+
+    def score_candidates(
+        self, histories: Sequence[UserSequence], candidates: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`score` at catalogue indices ``candidates`` (n, C) only, float32."""
+        self._require_fitted()
+        assert self.popularity is not None and self.indices is not None and self.data is not None
+        cand = np.asarray(candidates, dtype=np.int64)  # (n, C)
+        base = (self.config.backoff * self.popularity).astype(np.float32)  # (N,)
+        out = base[cand]  # (n, C)
+        for u, (cols, probs) in enumerate(self._successors(histories)):
+            pos = np.minimum(np.searchsorted(cols, cand[u]), max(len(cols) - 1, 0))  # (C,)
+            hit = (cols[pos] == cand[u]) if len(cols) else np.zeros(cand.shape[1], dtype=bool)
+            out[u, hit] += probs[pos[hit]]
+        return out
+
+    def top_k(
+        self,
+        histories: Sequence[UserSequence],
+        k: int,
+        *,
+        exclude_history: bool = True,
+        with_moments: bool = False,
+    ) -> TopK:
+        """The ``k`` best items per history: the last item's successors, then the popularity
+        backoff in one list sorted once; no dense row is built."""
+        self._require_fitted()
+        assert self.popularity is not None
+        if self._shared is None:
+            base = (self.config.backoff * self.popularity).astype(np.float32)  # (N,)
+            self._shared = SharedScores(base, self.popularity > 0)
+        touched = [
+            (cols, self._shared.values[cols] + probs) for cols, probs in self._successors(histories)
+        ]
+        exclude = self.excluded(histories, exclude_history)
+        return shared_top_k(self._shared, k, exclude, touched, with_moments=with_moments)
+
+    def _successors(self, histories: Sequence[UserSequence]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per history: the items that followed its last item in training (ascending) and their
+        transition shares as float32; empty for an empty history."""
+        catalog = self._require_fitted()
+        assert self.indptr is not None and self.indices is not None and self.data is not None
+        out = []
+        for history in histories:
+            if not len(history):
+                out.append((np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)))
+                continue
+            last = catalog.index(history.item_ids[-1])
+            span = slice(self.indptr[last], self.indptr[last + 1])
+            out.append((self.indices[span], self.data[span].astype(np.float32)))
+        return out
 
     def transition(self, item_id: str) -> dict[str, float]:
         """The fitted ``P(next | item_id)`` as ``{next item id: share}`` (for inspection)."""

@@ -15,6 +15,7 @@ import numpy as np
 from llmrec.baselines._common import encode, item_counts
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
+from llmrec.data.topk import SharedScores, TopK, shared_top_k
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
 from llmrec.validation import config_from_dict, merge_config
@@ -37,6 +38,7 @@ class PopularityRecommender(Recommender):
         super().__init__()
         self.config: PopularityConfig = merge_config(PopularityConfig, config, overrides, self.name)
         self.counts: np.ndarray | None = None  # (N,) float64
+        self._shared: SharedScores | None = None  # the counts sorted once, for top_k
 
     def fit(
         self,
@@ -47,6 +49,7 @@ class PopularityRecommender(Recommender):
         """Count every item occurrence in ``train`` (``valid`` is not used)."""
         self.counts = item_counts(encode(train, catalog), len(catalog))  # (N,)
         self.catalog = catalog
+        self._shared = None
         logger.info(
             "pop: counted %d interactions over %d items (%d items never seen)",
             int(self.counts.sum()),
@@ -64,6 +67,30 @@ class PopularityRecommender(Recommender):
         assert self.counts is not None
         row = self.counts.astype(np.float32)  # (N,)
         return np.broadcast_to(row, (len(histories), len(catalog))).copy()  # (n, N)
+
+    def score_candidates(
+        self, histories: Sequence[UserSequence], candidates: np.ndarray
+    ) -> np.ndarray:
+        """The counts of catalogue indices ``candidates`` (n, C), float32."""
+        self._require_fitted()
+        assert self.counts is not None
+        return self.counts.astype(np.float32)[np.asarray(candidates, dtype=np.int64)]
+
+    def top_k(
+        self,
+        histories: Sequence[UserSequence],
+        k: int,
+        *,
+        exclude_history: bool = True,
+        with_moments: bool = False,
+    ) -> TopK:
+        """The most popular ``k`` items outside each history, from one list sorted once."""
+        self._require_fitted()
+        assert self.counts is not None
+        if self._shared is None:
+            self._shared = SharedScores(self.counts.astype(np.float32), self.counts > 0)
+        exclude = self.excluded(histories, exclude_history)
+        return shared_top_k(self._shared, k, exclude, with_moments=with_moments)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``model.json`` and ``counts.npy`` to the folder ``path``."""

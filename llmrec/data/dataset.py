@@ -48,11 +48,38 @@ class RecDataset:
         return [c for c in self.interactions.columns if c not in INTERACTION_CORE_COLUMNS]
 
     def sequences(self) -> list[UserSequence]:
-        """One time-ordered sequence per user, in the order users first appear in the table."""
+        """One time-ordered sequence per user, in the order users first appear in the table.
+
+        Built column by column (each column converted to Python values once, equal values shared
+        as one object), then cut per user: a log of millions of rows costs seconds, not a pandas
+        group per user.
+        """
+        inter = self.interactions
+        codes, users = pd.factorize(inter["user_id"])  # (rows,) order of first appearance
+        order = np.argsort(codes, kind="stable")  # rows grouped by user, table order within
+        order = order[codes[order] >= 0]  # a missing user id has no group, as in groupby
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(codes[order], minlength=len(users)))])
+        ordered = inter.iloc[order] if not np.array_equal(order, np.arange(len(inter))) else inter
+        columns = self._sequence_columns(ordered)
         return [
-            self._sequence(str(user_id), rows)
-            for user_id, rows in self.interactions.groupby("user_id", sort=False)
+            self._cut(str(user_id), columns, int(bounds[u]), int(bounds[u + 1]))
+            for u, user_id in enumerate(users.tolist())
         ]
+
+    def _sequence_columns(self, rows: pd.DataFrame) -> dict[str, list | None]:
+        """The columns of a :class:`UserSequence` as Python lists (``None``: no such column), the
+        values :meth:`_sequence` gives."""
+        has_rating = "rating" in rows.columns
+        has_behavior = "behavior" in rows.columns
+        columns: dict[str, list | None] = {
+            "item_ids": _shared_values(rows["item_id"]),
+            "timestamps": rows["timestamp"].astype(float).tolist(),
+            "ratings": rows["rating"].astype(float).tolist() if has_rating else None,
+            "behaviors": _shared_values(rows["behavior"].astype(str)) if has_behavior else None,
+        }
+        for c in self.context_columns:
+            columns[f"context:{c}"] = [None if pd.isna(v) else str(v) for v in rows[c].tolist()]
+        return columns
 
     def sequence(self, user_id: str) -> UserSequence:
         """The time-ordered sequence of one user (their whole history); a user without
@@ -63,18 +90,18 @@ class RecDataset:
         return self._sequence(str(user_id), rows)
 
     def _sequence(self, user_id: str, rows: pd.DataFrame) -> UserSequence:
-        has_rating = "rating" in rows.columns
-        has_behavior = "behavior" in rows.columns
+        return self._cut(user_id, self._sequence_columns(rows), 0, len(rows))
+
+    def _cut(self, user_id: str, columns: dict[str, list | None], a: int, b: int) -> UserSequence:
+        """The sequence of rows ``a:b`` of ``columns`` (see :meth:`_sequence_columns`)."""
+        part = {name: None if col is None else tuple(col[a:b]) for name, col in columns.items()}
         return UserSequence(
             user_id=user_id,
-            item_ids=tuple(rows["item_id"].tolist()),
-            timestamps=tuple(rows["timestamp"].astype(float).tolist()),
-            ratings=tuple(rows["rating"].astype(float).tolist()) if has_rating else None,
-            behaviors=tuple(rows["behavior"].astype(str).tolist()) if has_behavior else None,
-            context={
-                c: tuple(None if pd.isna(v) else str(v) for v in rows[c].tolist())
-                for c in self.context_columns
-            },
+            item_ids=part["item_ids"],  # type: ignore[arg-type]
+            timestamps=part["timestamps"],  # type: ignore[arg-type]
+            ratings=part["ratings"],
+            behaviors=part["behaviors"],
+            context={c: part[f"context:{c}"] for c in self.context_columns},  # type: ignore[misc]
         )
 
     def user(self, user_id: str) -> User:
@@ -217,3 +244,12 @@ class RecDataset:
             interactions=pd.read_parquet(folder / "interactions.parquet"),
             report=list(manifest.get("report", [])),
         )
+
+
+def _shared_values(column: pd.Series) -> list:
+    """``column.tolist()``, with one Python object per distinct value (item ids and behaviours
+    repeat: a 10M-row log holds 10M references, not 10M strings)."""
+    codes, uniques = pd.factorize(column)
+    if (codes < 0).any():  # missing values: keep them as tolist() gives them
+        return column.tolist()
+    return np.asarray(uniques.tolist(), dtype=object)[codes].tolist()

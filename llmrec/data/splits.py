@@ -64,8 +64,9 @@ def leave_one_out(dataset: RecDataset, min_length: int = 3) -> Split:
             short += 1
             train.append(seq)
             continue
-        train.append(seq.head(-2))
-        valid.append(EvalCase(seq.user_id, seq.head(-2), seq.item_ids[-2]))
+        head = seq.head(-2)  # frozen, so training and validation share one object
+        train.append(head)
+        valid.append(EvalCase(seq.user_id, head, seq.item_ids[-2]))
         test.append(EvalCase(seq.user_id, seq.head(-1), seq.item_ids[-1]))
     report = [
         f"leave-one-out: {len(test)} users evaluated; {short} users with fewer than "

@@ -1,5 +1,10 @@
 """One harness evaluates any :class:`~llmrec.recommender.Recommender` under either protocol.
 
+Users are scored in batches of ``batch_size``. Under the full protocol a large catalogue is
+ranked through the model's top-k lists (``ranking``, see
+:class:`~llmrec.evaluation.protocols.FullRanking`): memory O(batch x N) at most, O(users x depth)
+for what is kept.
+
 It writes a metrics JSON and, optionally, the rankings it scored (one JSON line per user:
 ``user_id``, ``ranked`` item ids best first, ``target``), from which any metric can be recomputed
 independently (``bench/recompute_metrics.py`` does so without importing llmrec).
@@ -22,8 +27,10 @@ from tqdm.auto import tqdm
 
 from llmrec.data.dataset import RecDataset
 from llmrec.data.records import EvalCase
+from llmrec.data.topk import SPARSE_MIN_ITEMS, TopK
 from llmrec.evaluation.metrics import DEFAULT_KS, metrics_from_ranks
 from llmrec.evaluation.protocols import (
+    FullRanking,
     Protocol,
     rank_candidates,
     rank_full,
@@ -45,9 +52,12 @@ class EvalConfig:
     seed: int = 0
     batch_size: int = 256
     exclude_history: bool = True
+    #: Full protocol: rank dense rows, top-k lists, or ``auto`` (by catalogue size).
+    ranking: FullRanking = FullRanking.AUTO
 
     def __post_init__(self) -> None:
         self.protocol = Protocol(self.protocol)
+        self.ranking = FullRanking(self.ranking)
         self.ks = tuple(sorted(set(int(k) for k in self.ks)))
         if self.depth < max(self.ks):
             raise ValueError(f"depth ({self.depth}) must be >= the largest K ({max(self.ks)})")
@@ -104,6 +114,10 @@ def evaluate(
     notes: list[str] = []
     targets_in_history = 0
     interacted = _interacted(dataset) if config.protocol is Protocol.SAMPLED else {}
+    top_k = config.protocol is Protocol.FULL and (
+        config.ranking is FullRanking.TOP_K
+        or (config.ranking is FullRanking.AUTO and len(catalog) >= SPARSE_MIN_ITEMS)
+    )
     bar = tqdm(
         total=len(cases),
         desc=f"evaluate {model.name} ({config.protocol.value})",
@@ -115,8 +129,6 @@ def evaluate(
         histories = [c.history for c in batch]
         targets = catalog.indices(c.target for c in batch)
         if config.protocol is Protocol.FULL:
-            scores = np.array(model.score(histories), dtype=np.float64, copy=True)  # (n, N)
-            _check_shape(model, scores, (len(batch), len(catalog)))
             exclude = [
                 catalog.indices(c.history.item_ids) if config.exclude_history else np.empty(0, int)
                 for c in batch
@@ -124,7 +136,14 @@ def evaluate(
             targets_in_history += sum(
                 int(t) in set(e.tolist()) for t, e in zip(targets, exclude, strict=True)
             )
-            ranked, batch_ranks = rank_full(scores, exclude, targets, config.depth)
+            if top_k:
+                top = model.top_k(histories, config.depth, exclude_history=config.exclude_history)
+                _check_top_k(model, top, len(batch), config.depth, len(catalog), exclude)
+                ranked, batch_ranks = top.items, top.ranks_of(targets)
+            else:
+                scores = np.array(model.score(histories), dtype=np.float64, copy=True)  # (n, N)
+                _check_shape(model, scores, (len(batch), len(catalog)))
+                ranked, batch_ranks = rank_full(scores, exclude, targets, config.depth)
         else:
             candidates = sample_candidates(
                 batch, catalog, interacted, config.n_negatives, config.seed
@@ -149,6 +168,11 @@ def evaluate(
             if config.exclude_history
             else "full ranking over all items; history items are NOT excluded"
         )
+        if top_k:
+            notes.append(
+                f"ranked from each user's top {config.depth} list (a target below it is a miss "
+                "at every K reported)"
+            )
         if targets_in_history:
             notes.append(
                 f"{targets_in_history} users' targets were in their own history (repeat "
@@ -193,6 +217,32 @@ def _check_shape(model: Recommender, scores: np.ndarray, expected: tuple[int, ..
         raise ValueError(
             f"{type(model).__name__} returned scores of shape {scores.shape}, expected {expected}"
         )
+
+
+def _check_top_k(
+    model: Recommender,
+    top: TopK,
+    n: int,
+    depth: int,
+    n_items: int,
+    exclude: Sequence[np.ndarray],
+) -> None:
+    """A model's top-k lists must have the asked shape, hold catalogue indices and leave out the
+    excluded items."""
+    name = type(model).__name__
+    if not isinstance(top, TopK) or top.items.shape != (n, depth):
+        shape = top.items.shape if isinstance(top, TopK) else type(top).__name__
+        raise ValueError(
+            f"{name}.top_k returned {shape}, expected TopK lists of shape {(n, depth)}"
+        )
+    if ((top.items < -1) | (top.items >= n_items)).any():
+        raise ValueError(f"{name}.top_k returned item indices outside [0, {n_items})")
+    for row, items in enumerate(exclude):
+        if len(items) and np.isin(top.items[row], items).any():
+            raise ValueError(
+                f"{name}.top_k listed an item of the user's history in row {row}; it must leave "
+                "history items out when exclude_history is True"
+            )
 
 
 def format_table(results: Sequence[EvalResult], ks: Sequence[int] = DEFAULT_KS) -> str:

@@ -6,6 +6,12 @@
 - ``sampled`` (LLaRA, A-LLMRec): the target plus ``n_negatives`` items drawn uniformly, without
   replacement, from items the user never interacted with; seeded per user (the same user gets the
   same candidates whatever else is evaluated) and shuffled, so no position carries the answer.
+
+The full protocol ranks in one of two ways (:class:`FullRanking`): ``dense`` copies every
+user's scores for all items (float64) and counts the target's exact rank; ``top-k`` asks the
+model for each user's ``depth`` best items (:meth:`~llmrec.recommender.Recommender.top_k`) and
+finds the target in that list, so a target beyond ``depth`` gets no rank. Every metric at K <=
+``depth`` is the same either way.
 """
 
 from __future__ import annotations
@@ -18,11 +24,21 @@ import numpy as np
 
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase
+from llmrec.data.topk import top_k_rows
 
 
 class Protocol(str, Enum):
     FULL = "full"
     SAMPLED = "sampled"
+
+
+class FullRanking(str, Enum):
+    """How the full protocol ranks: ``dense`` rows, ``top-k`` lists, or ``auto`` (top-k lists
+    from :data:`~llmrec.data.topk.SPARSE_MIN_ITEMS` catalogue items on)."""
+
+    AUTO = "auto"
+    DENSE = "dense"
+    TOP_K = "top-k"
 
 
 def user_rng(seed: int, user_id: str) -> np.random.Generator:
@@ -81,9 +97,7 @@ def rank_full(
     for row, items in enumerate(exclude):
         scores[row, items] = -np.inf
     scores[~np.isfinite(scores)] = -np.inf
-    depth = min(depth, n_items)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]  # (n, depth)
-    order[np.take_along_axis(scores, order, axis=1) == -np.inf] = -1  # unranked: -1
+    order, _ = top_k_rows(scores, min(depth, n_items))  # (n, depth), unranked: -1
     ranks: list[int | None] = []
     idx = np.arange(n_items)
     for row in range(n):

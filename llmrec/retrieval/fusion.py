@@ -15,6 +15,14 @@ items, and ranking those items last would bury what the text view finds for them
 Weights can be tuned on the validation split (coordinate ascent over a grid, maximising
 validation HR@K). Each returned :class:`Candidate` keeps the score and rank of every view that
 proposed it, for prompts, reasons and features later on.
+
+Two paths compute the fusion. The dense path holds every view's (users x items) scores: exact,
+and fine for catalogues of thousands of items. The sparse path (:mod:`llmrec.retrieval.pool`)
+fuses each view's top ``depth`` list per user (:meth:`~llmrec.recommender.Recommender.top_k`)
+over their union: RRF ranks as the dense path does, weighted fusion does on the union. Weight
+tuning and :meth:`FusedRetriever.top_k` take the sparse path for catalogues of
+:data:`~llmrec.data.topk.SPARSE_MIN_ITEMS` items or more (``path="auto"``); :meth:`score` and
+:meth:`retrieve` are dense (they return or rank all items of a few users).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -33,10 +41,12 @@ import numpy as np
 
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import Candidate, EvalCase, UserSequence, ViewEvidence
+from llmrec.data.topk import SPARSE_MIN_ITEMS, TopK, check_k
 from llmrec.evaluation.metrics import metrics_from_ranks
 from llmrec.evaluation.protocols import rank_full
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
+from llmrec.retrieval.pool import CandidatePool, build_pool
 from llmrec.retrieval.registry import view_class
 
 logger = logging.getLogger(__name__)
@@ -47,6 +57,16 @@ DEFAULT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 class FusionMethod(str, Enum):
     RRF = "rrf"
     WEIGHTED = "weighted"
+
+
+class FusionPath(str, Enum):
+    """How weight tuning and :meth:`FusedRetriever.top_k` fuse: over dense (users x items)
+    scores, over the union of the views' top lists, or ``auto`` (sparse from
+    :data:`~llmrec.data.topk.SPARSE_MIN_ITEMS` items on)."""
+
+    AUTO = "auto"
+    DENSE = "dense"
+    SPARSE = "sparse"
 
 
 @dataclass
@@ -72,9 +92,18 @@ class FusionConfig:
     #: one, in place of their tuned weight: weights are tuned on histories alone, and a user who
     #: types what they want should be heard even where the text view's tuned weight is small.
     query_boost: float = 4.0
+    #: Dense or sparse fusion for tuning and top-k lists (see :class:`FusionPath`).
+    path: FusionPath = FusionPath.AUTO
+    #: Users fused at once on the sparse path (views that score densely hold batch x N scores).
+    batch_size: int = 128
 
     def __post_init__(self) -> None:
         self.method = FusionMethod(self.method)
+        self.path = FusionPath(self.path)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ValueError(f"batch_size must be a whole number, got {self.batch_size!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.rrf_k < 0:
             raise ValueError(f"rrf_k must be >= 0, got {self.rrf_k}")
         if self.depth < 1:
@@ -138,22 +167,8 @@ class FusedRetriever(Recommender):
     def tune_weights(self, valid: Sequence[EvalCase], grid: Sequence[float] = DEFAULT_GRID) -> dict:
         """Coordinate ascent over ``grid`` per view, maximising validation ``tune_metric``."""
         catalog = self._require_fitted()
-        histories = [c.history for c in valid]
-        per_view = self._normalised(self.view_scores(histories), histories)
-        targets = catalog.indices(c.target for c in valid)
-        exclude = [catalog.indices(h.item_ids) for h in histories]
         k = int(self.config.tune_metric.split("@")[1])
-
-        def quality(weights: dict[str, float]) -> float:
-            if not any(weights.values()):
-                return -1.0
-            fused = np.zeros_like(next(iter(per_view.values())))
-            for view, weight in weights.items():
-                if weight:
-                    fused += weight * per_view[view]
-            _, ranks = rank_full(fused, exclude, targets, depth=k)
-            return metrics_from_ranks(ranks, ks=(k,))[self.config.tune_metric]
-
+        quality = (self._sparse_quality if self.sparse else self._dense_quality)(valid, k)
         best = dict(self.weights)
         best_q = quality(best)
         for _ in range(self.config.tune_rounds):
@@ -168,9 +183,79 @@ class FusedRetriever(Recommender):
                 break
         self.weights = best
         logger.info(
-            "tuned fusion weights %s: validation %s %.4f", best, self.config.tune_metric, best_q
+            "tuned fusion weights %s on %d validation users of %d items (%s path): validation "
+            "%s %.4f",
+            best,
+            len(valid),
+            len(catalog),
+            "sparse" if self.sparse else "dense",
+            self.config.tune_metric,
+            best_q,
         )
         return {"weights": best, self.config.tune_metric: best_q}
+
+    def _dense_quality(self, valid: Sequence[EvalCase], k: int) -> Callable[[dict], float]:
+        """``weights -> validation tune_metric`` over dense (users x items) contributions."""
+        catalog = self._require_fitted()
+        histories = [c.history for c in valid]
+        per_view = self._normalised(self.view_scores(histories), histories)
+        targets = catalog.indices(c.target for c in valid)
+        exclude = [catalog.indices(h.item_ids) for h in histories]
+
+        def quality(weights: dict[str, float]) -> float:
+            if not any(weights.values()):
+                return -1.0
+            fused = np.zeros_like(next(iter(per_view.values())))
+            for view, weight in weights.items():
+                if weight:
+                    fused += weight * per_view[view]
+            _, ranks = rank_full(fused, exclude, targets, depth=k)
+            return metrics_from_ranks(ranks, ks=(k,))[self.config.tune_metric]
+
+        return quality
+
+    def _sparse_quality(self, valid: Sequence[EvalCase], k: int) -> Callable[[dict], float]:
+        """``weights -> validation tune_metric`` over pools of the views' top lists (memory
+        O(users x views x depth)); history items are never ranked, as in the dense path."""
+        catalog = self._require_fitted()
+        pools: list[tuple[CandidatePool, np.ndarray]] = []
+        for start in range(0, len(valid), self.config.batch_size):
+            batch = valid[start : start + self.config.batch_size]
+            pool = self._pool([c.history for c in batch], rank_history=False, fill=k)
+            pools.append((pool, catalog.indices(c.target for c in batch)))
+
+        def quality(weights: dict[str, float]) -> float:
+            if not any(weights.values()):
+                return -1.0
+            ranks: list[int | None] = []
+            for pool, targets in pools:
+                ranks += pool.ranks(pool.fused(weights), targets)
+            return metrics_from_ranks(ranks, ks=(k,))[self.config.tune_metric]
+
+        return quality
+
+    @property
+    def sparse(self) -> bool:
+        """Whether tuning and :meth:`top_k` take the sparse path (see :class:`FusionPath`)."""
+        catalog = self._require_fitted()
+        if self.config.path is FusionPath.AUTO:
+            return len(catalog) >= SPARSE_MIN_ITEMS
+        return self.config.path is FusionPath.SPARSE
+
+    def _pool(
+        self, histories: Sequence[UserSequence], *, rank_history: bool, fill: int
+    ) -> CandidatePool:
+        return build_pool(
+            self.views,
+            histories,
+            self._require_fitted(),
+            method=self.config.method.value,
+            depth=self.config.depth,
+            rrf_k=self.config.rrf_k,
+            exclude_history=self.config.exclude_history,
+            rank_history=rank_history,
+            fill=fill,
+        )
 
     # ---------------------------------------------------------------- score
     def view_scores(
@@ -259,27 +344,63 @@ class FusedRetriever(Recommender):
         period = max(1, round(1 / self.config.cold_slots))
         out = np.full_like(fused, -np.inf)
         for row, s in enumerate(fused):
-            ok = np.isfinite(s)
-            eligible = ok & cold & (s > 0)
-            slot_items = np.flatnonzero(eligible)
-            slot_items = slot_items[np.argsort(-s[slot_items], kind="stable")]
-            rest = np.flatnonzero(ok & ~eligible)
-            rest = rest[np.argsort(-s[rest], kind="stable")]
-            total = len(slot_items) + len(rest)
-            positions = np.arange(total)
-            slots = positions[(positions + 1) % period == 0][: len(slot_items)]
-            is_slot = np.zeros(total, dtype=bool)
-            is_slot[slots] = True
-            order = np.empty(total, dtype=np.int64)
-            order[is_slot] = slot_items[: len(slots)]
-            order[~is_slot] = np.concatenate([rest, slot_items[len(slots) :]])
-            out[row, order] = total - positions
+            order = _slot_order(s, cold, period)
+            positions = np.arange(len(order))
+            out[row, order] = len(order) - positions
         return out
 
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         """Ranking scores (n, N) float32 (see :meth:`_ranking`); excluded items get -inf."""
         fused = self._fuse(self.view_scores(histories), histories)
         return self._ranking(fused).astype(np.float32)
+
+    def top_k(
+        self,
+        histories: Sequence[UserSequence],
+        k: int,
+        *,
+        exclude_history: bool = True,
+        with_moments: bool = False,
+    ) -> TopK:
+        """The ``k`` best items per history in the order of :meth:`score` (cold slots included).
+
+        On the sparse path the lists come from pools of the views' top ``depth`` items, fused in
+        batches of ``batch_size`` users; their scores are the fused scores (with cold slots the
+        order is the ranking's, not the scores'), and ``with_moments`` is not available.
+        """
+        if not self.sparse:
+            return super().top_k(
+                histories, k, exclude_history=exclude_history, with_moments=with_moments
+            )
+        k = check_k(k)
+        if with_moments:
+            raise ValueError(
+                "the fused retriever's sparse top-k has no catalogue-wide moments; use "
+                "path='dense' for them"
+            )
+        excluded = exclude_history or self.config.exclude_history
+        cold = self.cold_items()
+        period = 0
+        if cold is not None and cold.any() and self.config.cold_slots > 0:
+            period = max(1, round(1 / self.config.cold_slots))
+        parts = []
+        for start in range(0, len(histories), self.config.batch_size):
+            batch = histories[start : start + self.config.batch_size]
+            pool = self._pool(batch, rank_history=not excluded, fill=k)
+            fused = pool.fused(self.weights)  # (b, C)
+            items = np.full((len(batch), k), -1, dtype=np.int64)
+            scores = np.full((len(batch), k), -np.inf)
+            # without cold slots :meth:`score` ranks by the fused score in float32: so here
+            ranked = fused if period else fused.astype(np.float32)
+            for row in range(len(batch)):
+                row_cold = cold[np.maximum(pool.items[row], 0)] if period else None
+                order = _slot_order(ranked[row], row_cold, period)[:k]
+                items[row, : len(order)] = pool.items[row, order]
+                scores[row, : len(order)] = ranked[row, order]
+            parts.append(TopK(items, scores))
+        if not parts:
+            return TopK(np.zeros((0, k), dtype=np.int64), np.zeros((0, k)))
+        return TopK.concat(parts)
 
     def retrieve(
         self,
@@ -337,6 +458,7 @@ class FusedRetriever(Recommender):
         with atomic_dir(path) as tmp:
             config = dataclasses.asdict(self.config)
             config["method"] = self.config.method.value
+            config["path"] = self.config.path.value
             config["tuned_weights"] = self.weights
             config["views"] = {name: view.name for name, view in self.views.items()}
             write_model_meta(tmp, self.name, catalog, config)
@@ -362,3 +484,29 @@ class FusedRetriever(Recommender):
 
     def describe(self) -> str:
         return json.dumps({"method": self.config.method.value, "weights": self.weights})
+
+
+def _slot_order(scores: np.ndarray, cold: np.ndarray | None, period: int) -> np.ndarray:
+    """Positions of ``scores`` (one user's, in catalogue order) in ranking order, best first.
+
+    Finite scores only, by score with ties in position order; with a ``cold`` mask and a
+    ``period``, every ``period``-th place goes to the next cold item with a positive score (see
+    :meth:`FusedRetriever._ranking`); cold items left over follow the rest.
+    """
+    ok = np.isfinite(scores)
+    eligible = ok & cold & (scores > 0) if cold is not None and period else np.zeros_like(ok)
+    slot_items = np.flatnonzero(eligible)
+    slot_items = slot_items[np.argsort(-scores[slot_items], kind="stable")]
+    rest = np.flatnonzero(ok & ~eligible)
+    rest = rest[np.argsort(-scores[rest], kind="stable")]
+    if not len(slot_items):
+        return rest
+    total = len(slot_items) + len(rest)
+    positions = np.arange(total)
+    slots = positions[(positions + 1) % period == 0][: len(slot_items)]
+    is_slot = np.zeros(total, dtype=bool)
+    is_slot[slots] = True
+    order = np.empty(total, dtype=np.int64)
+    order[is_slot] = slot_items[: len(slots)]
+    order[~is_slot] = np.concatenate([rest, slot_items[len(slots) :]])
+    return order

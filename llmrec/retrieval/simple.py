@@ -1,7 +1,9 @@
 """Simple retrieval views: recency-aware popularity and item co-occurrence.
 
 Both are :class:`~llmrec.recommender.Recommender` s, so the harness evaluates them alone and the
-fusion combines them with the text and collaborative views.
+fusion combines them with the text and collaborative views. Their :meth:`top_k` never builds a
+dense row: popularity is one list sorted once; co-occurrence scores only the items its history
+items touch (every other item scores 0).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from llmrec.baselines._common import encode
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
+from llmrec.data.topk import SharedScores, TopK, shared_top_k
 from llmrec.io import atomic_dir
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
 from llmrec.sparse import ItemMatrix
@@ -55,6 +58,7 @@ class RecentPopularity(Recommender):
         super().__init__()
         self.config: RecentPopConfig = merge_config(RecentPopConfig, config, overrides, self.name)
         self.weights: np.ndarray | None = None  # (N,) float64, max 1
+        self._shared: SharedScores | None = None  # the weights sorted once, for top_k
 
     def fit(
         self,
@@ -72,6 +76,7 @@ class RecentPopularity(Recommender):
         top = weights.max() if len(weights) else 0.0
         self.weights = weights / top if top > 0 else weights
         self.catalog = catalog
+        self._shared = None
         return self
 
     def known_items(self) -> np.ndarray | None:
@@ -83,6 +88,29 @@ class RecentPopularity(Recommender):
         return np.broadcast_to(
             self.weights.astype(np.float32), (len(histories), len(self.weights))
         ).copy()
+
+    def score_candidates(
+        self, histories: Sequence[UserSequence], candidates: np.ndarray
+    ) -> np.ndarray:
+        self._require_fitted()
+        assert self.weights is not None
+        return self.weights.astype(np.float32)[np.asarray(candidates, dtype=np.int64)]
+
+    def top_k(
+        self,
+        histories: Sequence[UserSequence],
+        k: int,
+        *,
+        exclude_history: bool = True,
+        with_moments: bool = False,
+    ) -> TopK:
+        """The ``k`` items popular lately outside each history, from one list sorted once."""
+        self._require_fitted()
+        assert self.weights is not None
+        if self._shared is None:
+            self._shared = SharedScores(self.weights.astype(np.float32), self.weights > 0)
+        exclude = self.excluded(histories, exclude_history)
+        return shared_top_k(self._shared, k, exclude, with_moments=with_moments)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         catalog = self._require_fitted()
@@ -107,16 +135,22 @@ class CooccurrenceConfig:
     ``window``: two items co-occur when at most this many positions apart in one sequence, with
     weight ``1 / distance``. ``history_items``: how many recent history items vote, the i-th most
     recent with weight ``recency_decay ** i``. ``alpha``: popularity damping of the normalisation
-    ``c_ij / (n_i ** alpha * n_j ** (1 - alpha))`` (0.5 = cosine).
+    ``c_ij / (n_i ** alpha * n_j ** (1 - alpha))`` (0.5 = cosine). ``neighbours``: keep only
+    each item's that many strongest co-occurring items (after normalisation; ``None`` keeps
+    all): on a large catalogue popular items co-occur with nearly every item, and every user's
+    scores would touch the whole catalogue.
     """
 
     window: int = 5
     history_items: int = 20
     recency_decay: float = 0.8
     alpha: float = 0.5
+    neighbours: int | None = None
 
     def __post_init__(self) -> None:
         check_number("window", self.window, minimum=1)
+        if self.neighbours is not None:
+            check_number("neighbours", self.neighbours, minimum=1)
         check_number("history_items", self.history_items, minimum=1)
         check_number("recency_decay", self.recency_decay, kind=float, minimum=0, maximum=1)
         check_number("alpha", self.alpha, kind=float, minimum=0, maximum=1)
@@ -134,6 +168,8 @@ class Cooccurrence(Recommender):
             CooccurrenceConfig, config, overrides, self.name
         )
         self.matrix: ItemMatrix | None = None
+        self._shared: SharedScores | None = None  # all-zero row, known = items with pairs
+        self._known: np.ndarray | None = None  # items with pairs
 
     def fit(
         self,
@@ -159,28 +195,92 @@ class Cooccurrence(Recommender):
         safe = np.where(totals > 0, totals, 1.0)
         alpha = self.config.alpha
         self.matrix = matrix.scale(safe**-alpha, safe ** -(1 - alpha))
+        if self.config.neighbours is not None:
+            self.matrix = self.matrix.strongest(self.config.neighbours)
         self.catalog = catalog
-        logger.info("cooc: %d item pairs within %d positions", len(matrix.data), self.config.window)
+        self._shared = None
+        self._known = None
+        logger.info(
+            "cooc: %d item pairs within %d positions, %d kept",
+            len(matrix.data),
+            self.config.window,
+            len(self.matrix.data),
+        )
         return self
 
     def known_items(self) -> np.ndarray | None:
-        return None if self.matrix is None else self.matrix.row_sums() > 0
+        if self.matrix is None:
+            return None
+        if self._known is None:  # the fusion asks once per batch: computed once
+            self._known = self.matrix.row_sums() > 0
+        return self._known
 
     def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
         catalog = self._require_fitted()
         assert self.matrix is not None
         scores = np.zeros((len(histories), len(catalog)), dtype=np.float64)  # (n, N)
+        out_rows, rows, weights = self._votes(histories)
+        if len(out_rows):
+            self.matrix.add_rows(scores, out_rows, rows, weights)
+        return scores.astype(np.float32)
+
+    def score_candidates(
+        self, histories: Sequence[UserSequence], candidates: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`score` at catalogue indices ``candidates`` (n, C) only, float32."""
+        cand = np.asarray(candidates, dtype=np.int64)  # (n, C)
+        out = np.zeros(cand.shape, dtype=np.float32)
+        for u, (cols, values) in enumerate(self._user_rows(histories)):
+            if len(cols):
+                pos = np.minimum(np.searchsorted(cols, cand[u]), len(cols) - 1)  # (C,)
+                hit = cols[pos] == cand[u]
+                out[u, hit] = values[pos[hit]]
+        return out
+
+    def top_k(
+        self,
+        histories: Sequence[UserSequence],
+        k: int,
+        *,
+        exclude_history: bool = True,
+        with_moments: bool = False,
+    ) -> TopK:
+        """The ``k`` best items per history, scoring only the items its recent items touch
+        (the rest score 0 and follow in catalogue order)."""
+        self._require_fitted()
+        assert self.matrix is not None
+        if self._shared is None:
+            zeros = np.zeros(self.matrix.n, dtype=np.float32)
+            self._shared = SharedScores(zeros, self.known_items())
+        exclude = self.excluded(histories, exclude_history)
+        touched = self._user_rows(histories)
+        return shared_top_k(self._shared, k, exclude, touched, with_moments=with_moments)
+
+    def _votes(self, histories: Sequence[UserSequence]) -> tuple[np.ndarray, ...]:
+        """(output row, history item, weight) of every vote: each history's recent items, the
+        most recent first with weight ``recency_decay ** i``."""
+        catalog = self._require_fitted()
         out_rows, rows, weights = [], [], []
         for u, history in enumerate(histories):
             recent = catalog.indices(history.item_ids[-self.config.history_items :])[::-1]
             out_rows.append(np.full(len(recent), u))
             rows.append(recent)
             weights.append(self.config.recency_decay ** np.arange(len(recent)))
-        if out_rows:
-            self.matrix.add_rows(
-                scores, np.concatenate(out_rows), np.concatenate(rows), np.concatenate(weights)
-            )
-        return scores.astype(np.float32)
+        if not out_rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(out_rows), np.concatenate(rows), np.concatenate(weights)
+
+    def _user_rows(self, histories: Sequence[UserSequence]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per history: the items it touches (ascending) and their scores (float32), the
+        values :meth:`score` gives them."""
+        assert self.matrix is not None
+        out_rows, rows, weights = self._votes(histories)
+        indptr, cols, data = self.matrix.combine_rows(out_rows, rows, len(histories), weights)
+        values = data.astype(np.float32)
+        return [
+            (cols[indptr[u] : indptr[u + 1]], values[indptr[u] : indptr[u + 1]])
+            for u in range(len(histories))
+        ]
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         catalog = self._require_fitted()
