@@ -30,8 +30,14 @@ class ItemMatrix:
         """Sum ``weights`` (default 1) of every ``(row, col)`` pair; duplicates add up."""
         rows = np.asarray(rows, dtype=np.int64)  # (P,)
         cols = np.asarray(cols, dtype=np.int64)  # (P,)
-        w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=np.float64)
-        codes = rows * n + cols  # (P,) one code per (row, col)
+        return cls.from_codes(rows * n + cols, n, weights)
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, n: int, weights: np.ndarray | None = None) -> ItemMatrix:
+        """:meth:`from_pairs` with each pair given as one code ``row * n + col`` (half the
+        memory of two index arrays); the weights of equal codes add up in input order."""
+        codes = np.asarray(codes, dtype=np.int64)  # (P,) one code per (row, col)
+        w = np.ones(len(codes)) if weights is None else np.asarray(weights, dtype=np.float64)
         unique, inverse = np.unique(codes, return_inverse=True)  # (nnz,) sorted by row, col
         data = np.bincount(inverse.ravel(), weights=w, minlength=len(unique))  # (nnz,)
         entry_rows = unique // n  # (nnz,)

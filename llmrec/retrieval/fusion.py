@@ -243,8 +243,15 @@ class FusedRetriever(Recommender):
         return self.config.path is FusionPath.SPARSE
 
     def _pool(
-        self, histories: Sequence[UserSequence], *, rank_history: bool, fill: int
+        self,
+        histories: Sequence[UserSequence],
+        *,
+        rank_history: bool,
+        fill: int,
+        cold: np.ndarray | None = None,
     ) -> CandidatePool:
+        """Pool a batch; with ``cold``, each user's ``fill`` best cold items join (the cold
+        slots take them wherever the views rank them)."""
         return build_pool(
             self.views,
             histories,
@@ -255,6 +262,9 @@ class FusedRetriever(Recommender):
             exclude_history=self.config.exclude_history,
             rank_history=rank_history,
             fill=fill,
+            cold=cold,
+            weights=self.weights,
+            cold_keep=fill if cold is not None else 0,
         )
 
     # ---------------------------------------------------------------- score
@@ -386,7 +396,9 @@ class FusedRetriever(Recommender):
         parts = []
         for start in range(0, len(histories), self.config.batch_size):
             batch = histories[start : start + self.config.batch_size]
-            pool = self._pool(batch, rank_history=not excluded, fill=k)
+            pool = self._pool(
+                batch, rank_history=not excluded, fill=k, cold=cold if period else None
+            )
             fused = pool.fused(self.weights)  # (b, C)
             items = np.full((len(batch), k), -1, dtype=np.int64)
             scores = np.full((len(batch), k), -np.inf)

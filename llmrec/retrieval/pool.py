@@ -28,6 +28,9 @@ from llmrec.data.records import UserSequence
 from llmrec.data.topk import TopK, lowest_absent
 from llmrec.recommender import Recommender
 
+#: Cold items scored at a time when the best of them are pooled (views gather their vectors).
+_COLD_CHUNK = 256
+
 
 @dataclass(frozen=True)
 class CandidatePool:
@@ -78,6 +81,9 @@ def build_pool(
     exclude_history: bool = True,
     rank_history: bool = False,
     fill: int = 0,
+    cold: np.ndarray | None = None,
+    weights: Mapping[str, float] | None = None,
+    cold_keep: int = 0,
 ) -> CandidatePool:
     """Pool one batch of users (call it with batches: views that score densely use
     O(len(histories) x N) memory while they run).
@@ -86,6 +92,10 @@ def build_pool(
     dense fusion's ``exclude_history``; ``rank_history`` False leaves them out of the ranking.
     ``method`` is ``"rrf"`` or ``"weighted"``; ``fill`` (RRF only) adds that many zero-scored
     items no view lists, lowest index first, so that a short pool still ranks like the dense path.
+    With ``cold`` (bool (N,)), ``weights`` and ``cold_keep`` (weighted fusion only), each user's
+    ``cold_keep`` cold items of highest fused score join the pool wherever the views rank them,
+    as the dense ranking's cold slots take them (under RRF an unlisted item scores 0 and never
+    takes a slot).
     """
     if method not in ("rrf", "weighted"):
         raise ValueError(f"method must be 'rrf' or 'weighted', got {method!r}")
@@ -98,6 +108,12 @@ def build_pool(
     history = [np.unique(catalog.indices(h.item_ids)) for h in histories]
     skip = [h if not rank_history or exclude_history else h[:0] for h in history]
     rows = [_pooled(lists, u, skip[u], n_items, 0 if weighted else fill) for u in range(len(skip))]
+    if weighted and cold is not None and cold_keep > 0 and cold.any():
+        if weights is None:
+            raise ValueError("pooling the best cold items needs the fusion weights")
+        cold_items = np.flatnonzero(cold)
+        best = _best_cold(views, lists, histories, cold_items, weights, cold_keep, skip, n_items)
+        rows = [np.union1d(r, b[b >= 0]) for r, b in zip(rows, best, strict=True)]
     width = max([len(r) for r in rows] + [1])
     items = np.full((len(rows), width), -1, dtype=np.int64)
     for u, row in enumerate(rows):
@@ -128,6 +144,37 @@ def _pooled(
         extra = lowest_absent(fill, np.concatenate([listed, skip]), n_items)
         listed = np.union1d(listed, extra)
     return listed
+
+
+def _best_cold(
+    views: Mapping[str, Recommender],
+    lists: Mapping[str, TopK],
+    histories: Sequence[UserSequence],
+    cold_items: np.ndarray,
+    weights: Mapping[str, float],
+    keep: int,
+    skip: Sequence[np.ndarray],
+    n_items: int,
+) -> np.ndarray:
+    """(n, keep) each user's cold items of highest weighted fused score, ties by index, ``-1``
+    pads; ``skip`` items left out. The cold items are scored ``_COLD_CHUNK`` at a time."""
+    n = len(histories)
+    best_items = np.zeros((n, 0), dtype=np.int64)
+    best_scores = np.zeros((n, 0))
+    for start in range(0, len(cold_items), _COLD_CHUNK):
+        chunk = cold_items[start : start + _COLD_CHUNK]
+        items = np.ascontiguousarray(np.broadcast_to(chunk, (n, len(chunk))))  # (n, c)
+        fused = np.zeros(items.shape)
+        for name, weight in weights.items():
+            if weight:
+                fused += weight * _z_scores(views[name], lists[name], histories, items)
+        fused[_member(items, skip, n_items)] = -np.inf
+        both_items = np.hstack([best_items, items])
+        both_scores = np.hstack([best_scores, fused])
+        order = np.lexsort((both_items, -both_scores), axis=1)[:, :keep]
+        best_items = np.take_along_axis(both_items, order, axis=1)
+        best_scores = np.take_along_axis(both_scores, order, axis=1)
+    return np.where(np.isfinite(best_scores), best_items, -1)
 
 
 def _member(items: np.ndarray, sets: Sequence[np.ndarray], n_items: int) -> np.ndarray:

@@ -31,6 +31,8 @@ from llmrec.validation import check_number, config_from_dict, merge_config
 logger = logging.getLogger(__name__)
 
 DAY = 86_400.0
+#: Sequences whose co-occurring pairs :meth:`Cooccurrence.fit` collects at a time.
+_FIT_CHUNK = 20_000
 
 
 @dataclass(frozen=True)
@@ -178,19 +180,18 @@ class Cooccurrence(Recommender):
         valid: Sequence[EvalCase] | None = None,
     ) -> Cooccurrence:
         n = len(catalog)
-        rows, cols, weights = [], [], []
-        for seq in encode(train, catalog):
-            for d in range(1, min(self.config.window, len(seq) - 1) + 1):
-                a, b = seq[:-d], seq[d:]  # (L - d,) pairs d positions apart
-                rows += [a, b]
-                cols += [b, a]
-                weights += [np.full(2 * len(a), 1.0 / d)]
-        if rows:
-            matrix = ItemMatrix.from_pairs(
-                np.concatenate(rows), np.concatenate(cols), n, np.concatenate(weights)
-            )
-        else:
-            matrix = ItemMatrix.from_pairs(np.zeros(0), np.zeros(0), n)
+        # pairs are collected per chunk of sequences (one code array each, not an array object
+        # per sequence and distance), in sequence order, so equal pairs add up in that order
+        codes, weights = [np.zeros(0, np.int64)], [np.zeros(0)]
+        for start in range(0, len(train), _FIT_CHUNK):
+            chunk = encode(train[start : start + _FIT_CHUNK], catalog)
+            chunk_codes, chunk_weights = self._pair_codes(chunk, n)
+            codes.append(chunk_codes)
+            weights.append(chunk_weights)
+        all_codes, all_weights = np.concatenate(codes), np.concatenate(weights)
+        del codes, weights
+        matrix = ItemMatrix.from_codes(all_codes, n, all_weights)
+        del all_codes, all_weights
         totals = matrix.row_sums()  # (N,)
         safe = np.where(totals > 0, totals, 1.0)
         alpha = self.config.alpha
@@ -207,6 +208,20 @@ class Cooccurrence(Recommender):
             len(self.matrix.data),
         )
         return self
+
+    def _pair_codes(self, encoded: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Codes ``i * n + j`` of the pairs within ``window`` positions (both directions) and
+        their weights ``1 / distance``, sequence by sequence, distance by distance."""
+        rows, cols, weights = [], [], []
+        for seq in encoded:
+            for d in range(1, min(self.config.window, len(seq) - 1) + 1):
+                a, b = seq[:-d], seq[d:]  # (L - d,) pairs d positions apart
+                rows += [a, b]
+                cols += [b, a]
+                weights += [np.full(2 * len(a), 1.0 / d)]
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(rows) * n + np.concatenate(cols), np.concatenate(weights)
 
     def known_items(self) -> np.ndarray | None:
         if self.matrix is None:

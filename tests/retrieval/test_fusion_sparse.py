@@ -96,10 +96,10 @@ def test_weighted_sparse_top_k_equals_the_dense_top_k_on_the_union(
     want = dense.top_k(histories, K).items
     got = sparse.top_k(histories, K).items
     unions = union_of_lists(views, histories)
-    covered = [set(w.tolist()) <= u for w, u in zip(want, unions, strict=True)]
-    # the comparison is not vacuous; with slots less is covered: a dense slot goes to the best
-    # cold item however low the text view ranks it, the sparse one only to a listed cold item
-    assert sum(covered) >= (0.9 if cold_slots == 0 else 0.4) * len(histories)
+    # cold items are pooled by their fused score wherever the views rank them (for the slots)
+    cold = set(range(N_WARM, N_ITEMS))
+    covered = [set(w.tolist()) - cold <= u for w, u in zip(want, unions, strict=True)]
+    assert sum(covered) >= 0.9 * len(histories)  # the comparison is not vacuous
     for u in np.flatnonzero(covered):
         assert got[u].tolist() == want[u].tolist(), f"user {u}"
 

@@ -101,3 +101,16 @@ def test_strongest_keeps_each_rows_largest_entries_and_cooc_prunes_with_it() -> 
     assert (pruned.score([seq("x", [0])])[0] > 0).sum() == 2
     with pytest.raises(ValueError, match="neighbours"):
         Cooccurrence(neighbours=0)
+
+
+def test_cooccurrence_fits_the_same_matrix_whatever_the_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import llmrec.retrieval.simple as simple
+
+    train = random_sequences(50, seed=7, prefix="t")
+    whole = Cooccurrence(window=4).fit(train, catalog(N_ITEMS)).matrix
+    monkeypatch.setattr(simple, "_FIT_CHUNK", 3)
+    chunked = Cooccurrence(window=4).fit(train, catalog(N_ITEMS)).matrix
+    for name, value in whole.to_arrays().items():
+        np.testing.assert_array_equal(chunked.to_arrays()[name], value)
