@@ -36,7 +36,10 @@ class NextItemConfig:
       projection of the text vector starts - ``"default"`` (PyTorch's uniform init: the text
       part starts about as loud as the ID part) or ``"zero"`` (the model starts as an ID model
       and the gradient adds text where it helps; warm ranking lost validation NDCG@10 to the
-      text part in docs/nextitem.md's ablation).
+      text part in docs/nextitem.md's ablation). ``text_input``: false keeps the text vector out
+      of the input (the LLM reads ID and views only) and uses it only in the output item
+      vectors, so cold items are still scored from their text while the warm input stays an ID
+      sequence.
     - ``views``: the per-event views read when the data has them - ``gap`` (time since the
       previous event, log2-bucketed into ``gap_buckets``), ``rating``, ``time`` (where the event
       falls in the training period, ``time_buckets`` buckets) and ``behavior`` (the type).
@@ -68,6 +71,7 @@ class NextItemConfig:
     text_template: str | None = None
     text_max_chars: int = 200
     text_in_init: Literal["default", "zero"] = "default"
+    text_input: bool = True
     views: tuple[str, ...] = VIEWS
     gap_buckets: int = 16
     time_buckets: int = 32
@@ -106,7 +110,7 @@ class NextItemConfig:
         unknown = sorted(set(self.views) - set(VIEWS))
         if unknown:
             raise ValueError(f"unknown views {unknown}; the model can read {list(VIEWS)}")
-        for name in ("text", "item_bias", "exclude_seen", "seen_history", "hidden_bias"):
+        for name in ("text", "text_input", "item_bias", "exclude_seen", "seen_history", "hidden_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false")
 

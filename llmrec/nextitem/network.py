@@ -4,8 +4,8 @@ Per input event ``e`` (item ``i``), the vector the LLM reads is::
 
     LayerNorm( P_id(id_in[i]) + P_text(text[i]) + gap[e] + rating[e] + time[e] + behavior[e] )
 
-with dropout, where ``text[i]`` is the item's (standardised) text vector from the base LLM and
-``id_in`` a learned ID embedding (optionally a trained SASRec's). The LLM's decoder layers (the
+with dropout, where ``text[i]`` is the item's (standardised) text vector from the base LLM (left
+out of the input with ``text_input: false``) and ``id_in`` a learned ID embedding (optionally a trained SASRec's). The LLM's decoder layers (the
 first ``layers`` of them, adapted by PEFT) turn the sequence into hidden states; at every
 position ``user = W_u h`` scores every item ``j`` as ``user . out[j] + bias[j]`` with::
 
@@ -117,9 +117,9 @@ class ItemTokenLM(nn.Module):
                 raise ValueError("config.text needs a text vector for every catalogue item")
             width = text_vectors.shape[1]
             self.register_buffer("text_vectors", torch.from_numpy(standardise(text_vectors)))
-            self.text_in = nn.Linear(width, hidden)
-            if config.text_in_init == "zero":  # the gradient still reaches it: x = ... + W t
-                nn.init.zeros_(self.text_in.weight)
+            self.text_in = nn.Linear(width, hidden) if config.text_input else None
+            if self.text_in is not None and config.text_in_init == "zero":
+                nn.init.zeros_(self.text_in.weight)  # the gradient still reaches it: x = ... + W t
                 nn.init.zeros_(self.text_in.bias)
             self.text_out = nn.Linear(width, d_s, bias=False)
             nn.init.normal_(self.text_out.weight, std=0.02 / np.sqrt(width / d_s))
@@ -170,7 +170,7 @@ class ItemTokenLM(nn.Module):
         items = events[..., ITEM]  # (B, L)
         index = (items - 1).clamp(min=0)  # (B, L)
         x = self.id_in_proj(self.id_in(items)) * keep[index].unsqueeze(-1)  # (B, L, H)
-        if self.settings.text:
+        if self.settings.text and self.text_in is not None:
             x = x + self.text_in(self.text_vectors[index])  # (B, L, H)
         for table, column in (
             (self.gap, GAP),

@@ -239,3 +239,26 @@ def test_zero_text_in_init_starts_as_an_id_model_and_still_learns_the_text_part(
     assert _net().text_in.weight.abs().sum() > 0  # the default start is not zero
     with pytest.raises(ValueError, match="text_in_init"):
         NextItemConfig(text_in_init="small")
+
+
+def test_text_on_the_output_side_only_keeps_cold_items_scored_from_text() -> None:
+    known = np.array([True] * 5 + [False] * 2)
+    net = _net(known=known, text_input=False)
+    assert net.text_in is None and net.text_out is not None
+    events = _events([[1, 2, 3]])
+    both = _net(known=known)
+    with torch.no_grad():  # same weights except the input text projection
+        for name, value in net.state_dict().items():
+            both.state_dict()[name].copy_(value)
+        both.text_in.weight.zero_()
+        both.text_in.bias.zero_()
+    assert torch.allclose(net.input_vectors(events, net.known.float()),
+                          both.input_vectors(events, both.known.float()))  # fmt: skip
+    scores = net.score_last(events)[0]
+    # a cold item's score: the user state against its text vector alone, with the mean bias
+    user = net.user_states(events, net.known.float())[0, -1]
+    cold = 5
+    expected = user @ net.text_out(net.text_vectors[cold]) + net.item_bias[:5].mean()
+    assert torch.allclose(scores[cold], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="text_input"):
+        NextItemConfig(text_input="no")
