@@ -43,11 +43,11 @@ import torch
 
 from llmrec.data import leave_one_out, load_builtin
 from llmrec.evaluation import EvalConfig, evaluate
+from llmrec.nextitem.ensemble import NextItemEnsemble
 from llmrec.nextitem.recommender import NextItemRecommender
 from llmrec.nextitem.view import NextItemView
 from llmrec.ranking.recommend import load_pipeline
 from llmrec.ranking.tuning import fusion_grid
-from llmrec.recommender import Recommender
 from llmrec.retrieval.fusion import FusedRetriever
 from llmrec.retrieval.saved import load_retriever
 
@@ -538,8 +538,7 @@ def _ablation(data, split, args) -> list[str]:  # noqa: ANN001
             )
     for group in [g.strip() for g in args.ensembles.split(",") if g.strip()]:
         members = [Path(p.strip()) for p in group.split("+") if p.strip()]
-        models = [NextItemRecommender.load(f / "model", data.catalog) for f in members]
-        ensemble = _Ensemble(models)
+        ensemble = NextItemEnsemble.from_folders([f / "model" for f in members], data.catalog)
         result = evaluate(ensemble, data, test, FULL)
         mine = _per_user(result, "NDCG@10")
         valid = evaluate(ensemble, data, split.valid, FULL).metrics["NDCG@10"]
@@ -552,39 +551,6 @@ def _ablation(data, split, args) -> list[str]:  # noqa: ANN001
             f"{_fmt(result.metrics['NDCG@10'])} | {_paired(mine, base)} |"
         )
     return [*lines, ""]
-
-
-class _Ensemble(Recommender):
-    """Several trained next-item models as one: the mean of their log-softmax over the
-    catalogue (a product of experts). An evaluation wrapper of this benchmark: it is neither
-    fitted nor saved."""
-
-    name = "nextitem-ensemble"
-
-    def __init__(self, models: list[NextItemRecommender]) -> None:
-        super().__init__()
-        if not models:
-            raise ValueError("an ensemble needs at least one model")
-        self.models = models
-        self.catalog = models[0].catalog
-
-    def score(self, histories):  # noqa: ANN001, ANN201
-        total = None
-        for model in self.models:
-            scores = torch.from_numpy(np.asarray(model.score(histories), dtype=np.float32))
-            logp = torch.log_softmax(scores, dim=1).numpy()
-            total = logp if total is None else total + logp
-        return total / len(self.models)
-
-    def fit(self, train, catalog, valid=None):  # noqa: ANN001, ANN201
-        raise NotImplementedError("the ensemble averages trained runs; train each run instead")
-
-    def save(self, path):  # noqa: ANN001, ANN201
-        raise NotImplementedError("the ensemble is not saved; its runs are")
-
-    @classmethod
-    def load(cls, path, catalog):  # noqa: ANN001, ANN206
-        raise NotImplementedError("the ensemble is not saved; load its runs")
 
 
 def _kept(folder: Path) -> str:

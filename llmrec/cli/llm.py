@@ -60,6 +60,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "training.max_steps=100",
     )
     ft.set_defaults(func=cmd_finetune)
+    ens = sub.add_parser(
+        "ensemble",
+        help="join trained next-item models (e.g. seeds of one recipe) into one model folder",
+        description="Average the log-softmax of several trained next-item models (a product of "
+        "experts): one folder holding a copy of each, evaluated, served and used as a view like "
+        "a single model. Train the members with `llmrec finetune --recipe nextitem-lora --set "
+        "training.seed=N --out ...`.",
+    )
+    ens.add_argument("models", nargs="+", help="trained next-item model folders (OUT/model)")
+    ens.add_argument("--out", required=True, help="the ensemble folder to write")
+    ens.add_argument("--data", default="ml-100k", help="prepared dataset folder or built-in name")
+    ens.set_defaults(func=cmd_ensemble)
     add_recommend_parser(sub)
 
 
@@ -68,6 +80,31 @@ def default_recipe() -> Path:
     from llmrec.shipped import RECIPES
 
     return RECIPES.path("lora")
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from llmrec.data import open_dataset
+    from llmrec.nextitem.ensemble import (
+        ENSEMBLE_NAME,
+        NEXTITEM_MODELS,
+        NextItemEnsemble,
+        nextitem_kind,
+    )
+
+    for folder in args.models:
+        kind = nextitem_kind(folder)
+        if kind is None:
+            raise ValueError(
+                f"{folder} holds no trained next-item model ({' or '.join(NEXTITEM_MODELS)} "
+                "in model.json); give the model folders `llmrec finetune` wrote (OUT/model)"
+            )
+        if kind == ENSEMBLE_NAME:
+            raise ValueError(f"{folder} is an ensemble already; give its members' folders")
+    dataset = open_dataset(args.data)
+    ensemble = NextItemEnsemble.from_folders(args.models, dataset.catalog)
+    ensemble.save(args.out)
+    print(f"ensemble of {len(args.models)} next-item models written to {args.out}")
+    return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

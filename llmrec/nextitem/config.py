@@ -110,7 +110,14 @@ class NextItemConfig:
         unknown = sorted(set(self.views) - set(VIEWS))
         if unknown:
             raise ValueError(f"unknown views {unknown}; the model can read {list(VIEWS)}")
-        for name in ("text", "text_input", "item_bias", "exclude_seen", "seen_history", "hidden_bias"):
+        for name in (
+            "text",
+            "text_input",
+            "item_bias",
+            "exclude_seen",
+            "seen_history",
+            "hidden_bias",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false")
 

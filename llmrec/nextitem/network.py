@@ -5,9 +5,10 @@ Per input event ``e`` (item ``i``), the vector the LLM reads is::
     LayerNorm( P_id(id_in[i]) + P_text(text[i]) + gap[e] + rating[e] + time[e] + behavior[e] )
 
 with dropout, where ``text[i]`` is the item's (standardised) text vector from the base LLM (left
-out of the input with ``text_input: false``) and ``id_in`` a learned ID embedding (optionally a trained SASRec's). The LLM's decoder layers (the
-first ``layers`` of them, adapted by PEFT) turn the sequence into hidden states; at every
-position ``user = W_u h`` scores every item ``j`` as ``user . out[j] + bias[j]`` with::
+out of the input with ``text_input: false``) and ``id_in`` a learned ID embedding (optionally a
+trained SASRec's). The LLM's decoder layers (the first ``layers`` of them, adapted by PEFT) turn
+the sequence into hidden states; at every position ``user = W_u h`` scores every item ``j`` as
+``user . out[j] + bias[j]`` with::
 
     out[j] = Q_id(id_out[j]) + Q_text(text[j])
 

@@ -11,7 +11,6 @@ data, and its saved form carries a copy of that model, so a built retriever fold
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -24,7 +23,8 @@ import numpy as np
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
-from llmrec.nextitem.recommender import MODEL_NAME, NextItemRecommender
+from llmrec.nextitem.ensemble import NextItemEnsemble, load_nextitem, nextitem_kind
+from llmrec.nextitem.recommender import NextItemRecommender
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
 from llmrec.validation import merge_config
 
@@ -53,7 +53,7 @@ class NextItemView(Recommender):
         self.config: NextItemViewConfig = merge_config(
             NextItemViewConfig, config, overrides, self.name
         )
-        self.model: NextItemRecommender | None = None
+        self.model: NextItemRecommender | NextItemEnsemble | None = None
         self._source: Path | None = None
 
     def fit(
@@ -75,13 +75,13 @@ class NextItemView(Recommender):
     def _open(self, folder: Path, catalog: Catalog) -> None:
         if not (folder / "model.json").is_file():
             raise FileNotFoundError(f"{folder} holds no trained next-item model (no model.json)")
-        self.model = NextItemRecommender.load(
+        self.model = load_nextitem(
             folder, catalog, device=self.config.device, dtype=self.config.dtype
         )
         self._source = folder
         self.catalog = catalog
 
-    def _require_model(self) -> NextItemRecommender:
+    def _require_model(self) -> NextItemRecommender | NextItemEnsemble:
         if self.model is None:
             raise RuntimeError("the nextitem view is not loaded: call fit() or load() first")
         return self.model
@@ -107,8 +107,7 @@ class NextItemView(Recommender):
     def load(cls, path: str | os.PathLike[str], catalog: Catalog) -> NextItemView:
         """A saved view, or a trained model folder itself."""
         folder = Path(path)
-        meta_path = folder / "model.json"
-        if meta_path.is_file() and _model_kind(meta_path) == MODEL_NAME:
+        if nextitem_kind(folder) is not None:
             view = cls(path=str(folder))
             view._open(folder, catalog)
             return view
@@ -116,10 +115,3 @@ class NextItemView(Recommender):
         view = cls(NextItemViewConfig(**meta.get("config", {})))
         view._open(folder / MODEL_COPY, catalog)
         return view
-
-
-def _model_kind(meta_path: Path) -> str | None:
-    try:
-        return json.loads(meta_path.read_text()).get("model")
-    except (OSError, ValueError):
-        return None

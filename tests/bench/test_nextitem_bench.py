@@ -59,22 +59,3 @@ def test_missing_or_other_users_listwise_row_is_a_note(bench, tmp_path: Path) ->
     path.write_text(json.dumps(_record([1.0, 0.0], [1.0, 0.0])))
     note = bench._listwise(path, 4, {})
     assert isinstance(note, str) and "other test users" in note
-
-
-def test_ensemble_scores_are_the_mean_log_softmax(bench) -> None:  # noqa: ANN001
-    class Fixed:
-        catalog = object()
-
-        def __init__(self, scores: list[list[float]]) -> None:
-            self.scores = np.array(scores, dtype=np.float32)
-
-        def score(self, histories):  # noqa: ANN001, ANN202
-            return self.scores[: len(histories)]
-
-    a, b = Fixed([[0.0, 0.0, 0.0, 0.0]]), Fixed([[np.log(4.0), 0.0, 0.0, 0.0]])
-    got = bench._Ensemble([a, b]).score(["user"])
-    # a: log(1/4) everywhere; b: log(4/7) for the first item, log(1/7) for the others
-    expected = [(np.log(0.25) + np.log(4 / 7)) / 2] + [(np.log(0.25) + np.log(1 / 7)) / 2] * 3
-    np.testing.assert_allclose(got[0], expected, rtol=1e-6)
-    with pytest.raises(NotImplementedError, match="not saved"):
-        bench._Ensemble([a]).save("x")

@@ -317,3 +317,55 @@ def test_training_with_the_whole_history_left_out_of_the_softmax(tiny_llm_dir, t
     summary = train_nextitem(recipe, make_dataset(), tmp_path, progress=False)
     assert summary.steps == 2 and summary.targets > 0
     assert np.isfinite(summary.validation_final["NDCG@10"])
+
+
+def test_an_ensemble_of_runs_scores_the_mean_log_softmax_everywhere(
+    trained, tmp_path, capsys
+) -> None:  # noqa: ANN001, E501
+    """`llmrec ensemble` joins two runs into one folder; evaluation, the recommend pipeline and
+    the fused retriever read it like one model, and its scores are the mean of the members'
+    log-softmax."""
+    from llmrec.nextitem.ensemble import NextItemEnsemble, load_nextitem
+    from llmrec.ranking.recommend import load_pipeline
+
+    data, first, dataset = trained["data"], trained["model"], trained["dataset"]
+    recipe = _recipe(trained["llm"], "training.max_steps=2", "training.eval_steps=2",
+                     "training.seed=1")  # fmt: skip
+    train_nextitem(recipe, dataset, tmp_path / "seed1", progress=False)
+    second = tmp_path / "seed1" / "model"
+    out = tmp_path / "ens"
+    assert main(["ensemble", "--data", str(data), "--out", str(out), str(first),
+                 str(second)]) == 0  # fmt: skip
+    assert (out / "members" / "1" / "head.safetensors").is_file()
+    histories = [c.history for c in leave_one_out(dataset).test[:5]]
+    members = [NextItemRecommender.load(f, dataset.catalog).score(histories)
+               for f in (first, second)]  # fmt: skip
+    expected = sum(torch.log_softmax(torch.from_numpy(m), dim=1).numpy() for m in members) / 2
+    ensemble = load_nextitem(out, dataset.catalog)
+    assert isinstance(ensemble, NextItemEnsemble) and ensemble.record["members"] == 2
+    got = ensemble.score(histories)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not np.allclose(members[0], members[1])  # two runs, not one twice
+    # the same folder as a model to evaluate, a retrieval view and a ranker
+    metrics = tmp_path / "ens.json"
+    assert main(["evaluate", "--data", str(data), "--model", "nextitem", "--load", str(out),
+                 "--metrics-out", str(metrics)]) == 0  # fmt: skip
+    assert json.loads(metrics.read_text())["users"] == 30
+    retriever = tmp_path / "retriever"
+    assert main(["retrieve", "build", "--data", str(data), "--out", str(retriever), "--views",
+                 "pop,nextitem", "--set", f"views.nextitem.path={out}"]) == 0  # fmt: skip
+    from llmrec.retrieval.saved import load_retriever
+
+    view = load_retriever(retriever, dataset.catalog).views["nextitem"]
+    np.testing.assert_allclose(view.score(histories), got, atol=1e-6)
+    pipe = load_pipeline(retriever, dataset, out, base_model=trained["llm"], dtype="float32")
+    user = histories[0]
+    for rec in pipe.recommend(user, 3, reasons="template"):
+        assert rec.llm_score == pytest.approx(got[0, dataset.catalog.index(rec.item_id)], abs=1e-5)
+    # what is not a next-item model, or is an ensemble already, is refused with a clear message
+    capsys.readouterr()
+    assert main(["ensemble", "--data", str(data), "--out", str(tmp_path / "x"), str(data)]) == 2
+    assert "no trained next-item model" in capsys.readouterr().err
+    assert main(["ensemble", "--data", str(data), "--out", str(tmp_path / "y"), str(out)]) == 2
+    assert "an ensemble already" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -17,30 +17,23 @@ next-item model beside them on transformers (docs/nextitem.md).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import UserSequence
-from llmrec.nextitem.recommender import MODEL_NAME, NextItemRecommender
+from llmrec.nextitem.ensemble import NextItemEnsemble, load_nextitem, nextitem_kind
+from llmrec.nextitem.recommender import NextItemRecommender
 from llmrec.ranking.backends.base import ModelInfo, RankModel
 from llmrec.ranking.settings import read_ranker_settings
 
 
 def is_nextitem_folder(folder: str | os.PathLike[str]) -> bool:
-    """Whether ``folder`` holds a saved next-item LLM (not a listwise adapter)."""
-    meta = Path(folder) / "model.json"
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("model") == MODEL_NAME
-    except (OSError, ValueError):
-        return False
+    """Whether ``folder`` holds a saved next-item LLM or ensemble (not a listwise adapter)."""
+    return nextitem_kind(folder) is not None
 
 
 class NextItemModel:
@@ -49,7 +42,12 @@ class NextItemModel:
     #: :func:`item_scores` asks this model for item scores directly
     scores_items = True
 
-    def __init__(self, info: ModelInfo, recommender: NextItemRecommender, writer: RankModel):
+    def __init__(
+        self,
+        info: ModelInfo,
+        recommender: NextItemRecommender | NextItemEnsemble,
+        writer: RankModel,
+    ) -> None:
         self.info = info
         self.recommender = recommender
         #: writes the reasons (and builds their prompts)
@@ -108,9 +106,7 @@ def open_nextitem_model(
     reasons. Its fusion weight is the folder's ranker settings (``llmrec evaluate
     --save-weight``), else the default. ``base_model``: the base to run on instead of the one
     its record names (``--llm``)."""
-    recommender = NextItemRecommender.load(
-        folder, catalog, base_model=base_model, device=device, dtype=dtype
-    )
+    recommender = load_nextitem(folder, catalog, base_model=base_model, device=device, dtype=dtype)
     info = ModelInfo(
         name=name,
         base_model=str(recommender.record.get("base_model")),
