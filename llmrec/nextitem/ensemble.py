@@ -131,14 +131,16 @@ class NextItemEnsemble(Recommender):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """One folder: the record and a copy of every member's folder."""
+        """One folder: the record (with each member's source and training facts, where its run
+        folder has them) and a copy of every member's folder."""
         catalog = self._require_fitted()
         if self.sources is None:
             raise RuntimeError("an ensemble built from loaded models has no folders to copy")
+        record = {**self.record, "member_runs": [_run_facts(s) for s in self.sources]}
         with atomic_dir(path) as tmp:
             for i, source in enumerate(self.sources):
                 shutil.copytree(source, tmp / MEMBERS_DIR / str(i))
-            write_model_meta(tmp, self.name, catalog, dict(self.record))
+            write_model_meta(tmp, self.name, catalog, record)
         return Path(path)
 
     @classmethod
@@ -150,7 +152,28 @@ class NextItemEnsemble(Recommender):
         missing = [str(m) for m in members if not (m / "model.json").is_file()]
         if missing:
             raise FileNotFoundError(f"{folder}: member folders missing: {missing}")
-        return cls.from_folders(members, catalog, **load)
+        ensemble = cls.from_folders(members, catalog, **load)
+        ensemble.record["member_runs"] = list(meta["config"].get("member_runs", []))
+        return ensemble
+
+
+#: Facts of a member's run copied into the ensemble's record (from ``<run>/training.json``).
+RUN_FACTS = ("steps", "train_seconds", "text_seconds", "sasrec_seconds", "peak_memory_mb",
+             "trainable_parameters", "seconds_per_step")  # fmt: skip
+
+
+def _run_facts(source: Path) -> dict[str, Any]:
+    """Where a member came from: its folder and, when the run folder above it (``llmrec
+    finetune``'s OUT) has a training.json, what its training cost."""
+    facts: dict[str, Any] = {"source": str(source)}
+    summary = source.parent / "training.json"
+    if summary.is_file():
+        try:
+            raw = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            return facts
+        facts.update({k: raw[k] for k in RUN_FACTS if k in raw})
+    return facts
 
 
 def nextitem_kind(folder: str | os.PathLike[str]) -> str | None:

@@ -337,6 +337,8 @@ def test_an_ensemble_of_runs_scores_the_mean_log_softmax_everywhere(
     assert main(["ensemble", "--data", str(data), "--out", str(out), str(first),
                  str(second)]) == 0  # fmt: skip
     assert (out / "members" / "1" / "head.safetensors").is_file()
+    runs = json.loads((out / "model.json").read_text())["config"]["member_runs"]
+    assert [r["steps"] for r in runs] == [4, 2] and runs[1]["source"] == str(second)
     histories = [c.history for c in leave_one_out(dataset).test[:5]]
     members = [NextItemRecommender.load(f, dataset.catalog).score(histories)
                for f in (first, second)]  # fmt: skip
