@@ -26,8 +26,10 @@ LISTWISE = [
     "training.tensorboard=true", "examples.num_candidates=5", "examples.hard_negatives=4",
     "retrieval.views=[pop,cooc]",
 ]  # fmt: skip
-#: The next-item recipe cut down to the tiny model (as tests/finetune/test_nextitem.py's TINY).
+#: The next-item recipe cut down to the tiny model (as tests/finetune/test_nextitem.py's TINY),
+#: with the text part on: its item text vectors must be computed and cached once too.
 NEXTITEM = [
+    "nextitem.text=true",
     "dtype=float32", "nextitem.layers=1", "nextitem.id_init=random", "nextitem.id_dim=16",
     "nextitem.score_dim=16", "training.batch_size=4", "training.tensorboard=false",
     "training.warmup=0", "training.max_steps=4", "training.eval_steps=2",
