@@ -326,7 +326,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         fused.catalog = data.catalog
         fused.weights = dict(getattr(retriever, "weights", {}) or {})
         tuned = fused.tune_weights(split.valid)  # all of them, as retrieve build tunes
-        weight = tuned.get("nextitem", 0)
+        weight = tuned["weights"].get("nextitem", 0)  # absent: the view is left out
         label = f"retriever + next-item view ({method}, tuned weight {weight:g})"
         full, sampled = evaluate(fused, data, test, FULL), evaluate(fused, data, test, SAMPLED)
         cells, results[label] = _row(label, full, sampled, baselines)
