@@ -120,7 +120,7 @@ def main() -> int:
             load = asyncio.run(fire(url, calls, args.concurrency, timeout, headers))
         lines = report(service, load, args)
     figures = out / "figures" if args.tiny else Path(args.doc).parent / "figures"
-    lines += [latency_figure(load, args.concurrency, figures), ""]
+    lines += [latency_figure(load, args.concurrency, figures, Path(args.doc).stem), ""]
     print("\n".join(lines))
     write_section(out, "load", lines, started, "bench/serve_load.py")
     print(f"wrote {out / 'sections' / 'load.md'}")
@@ -363,8 +363,9 @@ def report(service: Any, load: Load, args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def latency_figure(load: Load, concurrency: int, figures: Path) -> str:
-    """Draw the answered requests' latencies per kind; the Markdown line that embeds it."""
+def latency_figure(load: Load, concurrency: int, figures: Path, stem: str = "serving-load") -> str:
+    """Draw the answered requests' latencies per kind (``figures/<stem>-latency.png``, named
+    after the doc it goes in); the Markdown line that embeds it."""
     groups = [
         (kind, [o.seconds * 1000.0 for o in load.outcomes if o.kind == kind and not o.error])
         for kind in KINDS
@@ -372,7 +373,7 @@ def latency_figure(load: Load, concurrency: int, figures: Path) -> str:
     if not any(values for _, values in groups):
         return "No request was answered: no latency figure."
     figure = histograms(
-        figures / "serving-load-latency.png",
+        figures / f"{stem}-latency.png",
         groups,
         "latency, sending to the last byte (ms)",
         f"Serving load: {len(load.outcomes)} requests, {concurrency} at a time",

@@ -63,11 +63,15 @@ def test_a_file_wins_over_a_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_unknown_names_list_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"unknown serve config 'gpu': .*cpu, vllm"):
+    with pytest.raises(
+        FileNotFoundError, match=r"unknown serve config 'gpu': .*cpu, cpu-nextitem, vllm"
+    ):
         load_serve_config("gpu")
     with pytest.raises(FileNotFoundError, match=r"unknown recipe 'lroa': .*lora.*qlora"):
         load_recipe("lroa")
-    with pytest.raises(FileNotFoundError, match=r"no serve config at .*nope.yaml.*cpu, vllm"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no serve config at .*nope.yaml.*cpu, cpu-nextitem, vllm"
+    ):
         load_serve_config(tmp_path / "nope.yaml")
     with pytest.raises(FileNotFoundError, match=r"shipped: .*finetune/accelerate/cpu.yaml"):
         shipped.find("accelerate/cpu")
@@ -78,7 +82,10 @@ def test_cli_defaults_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert parser.parse_args(["serve"]).config == "cpu"
     assert parser.parse_args(["finetune"]).recipe == "lora"
     assert main(["serve", "--config", "nosuch"]) == 2
-    assert "unknown serve config 'nosuch': known names are cpu, vllm" in capsys.readouterr().err
+    assert (
+        "unknown serve config 'nosuch': known names are cpu, cpu-nextitem, vllm"
+        in capsys.readouterr().err
+    )
     assert main(["finetune", "--recipe", "nosuch"]) == 2
     err = capsys.readouterr().err
     known = "adalora, lora, nextitem-adalora, nextitem-lora, nextitem-prefix, nextitem-qlora"
