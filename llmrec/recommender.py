@@ -25,7 +25,7 @@ import numpy as np
 
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
-from llmrec.data.topk import TopK, check_k, row_moments, top_k_rows
+from llmrec.data.topk import SharedScores, TopK, check_k, row_moments, shared_top_k, top_k_rows
 
 
 class Recommender(ABC):
@@ -119,6 +119,51 @@ class Recommender(ABC):
         if self.catalog is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         return self.catalog
+
+
+class UserIndependent(Recommender):
+    """A model that gives every user the same score per item (popularity and its kin): one
+    vector :meth:`item_scores` (N,) makes :meth:`score`, :meth:`score_candidates` and a
+    :meth:`top_k` that sorts it once and reuses the order for every user. Items with a score
+    above zero are the known ones. Subclasses reset ``_shared`` to ``None`` when they refit."""
+
+    _shared: SharedScores | None = None  # item_scores sorted once, for top_k
+
+    @abstractmethod
+    def item_scores(self) -> np.ndarray:
+        """The fitted per-item scores (N,), float64."""
+
+    def known_items(self) -> np.ndarray | None:
+        return None if self.catalog is None else self.item_scores() > 0
+
+    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
+        """The item scores repeated for each history: float32 of shape (n, N)."""
+        catalog = self._require_fitted()
+        row = self.item_scores().astype(np.float32)  # (N,)
+        return np.broadcast_to(row, (len(histories), len(catalog))).copy()  # (n, N)
+
+    def score_candidates(
+        self, histories: Sequence[UserSequence], candidates: np.ndarray
+    ) -> np.ndarray:
+        """The item scores at catalogue indices ``candidates`` (n, C), float32."""
+        self._require_fitted()
+        return self.item_scores().astype(np.float32)[np.asarray(candidates, dtype=np.int64)]
+
+    def top_k(
+        self,
+        histories: Sequence[UserSequence],
+        k: int,
+        *,
+        exclude_history: bool = True,
+        with_moments: bool = False,
+    ) -> TopK:
+        """The ``k`` best items outside each history, from one list sorted once."""
+        self._require_fitted()
+        if self._shared is None:
+            scores = self.item_scores()
+            self._shared = SharedScores(scores.astype(np.float32), scores > 0)
+        exclude = self.excluded(histories, exclude_history)
+        return shared_top_k(self._shared, k, exclude, with_moments=with_moments)
 
 
 def write_model_meta(folder: Path, name: str, catalog: Catalog, config: dict[str, Any]) -> None:

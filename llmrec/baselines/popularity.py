@@ -15,9 +15,9 @@ import numpy as np
 from llmrec.baselines._common import encode, item_counts
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
-from llmrec.data.topk import SharedScores, TopK, shared_top_k
+from llmrec.data.topk import SharedScores
 from llmrec.io import atomic_dir
-from llmrec.recommender import Recommender, read_model_meta, write_model_meta
+from llmrec.recommender import UserIndependent, read_model_meta, write_model_meta
 from llmrec.validation import config_from_dict, merge_config
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class PopularityConfig:
     """The popularity model has no settings; the class exists so every baseline has a config."""
 
 
-class PopularityRecommender(Recommender):
+class PopularityRecommender(UserIndependent):
     """Scores each item by how often it occurs in the training sequences."""
 
     name: ClassVar[str] = "pop"
@@ -58,39 +58,10 @@ class PopularityRecommender(Recommender):
         )
         return self
 
-    def known_items(self) -> np.ndarray | None:
-        return None if self.counts is None else self.counts > 0
-
-    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
-        """The count vector, repeated for each history: float32 of shape (n, N)."""
-        catalog = self._require_fitted()
+    def item_scores(self) -> np.ndarray:
+        """The training counts (N,)."""
         assert self.counts is not None
-        row = self.counts.astype(np.float32)  # (N,)
-        return np.broadcast_to(row, (len(histories), len(catalog))).copy()  # (n, N)
-
-    def score_candidates(
-        self, histories: Sequence[UserSequence], candidates: np.ndarray
-    ) -> np.ndarray:
-        """The counts of catalogue indices ``candidates`` (n, C), float32."""
-        self._require_fitted()
-        assert self.counts is not None
-        return self.counts.astype(np.float32)[np.asarray(candidates, dtype=np.int64)]
-
-    def top_k(
-        self,
-        histories: Sequence[UserSequence],
-        k: int,
-        *,
-        exclude_history: bool = True,
-        with_moments: bool = False,
-    ) -> TopK:
-        """The most popular ``k`` items outside each history, from one list sorted once."""
-        self._require_fitted()
-        assert self.counts is not None
-        if self._shared is None:
-            self._shared = SharedScores(self.counts.astype(np.float32), self.counts > 0)
-        exclude = self.excluded(histories, exclude_history)
-        return shared_top_k(self._shared, k, exclude, with_moments=with_moments)
+        return self.counts
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``model.json`` and ``counts.npy`` to the folder ``path``."""

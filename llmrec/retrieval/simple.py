@@ -24,7 +24,7 @@ from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.data.topk import SharedScores, TopK, shared_top_k
 from llmrec.io import atomic_dir
-from llmrec.recommender import Recommender, read_model_meta, write_model_meta
+from llmrec.recommender import Recommender, UserIndependent, read_model_meta, write_model_meta
 from llmrec.sparse import ItemMatrix
 from llmrec.validation import check_number, config_from_dict, merge_config
 
@@ -47,7 +47,7 @@ class RecentPopConfig:
         )
 
 
-class RecentPopularity(Recommender):
+class RecentPopularity(UserIndependent):
     """Popularity where each interaction's weight halves every ``half_life_days`` of age.
 
     Age is measured from the newest training interaction, so the view says "popular lately".
@@ -81,38 +81,10 @@ class RecentPopularity(Recommender):
         self._shared = None
         return self
 
-    def known_items(self) -> np.ndarray | None:
-        return None if self.weights is None else self.weights > 0
-
-    def score(self, histories: Sequence[UserSequence]) -> np.ndarray:
-        self._require_fitted()
+    def item_scores(self) -> np.ndarray:
+        """The decayed counts (N,), the largest 1."""
         assert self.weights is not None
-        return np.broadcast_to(
-            self.weights.astype(np.float32), (len(histories), len(self.weights))
-        ).copy()
-
-    def score_candidates(
-        self, histories: Sequence[UserSequence], candidates: np.ndarray
-    ) -> np.ndarray:
-        self._require_fitted()
-        assert self.weights is not None
-        return self.weights.astype(np.float32)[np.asarray(candidates, dtype=np.int64)]
-
-    def top_k(
-        self,
-        histories: Sequence[UserSequence],
-        k: int,
-        *,
-        exclude_history: bool = True,
-        with_moments: bool = False,
-    ) -> TopK:
-        """The ``k`` items popular lately outside each history, from one list sorted once."""
-        self._require_fitted()
-        assert self.weights is not None
-        if self._shared is None:
-            self._shared = SharedScores(self.weights.astype(np.float32), self.weights > 0)
-        exclude = self.excluded(histories, exclude_history)
-        return shared_top_k(self._shared, k, exclude, with_moments=with_moments)
+        return self.weights
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         catalog = self._require_fitted()
