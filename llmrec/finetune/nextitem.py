@@ -55,6 +55,7 @@ from llmrec.nextitem.features import (
     EventVocab,
     encode_events,
     left_pad,
+    shuffle_ties,
     training_windows,
     window_priors,
 )
@@ -119,14 +120,24 @@ def encode_all(
 class WindowCollator:
     """Left-pads a list of event windows into ``{"events": LongTensor (B, W, 5)}``; windows
     given as ``{"events": ..., "prior": ...}`` also yield ``"prior"`` (B, P), the item tokens
-    read before each window, right-padded with 0."""
+    read before each window, right-padded with 0. With ``shuffle_ties`` (a seed), each batch's
+    runs of near-simultaneous events are put in a fresh random order
+    (:func:`~llmrec.nextitem.features.shuffle_ties`)."""
+
+    def __init__(self, shuffle_ties: int | None = None) -> None:
+        self._rng = None if shuffle_ties is None else np.random.default_rng(shuffle_ties)
+
+    def _events(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self._rng is None:
+            return list(windows)
+        return [shuffle_ties(w, self._rng) for w in windows]
 
     def __call__(self, windows: Sequence[Any]) -> dict[str, Any]:
         import torch
 
         if windows and isinstance(windows[0], dict):
             priors = [w["prior"] for w in windows]
-            events = [w["events"] for w in windows]
+            events = self._events([w["events"] for w in windows])
             prior = np.zeros((len(priors), max(1, max(len(p) for p in priors))), dtype=np.int64)
             for row, items in enumerate(priors):
                 prior[row, : len(items)] = items
@@ -135,8 +146,9 @@ class WindowCollator:
                 "events": torch.from_numpy(left_pad(events, width)),
                 "prior": torch.from_numpy(prior),
             }
-        width = max(len(w) for w in windows)
-        return {"events": torch.from_numpy(left_pad(windows, width))}
+        events = self._events(windows)
+        width = max(len(w) for w in events)
+        return {"events": torch.from_numpy(left_pad(events, width))}
 
 
 def validation_metrics(model: NextItemRecommender, cases: Sequence[EvalCase]) -> dict[str, float]:
@@ -419,7 +431,9 @@ def train_nextitem(
         args=args,
         train_dataset=windows,
         eval_dataset=eval_cases,  # scored by evaluate() below, never batched
-        data_collator=WindowCollator(),
+        data_collator=WindowCollator(
+            shuffle_ties=tcfg.seed + processes.rank() if cfg.shuffle_ties else None
+        ),
         callbacks=training_callbacks(tcfg, recipe.adapter.method, out, before or 0.0),
         recommender=recommender,
         valid_cases=eval_cases,

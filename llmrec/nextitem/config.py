@@ -56,6 +56,11 @@ class NextItemConfig:
       each position, as evaluation and serving exclude a user's history (the model then spends
       nothing on ranking seen items low); with ``seen_history`` also the items the user read
       before the window began (all of the history, as evaluation excludes it).
+    - ``shuffle_ties``: in every training batch, put each run of near-simultaneous events
+      (less than one gap bucket apart: 2.6 s with 16 buckets) in a fresh random order. Where a
+      log stamps many events with the same second (half of ML-100K's consecutive training
+      ratings share their second), the order of such a run is the file's and says nothing of
+      what came next; shuffling it teaches every order the data allows.
     - ``negatives``: 0 trains with the full softmax over the catalogue; ``k > 0`` samples k
       shared negatives per batch by popularity (a sampled softmax with logQ correction), for
       catalogues too large for a full softmax.
@@ -83,6 +88,7 @@ class NextItemConfig:
     targets_ahead: int = 1
     exclude_seen: bool = False
     seen_history: bool = False
+    shuffle_ties: bool = False
     negatives: int = 0
     head_lr: float | None = None
 
@@ -117,6 +123,7 @@ class NextItemConfig:
             "exclude_seen",
             "seen_history",
             "hidden_bias",
+            "shuffle_ties",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false")

@@ -11,6 +11,9 @@
   "absent").
 - :func:`training_windows` / :func:`left_pad` - windows of at most ``max_len + 1`` events (each
   gives ``max_len`` next-item targets) and left-padded batches.
+- :func:`shuffle_ties` - a window with the events of each run of near-simultaneous events (the
+  first gap bucket) in a random order: where a log stamps several events with the same second,
+  as ML-100K does for half of its consecutive ratings, their order in the file says nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ ITEM, GAP, RATING, TIME, BEHAVIOR = range(5)
 N_FEATURES = 5
 #: Rating levels: a rating is placed on 1..RATING_LEVELS over the training range (0: none).
 RATING_LEVELS = 5
+#: The gap bucket of an event that came right after the previous one: less than
+#: 2 ** (26 / (gap_buckets - 2)) - 1 seconds later (2.6 s with 16 buckets); 1 marks a first event.
+TIED_GAP = 2
 #: log2(1 + seconds) of the longest gap told apart (about two years); longer ones share a bucket.
 _LOG2_MAX_GAP = 26.0
 
@@ -169,6 +175,23 @@ def window_priors(encoded: Sequence[np.ndarray], max_len: int) -> list[np.ndarra
         for events in encoded
         for start, _ in _window_bounds(len(events), max_len)
     ]
+
+
+def shuffle_ties(events: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``events`` (L, N_FEATURES) in which each run of events that came right after
+    one another (every event of the run after its first has gap bucket :data:`TIED_GAP`) is put
+    in a random order. Whole events move (item, rating, time, behaviour); the gap column stays
+    where it was, so the run still starts with its gap from the event before it and goes on
+    with tied gaps."""
+    if len(events) < 2:
+        return events.copy()
+    starts = events[:, GAP] != TIED_GAP  # (L,): True where a new run begins
+    starts[0] = True
+    run = np.cumsum(starts)  # (L,) run number of each event
+    order = np.lexsort((rng.random(len(events)), run))  # (L,) random order within each run
+    out = events[order]
+    out[:, GAP] = events[:, GAP]
+    return out
 
 
 def left_pad(windows: Sequence[np.ndarray], width: int) -> np.ndarray:

@@ -300,7 +300,10 @@ def test_cooc_start_vectors_reproduce_the_cooccurrence_ranking() -> None:
 
 
 def test_training_with_the_whole_history_left_out_of_the_softmax(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001
+    """Also: with ``shuffle_ties`` the collator reorders each batch's tied runs, and a run
+    trains with it."""
     from llmrec.finetune.nextitem import WindowCollator
+    from llmrec.nextitem.features import GAP, ITEM, TIED_GAP
 
     batch = WindowCollator()(
         [
@@ -310,9 +313,16 @@ def test_training_with_the_whole_history_left_out_of_the_softmax(tiny_llm_dir, t
     )
     assert batch["events"].shape == (2, 3, 5)
     assert batch["prior"].tolist() == [[4, 5], [0, 0]]
+    tied = np.ones((6, 5), dtype=np.int64)
+    tied[:, ITEM] = np.arange(1, 7)
+    tied[1:, GAP] = TIED_GAP  # one run of six events
+    shuffling = WindowCollator(shuffle_ties=0)
+    orders = {tuple(shuffling([tied])["events"][0, :, ITEM].tolist()) for _ in range(5)}
+    assert len(orders) > 1 and all(sorted(o) == list(range(1, 7)) for o in orders)
+    assert WindowCollator()([tied])["events"][0, :, ITEM].tolist() == list(range(1, 7))
     recipe = _recipe(
         tiny_llm_dir, "training.max_steps=2", "training.eval_steps=2", "nextitem.max_len=4",
-        "nextitem.exclude_seen=true", "nextitem.seen_history=true",
+        "nextitem.exclude_seen=true", "nextitem.seen_history=true", "nextitem.shuffle_ties=true",
     )  # fmt: skip
     summary = train_nextitem(recipe, make_dataset(), tmp_path, progress=False)
     assert summary.steps == 2 and summary.targets > 0

@@ -15,7 +15,9 @@ from llmrec.nextitem.features import (
     TIME,
     EventVocab,
     encode_events,
+    TIED_GAP,
     left_pad,
+    shuffle_ties,
     training_windows,
     window_priors,
 )
@@ -73,6 +75,32 @@ def test_windows_cover_every_transition_once_and_pad_on_the_left() -> None:
     for window, prior in zip(windows, priors, strict=True):
         first = int(window[0, ITEM])
         assert prior.tolist() == list(range(1, first))
+
+
+def test_shuffle_ties_reorders_only_runs_of_near_simultaneous_events() -> None:
+    # seconds 0, 0, 1, 500, 500, 500, 9000: runs {1, 2, 3}, {4, 5, 6}, {7}
+    seq = _seq([0, 0, 1, 500, 500, 500, 9000], ratings=(1.0, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0))
+    vocab = EventVocab.fit([seq], gap_buckets=16, time_buckets=4)
+    events = encode_events(seq, make_catalog(movie_items()), vocab)
+    assert events[:, GAP].tolist()[:3] == [1, TIED_GAP, TIED_GAP]
+    assert events[3, GAP] > TIED_GAP and events[4, GAP] == events[5, GAP] == TIED_GAP
+    rng = np.random.default_rng(0)
+    orders = set()
+    for _ in range(400):
+        out = shuffle_ties(events, rng)
+        items = out[:, ITEM].tolist()
+        assert sorted(items[:3]) == [1, 2, 3] and sorted(items[3:6]) == [4, 5, 6]
+        assert items[6] == 7
+        assert (out[:, GAP] == events[:, GAP]).all()  # the gaps stay where they were
+        by_item = {int(row[ITEM]): row for row in out}
+        for row in events:  # every other view moves with its item
+            moved = by_item[int(row[ITEM])]
+            assert moved[[RATING, TIME, BEHAVIOR]].tolist() == row[[RATING, TIME, BEHAVIOR]].tolist()
+        orders.add(tuple(items))
+    assert len(orders) == 36  # 3! x 3! orders, all reached
+    assert (events[:, ITEM] == np.arange(1, 8)).all()  # the input is left alone
+    one = events[:1]
+    assert (shuffle_ties(one, rng) == one).all()
 
 
 @pytest.mark.parametrize(
