@@ -12,10 +12,10 @@ from llmrec.nextitem.features import (
     GAP,
     ITEM,
     RATING,
+    TIED_GAP,
     TIME,
     EventVocab,
     encode_events,
-    TIED_GAP,
     left_pad,
     shuffle_ties,
     training_windows,
@@ -95,7 +95,9 @@ def test_shuffle_ties_reorders_only_runs_of_near_simultaneous_events() -> None:
         by_item = {int(row[ITEM]): row for row in out}
         for row in events:  # every other view moves with its item
             moved = by_item[int(row[ITEM])]
-            assert moved[[RATING, TIME, BEHAVIOR]].tolist() == row[[RATING, TIME, BEHAVIOR]].tolist()
+            assert (
+                moved[[RATING, TIME, BEHAVIOR]].tolist() == row[[RATING, TIME, BEHAVIOR]].tolist()
+            )
         orders.add(tuple(items))
     assert len(orders) == 36  # 3! x 3! orders, all reached
     assert (events[:, ITEM] == np.arange(1, 8)).all()  # the input is left alone
