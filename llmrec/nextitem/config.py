@@ -61,6 +61,10 @@ class NextItemConfig:
       log stamps many events with the same second (half of ML-100K's consecutive training
       ratings share their second), the order of such a run is the file's and says nothing of
       what came next; shuffling it teaches every order the data allows.
+    - ``tie_passes``: scoring only - P > 1 scores each history in P orders (as read, and P - 1
+      with its runs of near-simultaneous events shuffled) and averages their log-softmax, so
+      a ranking does not hang on which of several events stamped with the same second the log
+      happened to list last; P forward passes per user.
     - ``negatives``: 0 trains with the full softmax over the catalogue; ``k > 0`` samples k
       shared negatives per batch by popularity (a sampled softmax with logQ correction), for
       catalogues too large for a full softmax.
@@ -89,6 +93,7 @@ class NextItemConfig:
     exclude_seen: bool = False
     seen_history: bool = False
     shuffle_ties: bool = False
+    tie_passes: int = 1
     negatives: int = 0
     head_lr: float | None = None
 
@@ -97,6 +102,7 @@ class NextItemConfig:
             check_number("layers", self.layers, minimum=1)
         for name in (
             "max_len", "id_dim", "score_dim", "gap_buckets", "time_buckets", "targets_ahead",
+            "tie_passes",
         ):  # fmt: skip
             check_number(name, getattr(self, name), minimum=1)
         check_number("text_max_chars", self.text_max_chars, minimum=16)

@@ -32,24 +32,13 @@ import numpy as np
 from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
-from llmrec.nextitem.recommender import MODEL_NAME, NextItemRecommender
+from llmrec.nextitem.recommender import MODEL_NAME, NextItemRecommender, log_softmax
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
 
 ENSEMBLE_NAME = "nextitem-ensemble"
 #: The ``model`` names of folders :func:`load_nextitem` opens.
 NEXTITEM_MODELS = (MODEL_NAME, ENSEMBLE_NAME)
 MEMBERS_DIR = "members"
-
-
-def log_softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax of ``scores`` (n, N), float32; ``-inf`` entries stay ``-inf``."""
-    scores = np.asarray(scores, dtype=np.float64)
-    top = np.max(scores, axis=1, keepdims=True)  # (n, 1)
-    top = np.where(np.isfinite(top), top, 0.0)
-    shifted = scores - top
-    with np.errstate(divide="ignore"):
-        norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (n, 1)
-    return (shifted - norm).astype(np.float32)
 
 
 class NextItemEnsemble(Recommender):

@@ -32,7 +32,7 @@ from llmrec.data.catalog import Catalog
 from llmrec.data.records import EvalCase, UserSequence
 from llmrec.io import atomic_dir
 from llmrec.nextitem.config import NextItemConfig
-from llmrec.nextitem.features import EventVocab, encode_events, left_pad
+from llmrec.nextitem.features import EventVocab, encode_events, left_pad, shuffle_ties
 from llmrec.recommender import Recommender, read_model_meta, write_model_meta
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,25 @@ class NextItemRecommender(Recommender):
         return self.score_events(self.encode(histories))
 
     def score_events(self, encoded: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores (n, N) float32 for encoded event arrays (see :meth:`encode`)."""
+        """Scores (n, N) float32 for encoded event arrays (see :meth:`encode`). With
+        ``tie_passes`` P > 1, the mean log-softmax over P orders of each history: as read, and
+        P - 1 with its runs of near-simultaneous events shuffled (:func:`shuffle_ties`, seeded
+        by the pass, so a history always gets the same scores)."""
+        passes = self.config.tie_passes
+        if passes <= 1:
+            return self._score_once(encoded)
+        variants = [
+            events if p == 0 else shuffle_ties(events, np.random.default_rng(p))
+            for events in encoded
+            for p in range(passes)
+        ]
+        scores = self._score_once(variants)  # (n * P, N)
+        empty = np.array([len(e) == 0 for e in encoded], dtype=bool)  # (n,)
+        out = log_softmax(scores).reshape(len(encoded), passes, -1).mean(axis=1)  # (n, N)
+        out[empty] = scores.reshape(len(encoded), passes, -1)[empty, 0]
+        return out.astype(np.float32)
+
+    def _score_once(self, encoded: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
         net = self.net
@@ -218,6 +236,17 @@ class NextItemRecommender(Recommender):
         if hasattr(backbone, "peft_config"):
             self.net.backbone = merge_adapter(backbone, str(self.record.get("method", "lora")))
         return self
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of ``scores`` (n, N), float32; ``-inf`` entries stay ``-inf``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    top = np.max(scores, axis=1, keepdims=True)  # (n, 1)
+    top = np.where(np.isfinite(top), top, 0.0)
+    shifted = scores - top
+    with np.errstate(divide="ignore"):
+        norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (n, 1)
+    return (shifted - norm).astype(np.float32)
 
 
 def head_state(net: Any) -> dict[str, Any]:

@@ -262,3 +262,30 @@ def test_text_on_the_output_side_only_keeps_cold_items_scored_from_text() -> Non
     assert torch.allclose(scores[cold], expected, atol=1e-5)
     with pytest.raises(ValueError, match="text_input"):
         NextItemConfig(text_input="no")
+
+
+def test_tie_passes_average_the_log_softmax_over_shuffled_orders_of_tied_events() -> None:
+    from dataclasses import replace
+
+    from llmrec.nextitem.ensemble import log_softmax
+    from llmrec.nextitem.features import shuffle_ties
+    from llmrec.nextitem.recommender import NextItemRecommender
+
+    net = _net()
+    vocab = EventVocab(0.0, 10.0, gap_buckets=4, time_buckets=4, rating_min=1.0, rating_max=5.0)
+    once = NextItemRecommender(net, None, vocab, net.settings, {})
+    three = NextItemRecommender(net, None, vocab, replace(net.settings, tie_passes=3), {})
+    tied = _events([[1, 2, 3, 4]])[0].numpy()  # gap bucket 2 everywhere: one run of four
+    other = _events([[5, 6]])[0].numpy()
+    empty = np.zeros((0, 5), dtype=np.int64)
+    orders = [tied] + [shuffle_ties(tied, np.random.default_rng(p)) for p in (1, 2)]
+    assert len({int(o[-1, 0]) for o in orders}) > 1  # the shuffles change the last event
+    single = [once.score_events([o])[0] for o in orders]  # the echo model reads the last one
+    expected = log_softmax(np.stack(single)).mean(axis=0)
+    got = three.score_events([other, tied, empty])
+    np.testing.assert_allclose(got[1], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(three.score_events([tied])[0], got[1], rtol=1e-6)  # per history
+    np.testing.assert_allclose(got[2], net.item_counts.numpy())  # no history: popularity
+    assert not np.allclose(got[1], log_softmax(single[0][None])[0])
+    with pytest.raises(ValueError, match="tie_passes"):
+        NextItemConfig(tie_passes=0)
