@@ -89,8 +89,13 @@ def main() -> int:
     parser.add_argument(
         "--tie-passes",
         default="",
-        help="ablation: also score each run with these nextitem.tie_passes (comma-separated, "
+        help="ablation: also score runs with these nextitem.tie_passes (comma-separated, "
         "e.g. 1,4): one row each, validation NDCG@10 measured at that setting",
+    )
+    parser.add_argument(
+        "--tie-runs",
+        default="",
+        help="the --ablation folders --tie-passes applies to (comma-separated; default: all)",
     )
     parser.add_argument("--speed-users", type=int, default=200)
     parser.add_argument(
@@ -538,6 +543,7 @@ def _ablation(data, split, args) -> list[str]:  # noqa: ANN001
         "|---|---|---|---|---|---|---|",
     ]
     passes = [int(p) for p in args.tie_passes.split(",") if p.strip()]
+    tie_runs = {Path(p.strip()).resolve() for p in args.tie_runs.split(",") if p.strip()}
     for folder in folders:
         summary = json.loads((folder / "training.json").read_text())
         # read as a recipe, so settings added since the run show their defaults
@@ -546,7 +552,10 @@ def _ablation(data, split, args) -> list[str]:  # noqa: ANN001
         own = model.config.tie_passes
         diff = ", ".join(_differences(recipe, shipped)) or "as shipped"
         as_trained = None
-        for p in sorted(passes or [own], key=lambda p: p != own):  # as trained first
+        tried = {own}  # as trained, then the --tie-passes asked for
+        if not tie_runs or folder.resolve() in tie_runs:
+            tried |= set(passes)
+        for p in sorted(tried, key=lambda p: (p != own, p)):
             model.config = replace(model.config, tie_passes=p)
             result = evaluate(model, data, test, FULL)
             mine = _per_user(result, "NDCG@10")
