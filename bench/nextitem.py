@@ -542,7 +542,9 @@ def _ablation(data, split, args) -> list[str]:  # noqa: ANN001
         f"users), paired against the retriever's SASRec view (test NDCG@10 {base.mean():.4f}); "
         "validation NDCG@10 is of the weights the run kept (all 943 validation users). A run "
         "that kept its best validation check (`training.keep=best`) has a second row: what "
-        "the weights it ended on score.",
+        'the weights it ended on score. A row "scored with tie_passes=P" scores the same '
+        "weights over P orders of each history's same-second runs (validation measured so "
+        "too) and pairs its test NDCG@10 against the run as trained.",
         "",
         "| run | settings | steps | train min | valid NDCG@10 | test NDCG@10 | vs SASRec |",
         "|---|---|---|---|---|---|---|",
