@@ -483,6 +483,12 @@ def draw_figures(
     kept = out / BASELINES_FILE
     baselines = json.loads(kept.read_text()) if kept.is_file() else {}
     lines = ["## Figures", "", *_rank_figures(rows, baselines, figures)]
+    if not rows and not baselines:
+        lines += [
+            f"No rank rows kept in `{repo_path(out, ROOT)}`: the bars of test NDCG@10 and HR@1 "
+            "per method come with the next rank part (`--parts rank`).",
+            "",
+        ]
     lines += _curve_figures(adapters, figures)
     if len(lines) == 2:
         lines += ["Nothing to draw: no kept rank rows and no adapter run folders.", ""]
@@ -536,7 +542,9 @@ def _curve_figures(adapters: dict[str, Path], figures: Path) -> list[str]:
         lines += [
             "Training loss and validation NDCG@10 of each adapter against the optimizer step, "
             "from its last checkpoint's `trainer_state.json`; the validation line starts at the "
-            "zero-shot model (step 0).",
+            "zero-shot model (step 0). Drawn from the adapters in `runs/adapter-<method>` at "
+            "the time (a rank row kept from an earlier training of the same recipe is not "
+            "redrawn): " + "; ".join(_trained(m, adapters[m]) for m, _ in runs) + ".",
             "",
             f"![training and validation curves per method](figures/{figure.name})",
             "",
@@ -546,6 +554,20 @@ def _curve_figures(adapters: dict[str, Path], figures: Path) -> list[str]:
         if copied is not None:
             lines += [f"![training curve, {method}](figures/{copied.name})", ""]
     return lines
+
+
+def _trained(method: str, folder: Path) -> str:
+    """``method``: its steps, training time and kept validation NDCG@10 (from training.json)."""
+    path = Path(folder) / "training.json"
+    if not path.is_file():
+        return f"{method}: no training.json"
+    summary = json.loads(path.read_text())
+    valid = (summary.get("validation_final") or {}).get("NDCG@10")
+    kept = "-" if valid is None else f"{valid:.4f}"
+    return (
+        f"{method}: {summary.get('steps')} steps in {summary.get('train_seconds', 0) / 60:.0f} "
+        f"min, kept validation NDCG@10 {kept}"
+    )
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
