@@ -189,6 +189,7 @@ def _nextitem(dataset: Any, retriever_dir: Path, run_dir: Path, args: argparse.N
     overrides = [
         f"training.max_steps={args.nextitem_steps}",
         f"training.eval_steps={max(25, args.nextitem_steps // 4)}",
+        "training.members=1",  # the demo's short budget goes to one run, not an ensemble
     ]
     recipe = load_recipe("nextitem-lora", overrides)
     print(f"training a next-item LLM on {recipe.model} ({args.nextitem_steps} steps)")

@@ -103,6 +103,12 @@ class NextItemSummary:
     adalora_ranks: dict[str, int] | None = None
     #: processes that trained together (``accelerate launch --num_processes``)
     processes: int = 1
+    #: runs joined into the saved model (``training.members``); with more than one, the counts
+    #: above are sums over the runs (peak memory: the largest run's; total parameters: one
+    #: run's) and ``validation_final`` is the ensemble's
+    members: int = 1
+    #: each member run's final validation metrics (``OUT/members/<i>/training.json``)
+    member_validation: list[dict[str, float] | None] | None = None
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / SUMMARY_FILE
@@ -375,6 +381,8 @@ def train_nextitem(
         trainable_parameters,
     )
 
+    if recipe.training.members > 1:
+        return _train_members(recipe, dataset, out, resume, progress, sasrec, split)
     started = time.perf_counter()
     processes.init()  # launched with accelerate: join the other processes
     out = Path(out)
@@ -495,6 +503,95 @@ def train_nextitem(
 
     # only the main process writes; every process returns the summary it wrote
     return processes.on_main(write_outputs)
+
+
+MEMBERS_DIR = "members"
+
+
+def _train_members(
+    recipe: Any,
+    dataset: RecDataset,
+    out: str | Path,
+    resume: bool,
+    progress: bool,
+    sasrec: Any | None,
+    split: Split | None,
+) -> NextItemSummary:
+    """``training.members`` runs of ``recipe`` (seeds ``seed``, ``seed + 1``, ...), each a full
+    run in ``OUT/members/<i>``, joined into one ensemble in ``OUT/model``. With ``resume``,
+    finished members are kept and the first unfinished one continues from its checkpoint."""
+    from llmrec.nextitem.ensemble import NextItemEnsemble
+
+    processes.init()
+    out = Path(out)
+    tcfg = recipe.training
+    if processes.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "recipe.yaml", yaml_text(recipe.to_dict()))
+    split = split or leave_one_out(dataset)
+    summaries: list[NextItemSummary] = []
+    for i in range(tcfg.members):
+        member_out = out / MEMBERS_DIR / str(i)
+        seed = tcfg.seed + i
+        done = _finished_member(member_out) if resume else None
+        if done is not None:
+            logger.info("member %d/%d (seed %d): finished earlier, kept", i + 1, tcfg.members, seed)
+            summaries.append(done)
+            continue
+        logger.info("member %d/%d: training with seed %d", i + 1, tcfg.members, seed)
+        member = replace(recipe, training=replace(tcfg, members=1, seed=seed))
+        summaries.append(
+            train_nextitem(member, dataset, member_out, resume, progress, sasrec, split)
+        )
+
+    def join() -> NextItemSummary:
+        folders = [out / MEMBERS_DIR / str(i) / MODEL_DIR for i in range(tcfg.members)]
+        ensemble = NextItemEnsemble.from_folders(folders, dataset.catalog)
+        valid = list(split.valid)
+        cases = valid[: tcfg.eval_users] if tcfg.eval_users < len(valid) else valid
+        final = validation_metrics(ensemble, cases)
+        logger.info("ensemble of %d runs: validation NDCG@10 %.4f", tcfg.members, final["NDCG@10"])
+        model_dir = ensemble.save(out / MODEL_DIR)
+        first = summaries[0]
+        summary = replace(
+            first,
+            trainable_parameters=sum(m.trainable_parameters for m in summaries),
+            steps=sum(m.steps for m in summaries),
+            planned_steps=sum(m.planned_steps for m in summaries),
+            train_seconds=round(sum(m.train_seconds for m in summaries), 1),
+            seconds_per_step=round(
+                sum(m.train_seconds for m in summaries) / max(1, sum(m.steps for m in summaries)),
+                3,
+            ),
+            sasrec_seconds=round(sum(m.sasrec_seconds for m in summaries), 1),
+            text_seconds=round(sum(m.text_seconds for m in summaries), 1),
+            wall_seconds=round(sum(m.wall_seconds for m in summaries), 1),
+            peak_memory_mb=max(m.peak_memory_mb for m in summaries),
+            train_loss=float(np.mean([m.train_loss for m in summaries])),
+            best_checkpoint=None,
+            validation_zero_shot=None,
+            validation_final=final,
+            resumed_from=None,
+            model=str(model_dir),
+            members=tcfg.members,
+            member_validation=[m.validation_final for m in summaries],
+        )
+        summary.write(out)
+        return summary
+
+    return processes.on_main(join)
+
+
+def _finished_member(folder: Path) -> NextItemSummary | None:
+    """The summary of a member run that completed (its model and training.json written)."""
+    path = folder / SUMMARY_FILE
+    if not (path.is_file() and (folder / MODEL_DIR / "model.json").is_file()):
+        return None
+    try:
+        return NextItemSummary(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("%s unreadable (%s): training that member again", path, exc)
+        return None
 
 
 def _device() -> str:

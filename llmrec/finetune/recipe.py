@@ -61,8 +61,14 @@ class TrainingConfig:
     #: tie-breaker of the retriever's order (an untrained model's log-probabilities spread over
     #: several nats, against a prior within about one) and let it earn a larger say.
     residual_scale: float = 1.0
+    #: Next-item LLM only: train this many runs, seeded ``seed``, ``seed + 1``, ..., each in
+    #: ``OUT/members/<i>``, and write them as one ensemble in ``OUT/model`` (the mean of their
+    #: log-probabilities, as ``llmrec ensemble`` builds it). Runs of one recipe that differ
+    #: only in their seed make different errors; their mean ranks better (docs/nextitem.md).
+    members: int = 1
 
     def __post_init__(self) -> None:
+        check_number("members", self.members, minimum=1)
         check_number("batch_size", self.batch_size, minimum=1)
         check_number("grad_accum", self.grad_accum, minimum=1)
         check_number("eval_steps", self.eval_steps, minimum=1)
@@ -110,6 +116,11 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.training.members > 1 and self.family != "nextitem":
+            raise ValueError(
+                "training.members trains an ensemble of next-item models; the listwise family "
+                "trains one adapter (use family: nextitem, or members: 1)"
+            )
         if self.training.residual and not self.examples.require_retrieved:
             raise ValueError(
                 "training.residual needs examples.require_retrieved: true (the candidates must "

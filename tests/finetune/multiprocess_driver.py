@@ -33,6 +33,7 @@ NEXTITEM = [
     "dtype=float32", "nextitem.layers=1", "nextitem.id_init=random", "nextitem.id_dim=16",
     "nextitem.score_dim=16", "training.batch_size=4", "training.tensorboard=false",
     "training.warmup=0", "training.max_steps=4", "training.eval_steps=2",
+    "training.members=1",
 ]  # fmt: skip
 
 

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "dtype=float32", "nextitem.layers=1", "nextitem.id_init=random", "nextitem.id_dim=16",
     "nextitem.score_dim=16", "training.batch_size=4", "training.tensorboard=false",
-    "training.warmup=0",
+    "training.warmup=0", "training.members=1",
 ]  # fmt: skip
 
 
@@ -381,3 +381,45 @@ def test_an_ensemble_of_runs_scores_the_mean_log_softmax_everywhere(
     assert main(["ensemble", "--data", str(data), "--out", str(tmp_path / "y"), str(out)]) == 2
     assert "an ensemble already" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_training_members_writes_one_ensemble_of_seeded_runs(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001
+    """`training.members: 2` trains seeds 0 and 1 into OUT/members/<i> and saves their
+    ensemble as OUT/model; its scores are the mean of the two runs' log-softmax; --resume keeps
+    the finished runs instead of training them again."""
+    from llmrec.nextitem.ensemble import NextItemEnsemble, load_nextitem
+
+    dataset = make_dataset()
+    recipe = _recipe(tiny_llm_dir, "training.max_steps=2", "training.eval_steps=2",
+                     "training.members=2", "training.seed=3")  # fmt: skip
+    summary = train_nextitem(recipe, dataset, tmp_path, progress=False)
+    folders = [tmp_path / "members" / str(i) for i in range(2)]
+    seeds = [load_recipe(f / "recipe.yaml").training for f in folders]
+    assert [(t.seed, t.members) for t in seeds] == [(3, 1), (4, 1)]
+    assert summary.members == 2 and summary.steps == 4
+    assert len(summary.member_validation) == 2
+    saved = json.loads((tmp_path / "training.json").read_text())
+    assert saved["members"] == 2 and saved["validation_final"] == summary.validation_final
+    histories = [c.history for c in leave_one_out(dataset).test[:5]]
+    runs = [NextItemRecommender.load(f / "model", dataset.catalog).score(histories)
+            for f in folders]  # fmt: skip
+    assert not np.allclose(runs[0], runs[1])  # two seeds, two different runs
+    ensemble = load_nextitem(tmp_path / "model", dataset.catalog)
+    assert isinstance(ensemble, NextItemEnsemble)
+    expected = sum(torch.log_softmax(torch.from_numpy(r), dim=1).numpy() for r in runs) / 2
+    np.testing.assert_allclose(ensemble.score(histories), expected, atol=1e-5)
+    # resuming: member 0 finished, member 1 lost its model -> only member 1 trains again
+    stamp = (folders[0] / "training.json").stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(folders[1] / "model")
+    again = train_nextitem(recipe, dataset, tmp_path, resume=True, progress=False)
+    assert (folders[0] / "training.json").stat().st_mtime_ns == stamp
+    assert (folders[1] / "model" / "model.json").is_file() and again.members == 2
+
+
+def test_members_are_refused_for_the_listwise_family() -> None:
+    with pytest.raises(ValueError, match="members"):
+        load_recipe(REPO / "finetune" / "lora.yaml", ["training.members=2"])
+    with pytest.raises(ValueError, match="members"):
+        load_recipe(REPO / "finetune" / "nextitem-lora.yaml", ["training.members=0"])
