@@ -65,8 +65,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="join trained next-item models (e.g. seeds of one recipe) into one model folder",
         description="Average the log-softmax of several trained next-item models (a product of "
         "experts): one folder holding a copy of each, evaluated, served and used as a view like "
-        "a single model. Train the members with `llmrec finetune --recipe nextitem-lora --set "
-        "training.seed=N --out ...`.",
+        "a single model. One recipe trains seeded runs and joins them itself with "
+        "`training.members` (nextitem-lora trains 2); this joins runs trained apart, e.g. "
+        "`llmrec finetune --recipe nextitem-qlora --set training.seed=N --out ...` or the "
+        "members (OUT/members/<i>/model) of several such runs.",
     )
     ens.add_argument("models", nargs="+", help="trained next-item model folders (OUT/model)")
     ens.add_argument("--out", required=True, help="the ensemble folder to write")
@@ -99,7 +101,11 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
                 "in model.json); give the model folders `llmrec finetune` wrote (OUT/model)"
             )
         if kind == ENSEMBLE_NAME:
-            raise ValueError(f"{folder} is an ensemble already; give its members' folders")
+            members = Path(folder) / "members"
+            raise ValueError(
+                f"{folder} is an ensemble already; give its members' folders "
+                f"({members}/<i>, or OUT/members/<i>/model of a training.members run)"
+            )
     dataset = open_dataset(args.data)
     ensemble = NextItemEnsemble.from_folders(args.models, dataset.catalog)
     ensemble.save(args.out)
