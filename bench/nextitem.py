@@ -400,7 +400,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
         "test NDCG@10 (full ranking, 95 % bootstrap interval)",
         f"Next-item LLM on MovieLens-100K ({len(test)} test users)",
     )
-    curves = []
+    curves, drawn = [], set()
     for method in methods:
         folder = _run_dir(method)
         # a run of training.members draws one curve per member run
@@ -408,6 +408,9 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
             (f" run {m.name}", m) for m in sorted((folder / "members").glob("*")) if m.is_dir()
         ]
         for suffix, source in sources:
+            if source.resolve() in drawn:  # e.g. a member run benched on its own too
+                continue
+            drawn.add(source.resolve())
             copied = copy_figure(
                 source / "training-curve.png",
                 FIGURES / f"nextitem-{method}{suffix.replace(' ', '-')}-curve.png",
@@ -446,7 +449,7 @@ def _targets(results: dict, methods: list[str]) -> list[str]:
         alone = results.get(f"next-item LLM ({method}) alone")
         # fused each way (as a view of the retriever; reranking its top 20 at the tuned
         # weight, as `llmrec recommend` and the server rank): every row, none picked on test
-        prefixes = (f"retriever + next-item view ({method}", f"next-item LLM ({method}) reranking")
+        prefixes = (f"retriever + next-item view ({method},", f"next-item LLM ({method}) reranking")
         fused = [(k, v) for k, v in results.items() if k.startswith(prefixes) and "pure" not in k]
         if alone is None:
             continue
