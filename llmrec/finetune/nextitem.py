@@ -40,6 +40,7 @@ from llmrec.finetune.run import (
     planned_steps,
     report_evaluation,
     resume_point,
+    seed_everything,
     step_of,
     strip_prefix,
     training_arguments,
@@ -404,6 +405,9 @@ def train_nextitem(
         text, text_seconds = processes.on_main(
             cached_text_vectors, loaded, catalog, cfg, out, progress
         )
+    # the adapter's and the item head's random starts follow training.seed (the Trainer seeds
+    # only once it exists, after they were drawn): same seed, same start; seeds differ for real
+    seed_everything(tcfg.seed)
     rms = token_embedding_rms(loaded.model)
     backbone = keep_first_layers(loaded.model, cfg.layers)
     total_steps = planned_steps(len(windows), tcfg, processes.world_size())

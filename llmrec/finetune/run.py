@@ -92,6 +92,15 @@ def resume_point(out: Path, resume: bool) -> tuple[str | None, float | None]:
     return checkpoint, before
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch before the adapter and heads are drawn: the Trainer seeds
+    only when it is built, after them, so without this every run started from the same random
+    weights whatever its ``training.seed``."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
 def step_of(checkpoint: str | None) -> int:
     return 0 if checkpoint is None else int(Path(checkpoint).name.rsplit("-", 1)[1])
 

@@ -43,6 +43,7 @@ from llmrec.finetune.run import (
     planned_steps,
     report_evaluation,
     resume_point,
+    seed_everything,
     step_of,
     strip_prefix,
     training_arguments,
@@ -165,6 +166,7 @@ def finetune(
     )
 
     total_steps = planned_steps(len(rows), recipe.training, processes.world_size())
+    seed_everything(recipe.training.seed)  # the adapter's random start follows the seed
     model = attach_adapter(loaded.model, recipe.adapter, total_steps=total_steps)
     processes.sync_trainable(model)
     trainable, total = trainable_parameters(model)

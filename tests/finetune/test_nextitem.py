@@ -423,3 +423,19 @@ def test_members_are_refused_for_the_listwise_family() -> None:
         load_recipe(REPO / "finetune" / "lora.yaml", ["training.members=2"])
     with pytest.raises(ValueError, match="members"):
         load_recipe(REPO / "finetune" / "nextitem-lora.yaml", ["training.members=0"])
+
+
+def test_a_seed_gives_the_same_model_whatever_the_validation_checks(tiny_llm_dir, tmp_path) -> None:  # noqa: ANN001
+    """training.seed fixes the random start of the adapter and the item head too (the Trainer
+    seeds only after they are drawn), and validating every step leaves training alone."""
+    dataset = make_dataset()
+    histories = [c.history for c in leave_one_out(dataset).test[:5]]
+    torch.manual_seed(123)  # whatever state the process is in before the run
+    scores = []
+    for name, every in (("a", 1), ("b", 100)):
+        recipe = _recipe(tiny_llm_dir, "training.max_steps=4", f"training.eval_steps={every}")
+        train_nextitem(recipe, dataset, tmp_path / name, progress=False)
+        model = NextItemRecommender.load(tmp_path / name / "model", dataset.catalog)
+        scores.append(model.score(histories))
+        torch.manual_seed(456)
+    np.testing.assert_array_equal(scores[0], scores[1])
