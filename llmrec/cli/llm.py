@@ -159,7 +159,7 @@ def print_nextitem_summary(summary: Any, out: str | Path) -> None:
     sasrec = (summary.validation_sasrec or {}).get("NDCG@10")
     # only a run whose ID vectors started from a SASRec has one to compare with
     started = "" if sasrec is None else f" (the SASRec it started from: {sasrec:.4f})"
-    members = getattr(summary, "members", 1)
+    members = getattr(summary, "members", 1)  # summaries written before training.members
     if members > 1:  # training.members: the runs one by one, then what they make together
         for i, run in enumerate(summary.member_validation or []):
             print(f"run {i} (seed +{i}): validation NDCG@10 {(run or {}).get('NDCG@10', 0):.4f}")

@@ -391,8 +391,7 @@ def train_nextitem(
     tcfg = recipe.training
     catalog = dataset.catalog
     split = split or leave_one_out(dataset)
-    valid = list(split.valid)
-    eval_cases = valid[: tcfg.eval_users] if tcfg.eval_users < len(valid) else valid
+    eval_cases = _validation_cases(split, tcfg)
     # the vocabulary, the training windows and the SASRec start: made once, by the main
     # process, and handed to the others
     data = processes.on_main(_prepare, recipe, dataset, split, out, progress, sasrec)
@@ -551,9 +550,7 @@ def _train_members(
     def join() -> NextItemSummary:
         folders = [out / MEMBERS_DIR / str(i) / MODEL_DIR for i in range(tcfg.members)]
         ensemble = NextItemEnsemble.from_folders(folders, dataset.catalog)
-        valid = list(split.valid)
-        cases = valid[: tcfg.eval_users] if tcfg.eval_users < len(valid) else valid
-        final = validation_metrics(ensemble, cases)
+        final = validation_metrics(ensemble, _validation_cases(split, tcfg))
         logger.info("ensemble of %d runs: validation NDCG@10 %.4f", tcfg.members, final["NDCG@10"])
         model_dir = ensemble.save(out / MODEL_DIR)
         first = summaries[0]
@@ -584,6 +581,11 @@ def _train_members(
         return summary
 
     return processes.on_main(join)
+
+
+def _validation_cases(split: Split, tcfg: Any) -> list[EvalCase]:
+    """The validation users every check scores: the first ``eval_users`` of the split."""
+    return list(split.valid)[: tcfg.eval_users]
 
 
 def _finished_member(folder: Path) -> NextItemSummary | None:
