@@ -228,7 +228,7 @@ def _fmt(x: float | None) -> str:
 #: Bump when what a method's rank row measures changes: rows cached under another version are
 #: measured again.
 RANK_VERSION = 2
-RETRIEVER = "retriever (fused RRF)"
+RETRIEVER = "retriever (fused views)"
 SASREC = "SASRec (retriever view)"
 
 

@@ -84,6 +84,10 @@ class FusionConfig:
     tune: bool = True
     tune_metric: str = "HR@20"
     tune_rounds: int = 2
+    #: The views whose weights tuning may change (empty: all of them); the others keep their
+    #: given weights. Adding one view to a tuned retriever (e.g. ``[nextitem]``) tunes one
+    #: weight against the validation users instead of re-fitting all of them to those users.
+    tune_views: list[str] = field(default_factory=list)
     #: Share of every ranked list reserved for cold items (items no ID view saw in training):
     #: every ``round(1 / cold_slots)``-th position goes to the best cold item the text view
     #: rates above average. Tuned weights favour the ID views, which would bury new items.
@@ -130,11 +134,15 @@ class FusedRetriever(Recommender):
             raise ValueError("a fused retriever needs at least one view")
         self.views = dict(views)
         self.config = config or FusionConfig()
-        unknown = set(self.config.weights) - set(self.views)
-        if unknown:
-            raise ValueError(
-                f"weights given for unknown views {sorted(unknown)}; views: {list(views)}"
-            )
+        for what, names in (
+            ("weights", self.config.weights),
+            ("tune_views", self.config.tune_views),
+        ):
+            unknown = set(names) - set(self.views)
+            if unknown:
+                raise ValueError(
+                    f"{what} given for unknown views {sorted(unknown)}; views: {list(views)}"
+                )
         self.weights = {v: float(self.config.weights.get(v, 1.0)) for v in self.views}
 
     @classmethod
@@ -165,7 +173,8 @@ class FusedRetriever(Recommender):
         return self
 
     def tune_weights(self, valid: Sequence[EvalCase], grid: Sequence[float] = DEFAULT_GRID) -> dict:
-        """Coordinate ascent over ``grid`` per view, maximising validation ``tune_metric``."""
+        """Coordinate ascent over ``grid`` per view (those in ``tune_views``, else all),
+        maximising validation ``tune_metric``."""
         catalog = self._require_fitted()
         k = int(self.config.tune_metric.split("@")[1])
         quality = (self._sparse_quality if self.sparse else self._dense_quality)(valid, k)
@@ -173,7 +182,7 @@ class FusedRetriever(Recommender):
         best_q = quality(best)
         for _ in range(self.config.tune_rounds):
             improved = False
-            for view in self.views:
+            for view in self.config.tune_views or self.views:
                 for value in grid:
                     trial = {**best, view: float(value)}
                     q = quality(trial)

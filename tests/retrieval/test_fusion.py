@@ -86,6 +86,22 @@ def test_tuning_picks_the_informative_view() -> None:
     assert f.score([seq("z", [0])])[0].argmax() == 3
 
 
+def test_tune_views_tunes_only_those_weights() -> None:
+    # the same two views; tuning may change only "good": "bad" keeps its given 4, and "good"
+    # rises until it outweighs it (all the grid's 0..4 could not; a wider grid can)
+    cases = [EvalCase("x", seq("x", [0]), "3"), EvalCase("y", seq("y", [1]), "3")]
+    good, bad = Fixed([0, 0, 0, 9, 0]), Fixed([9, 9, 9, 0, 9])
+    config = FusionConfig(tune_metric="HR@1", weights={"good": 0.25, "bad": 4}, tune_views=["good"])
+    f = FusedRetriever({"good": good, "bad": bad}, config)
+    f.fit([], catalog(), cases)
+    # z-scores: the target scores 2g - 8 and the rest 2 - g / 2, so only g > 4 lifts HR@1
+    assert f.weights == {"good": 0.25, "bad": 4.0}
+    tuned = f.tune_weights(cases, grid=(0, 1, 4, 16))
+    assert tuned["weights"] == {"good": 16.0, "bad": 4.0} and tuned["HR@1"] == 1.0
+    with pytest.raises(ValueError, match="tune_views given for unknown views"):
+        FusedRetriever({"good": good}, FusionConfig(tune_views=["nextitem"]))
+
+
 def test_save_and_load_round_trip(tmp_path) -> None:  # noqa: ANN001
     train = [seq("a", [0, 1, 2, 3]), seq("b", [2, 3, 4]), seq("c", [1, 2, 4])]
     valid = [EvalCase("a", seq("a", [0, 1]), "2")]
