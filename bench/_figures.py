@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +92,12 @@ def metric_bars(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 0.5 * len(bars) + 1.4), dpi=110)
+    # long labels wrap (at most 44 characters a line), so the bars keep their width
+    labels = [textwrap.fill(b[0], 44) for b in bars]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig = Figure(figsize=(9, 0.32 * lines + 0.2 * len(bars) + 1.4), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    labels = [b[0] for b in bars]
     values = np.array([b[1] for b in bars])
     errors = np.array([[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]])
     y = np.arange(len(bars))[::-1]
