@@ -136,6 +136,10 @@ def main() -> int:
     if bad:
         raise SystemExit(f"unknown parts {sorted(bad)}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for variant in [v.strip() for v in args.view_tuning.split(",") if v.strip()]:
+        metric, *rest = variant.split(":")
+        if "@" not in metric or len(rest) not in (1, 2) or rest[1:] not in ([], ["nextitem"]):
+            raise SystemExit(f"--view-tuning {variant!r}: expected METRIC:MAX[:nextitem]")
     for method in [m.strip() for m in args.train.split(",") if m.strip()]:
         if not (_run_dir(method) / "model" / "model.json").is_file():
             _train(method, args.retriever)
@@ -377,7 +381,7 @@ def _rank(data, split, methods, args, out: Path) -> list[str]:  # noqa: ANN001
             metric, top, *only = variant.split(":")
             grid = tuple(g for g in (0, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if g <= float(top))
             fused.config = replace(retriever.config, tune_metric=metric, tune_views=only)
-            fused.weights = _with_view(retriever, alone, model_dir, data).weights
+            fused.weights = {**(getattr(retriever, "weights", {}) or {}), "nextitem": 0.0}
             tuned = fused.tune_weights(split.valid, grid=grid)
             weight = tuned["weights"].get("nextitem", 0)
             which = "its weight alone tuned" if only else "weights tuned"
