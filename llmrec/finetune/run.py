@@ -94,8 +94,8 @@ def resume_point(out: Path, resume: bool) -> tuple[str | None, float | None]:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch before the adapter and heads are drawn: the Trainer seeds
-    only when it is built, after them, so without this every run started from the same random
-    weights whatever its ``training.seed``."""
+    only when it is built, after them, so without this a run's random start came from whatever
+    state torch was in, not from its ``training.seed``."""
     from transformers import set_seed
 
     set_seed(seed)
